@@ -1,0 +1,296 @@
+internal import CNats
+import Foundation
+
+/// JetStream on a ``NatsConnection``: stream management, publish with ack, direct get, ordered
+/// consumers and durable pull consumers.
+///
+/// Publish, stream management and direct get are plain requests to the JetStream API, so they
+/// block no thread; consumers use cnats' JetStream context (`jsCtx`).
+/// `@unchecked Sendable`: a `jsCtx` is thread-safe in cnats.
+public final class JetStream: @unchecked Sendable {
+    public let connection: NatsConnection
+    let context: OpaquePointer
+    private let timeout: Duration
+
+    /// - Parameter timeout: how long a JetStream API request may take. Default 5 s.
+    public init(connection: NatsConnection, timeout: Duration = .seconds(5)) throws {
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.Wait = Int64(timeout.components.seconds * 1000)
+        var context: OpaquePointer?
+        let status = natsConnection_JetStream(&context, connection.raw, &options)
+        guard status == NATS_OK, let context else { throw NatsError(status: status) }
+        self.connection = connection
+        self.context = context
+        self.timeout = timeout
+    }
+
+    deinit { jsCtx_Destroy(context) }
+
+    // MARK: Streams
+
+    /// Creates the stream, or updates it when it exists with another configuration.
+    @discardableResult
+    public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws -> StreamInfo {
+        do {
+            return try await api("$JS.API.STREAM.CREATE.\(configuration.name)", configuration)
+        } catch let error as NatsError where error.jetStreamCode == 10058 {
+            return try await api("$JS.API.STREAM.UPDATE.\(configuration.name)", configuration)
+        }
+    }
+
+    /// The stream's configuration and state.
+    public func streamInfo(_ name: String) async throws -> StreamInfo {
+        try await api("$JS.API.STREAM.INFO.\(name)", Optional<StreamConfiguration>.none)
+    }
+
+    /// Deletes the stream and its messages.
+    public func deleteStream(_ name: String) async throws {
+        let _: DeleteResponse = try await api("$JS.API.STREAM.DELETE.\(name)", Optional<StreamConfiguration>.none)
+    }
+
+    /// Checks that JetStream answers for this account; used by readiness probes.
+    public func ping() async throws {
+        let _: AccountInfo = try await api("$JS.API.INFO", Optional<StreamConfiguration>.none)
+    }
+
+    // MARK: Publish
+
+    /// Publishes and waits until the stream has stored the message.
+    ///
+    /// - Parameters:
+    ///   - messageID: `Nats-Msg-Id`; a second publish with the same id within the stream's
+    ///     duplicate window is not stored again (``PublishAck/duplicate`` is true).
+    ///   - expectedLastSubjectSequence: the stream sequence of the subject's last message, or 0
+    ///     when the subject must still be empty; a mismatch throws `NatsError` with
+    ///     `jetStreamCode == NatsError.wrongLastSequence`.
+    public func publish(
+        _ subject: String,
+        payload: Data,
+        headers: [String: String] = [:],
+        messageID: String? = nil,
+        expectedLastSubjectSequence: UInt64? = nil
+    ) async throws -> PublishAck {
+        var headers = headers
+        if let messageID { headers["Nats-Msg-Id"] = messageID }
+        if let expected = expectedLastSubjectSequence {
+            // Set as a header so that 0 ("no message yet") is sent too; cnats' option treats 0 as unset.
+            headers["Nats-Expected-Last-Subject-Sequence"] = String(expected)
+        }
+        let reply = try await connection.request(subject, payload: payload, headers: headers, timeout: timeout)
+        return try Self.decode(PublishAck.self, from: reply, subject: subject)
+    }
+
+    // MARK: Direct get
+
+    /// Which message ``directGet(stream:_:)`` reads.
+    public enum DirectGet: Sendable {
+        /// The message with this stream sequence.
+        case sequence(UInt64)
+        /// The last message on the subject.
+        case lastBySubject(String)
+        /// The first message on the subject at or after the stream sequence.
+        case nextBySubject(String, from: UInt64)
+    }
+
+    /// Reads one message straight from the stream (the stream needs `allowDirect`); nil when
+    /// there is none.
+    public func directGet(stream: String, _ query: DirectGet) async throws -> NatsMessage? {
+        let body: [String: JSONValue] =
+            switch query {
+            case .sequence(let sequence): ["seq": .number(sequence)]
+            case .lastBySubject(let subject): ["last_by_subj": .string(subject)]
+            case .nextBySubject(let subject, let from): ["seq": .number(from), "next_by_subj": .string(subject)]
+            }
+        let reply = try await connection.request(
+            "$JS.API.DIRECT.GET.\(stream)",
+            payload: try JSONEncoder().encode(body),
+            timeout: timeout
+        )
+        switch reply.status {
+        case nil:
+            var message = reply
+            message.subject = reply.headers["Nats-Subject"] ?? reply.subject
+            message.metadata = JetStreamMetadata(
+                stream: reply.headers["Nats-Stream"] ?? stream,
+                streamSequence: UInt64(reply.headers["Nats-Sequence"] ?? "") ?? 0,
+                timestamp: reply.headers["Nats-Time-Stamp"].flatMap(JetStreamMetadata.parseTimestamp) ?? Date(),
+                deliveries: 1,
+                pending: UInt64(reply.headers["Nats-Num-Pending"] ?? "") ?? 0
+            )
+            return message
+        case 404: return nil
+        default:
+            throw NatsError(.jetStream, message: "direct get failed: \(reply.headers["Description"] ?? "status \(reply.status!)")")
+        }
+    }
+
+    // MARK: API plumbing
+
+    private func api<Body: Encodable, Response: Decodable>(_ subject: String, _ body: Body?) async throws -> Response {
+        let payload = try body.map { try JSONEncoder().encode($0) } ?? Data()
+        let reply = try await connection.request(subject, payload: payload, timeout: timeout)
+        return try Self.decode(Response.self, from: reply, subject: subject)
+    }
+
+    static func decode<Response: Decodable>(_ type: Response.Type, from reply: NatsMessage, subject: String) throws
+        -> Response
+    {
+        if reply.status == 503 {
+            throw NatsError(.noResponders, message: "JetStream is not enabled or not reachable for \(subject)")
+        }
+        if let failure = try? JSONDecoder().decode(APIErrorResponse.self, from: reply.payload), let error = failure.error {
+            let code: NatsError.Code = error.code == 404 ? .notFound : .jetStream
+            throw NatsError(code, jetStreamCode: error.errCode, message: error.description)
+        }
+        do {
+            return try JSONDecoder().decode(Response.self, from: reply.payload)
+        } catch {
+            throw NatsError(.jetStream, message: "unreadable JetStream reply on \(subject): \(error)")
+        }
+    }
+}
+
+/// The acknowledgement of a stored message.
+public struct PublishAck: Decodable, Sendable, Equatable {
+    public var stream: String
+    /// The message's sequence in the stream.
+    public var sequence: UInt64
+    /// True when the message id was seen before and nothing new was stored.
+    public var duplicate: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case stream, duplicate
+        case sequence = "seq"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        stream = try container.decode(String.self, forKey: .stream)
+        sequence = try container.decode(UInt64.self, forKey: .sequence)
+        duplicate = try container.decodeIfPresent(Bool.self, forKey: .duplicate) ?? false
+    }
+}
+
+/// Where a JetStream message sits in its stream.
+public struct JetStreamMetadata: Sendable, Equatable {
+    public var stream: String
+    public var streamSequence: UInt64
+    public var timestamp: Date
+    /// How many times this message was delivered to this consumer (1 = first time).
+    public var deliveries: UInt64
+    /// Messages still to come after this one, as the server counted when it sent it.
+    public var pending: UInt64
+
+    static func parseTimestamp(_ text: String) -> Date? {
+        // RFC 3339 with nanoseconds: keep milliseconds, which is all Date needs here.
+        let trimmed = text.replacingOccurrences(of: #"(\.\d{3})\d*"#, with: "$1", options: .regularExpression)
+        return (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(trimmed))
+            ?? (try? Date.ISO8601FormatStyle().parse(trimmed))
+    }
+}
+
+/// A stream's configuration, as the JetStream API takes it (durations in nanoseconds).
+public struct StreamConfiguration: Codable, Sendable, Equatable {
+    public var name: String
+    public var subjects: [String]
+    /// `file` or `memory`. Default `file`.
+    public var storage: String
+    /// `limits`, `interest` or `workqueue`. Default `limits`.
+    public var retention: String
+    /// How long a message id is remembered for deduplication. Default 2 minutes.
+    public var duplicateWindow: Int64
+    /// Lets readers fetch messages without a consumer (direct get). Default true.
+    public var allowDirect: Bool
+    /// Messages older than this are removed; 0 keeps them forever. Default 0.
+    public var maxAge: Int64
+    public var numReplicas: Int
+
+    enum CodingKeys: String, CodingKey {
+        case name, subjects, storage, retention
+        case duplicateWindow = "duplicate_window"
+        case allowDirect = "allow_direct"
+        case maxAge = "max_age"
+        case numReplicas = "num_replicas"
+    }
+
+    public init(
+        name: String,
+        subjects: [String],
+        storage: String = "file",
+        retention: String = "limits",
+        duplicateWindow: Duration = .seconds(120),
+        allowDirect: Bool = true,
+        maxAge: Duration = .zero,
+        numReplicas: Int = 1
+    ) {
+        self.name = name
+        self.subjects = subjects
+        self.storage = storage
+        self.retention = retention
+        self.duplicateWindow = duplicateWindow.nanoseconds
+        self.allowDirect = allowDirect
+        self.maxAge = maxAge.nanoseconds
+        self.numReplicas = numReplicas
+    }
+}
+
+/// A stream's configuration and state.
+public struct StreamInfo: Decodable, Sendable {
+    public struct State: Decodable, Sendable {
+        public var messages: UInt64
+        public var bytes: UInt64
+        public var firstSeq: UInt64
+        public var lastSeq: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case messages, bytes
+            case firstSeq = "first_seq"
+            case lastSeq = "last_seq"
+        }
+    }
+
+    public var config: StreamConfiguration
+    public var state: State
+}
+
+private struct AccountInfo: Decodable {
+    var streams: Int?
+}
+
+private struct DeleteResponse: Decodable {
+    var success: Bool
+}
+
+private struct APIErrorResponse: Decodable {
+    struct APIError: Decodable {
+        var code: Int
+        var errCode: Int?
+        var description: String
+
+        enum CodingKeys: String, CodingKey {
+            case code, description
+            case errCode = "err_code"
+        }
+    }
+    var error: APIError?
+}
+
+private enum JSONValue: Encodable {
+    case string(String)
+    case number(UInt64)
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

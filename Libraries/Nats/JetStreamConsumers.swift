@@ -1,0 +1,206 @@
+internal import CNats
+import Foundation
+import NIOPosix
+
+extension JetStream {
+    /// Where a consumer starts in the stream.
+    public enum DeliverPolicy: Sendable, Equatable {
+        case all
+        case new
+        case last
+        /// From this stream sequence on (inclusive).
+        case startSequence(UInt64)
+    }
+
+    /// An ordered consumer: an ephemeral, flow-controlled push consumer that delivers the
+    /// stream's messages on `subject` in order, without gaps or repeats, recreating itself after
+    /// a hiccup. Nothing to acknowledge. Messages carry ``NatsMessage/metadata``.
+    public func orderedConsumer(stream: String, subject: String, deliver: DeliverPolicy = .all) throws
+        -> NatsSubscription
+    {
+        let (messages, continuation) = AsyncStream<NatsMessage>.makeStream()
+        let box = SubscriptionBox(
+            continuation: continuation,
+            convert: { raw in
+                var message = NatsMessage(copying: raw)
+                message.metadata = JetStreamMetadata(reading: raw)
+                return message
+            }
+        )
+        let context = Unmanaged.passRetained(box).toOpaque()
+        var options = jsSubOptions()
+        jsSubOptions_Init(&options)
+        options.Ordered = true
+        options.Config.DeliverPolicy = deliver.cValue
+        if case .startSequence(let sequence) = deliver { options.Config.OptStartSeq = sequence }
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(0)
+        var status = stream.withCString { streamName in
+            options.Stream = streamName
+            return js_Subscribe(&subscription, self.context, subject, natsSubscriptionCallback, context, nil, &options, &errorCode)
+        }
+        if status == NATS_OK, let subscription {
+            status = natsSubscription_SetOnCompleteCB(subscription, natsSubscriptionCompleted, context)
+        }
+        guard status == NATS_OK, let subscription else {
+            if let subscription { natsSubscription_Destroy(subscription) }
+            Unmanaged<SubscriptionBox>.fromOpaque(context).release()
+            var error = NatsError(status: status)
+            if errorCode.rawValue != 0 { error.jetStreamCode = Int(errorCode.rawValue) }
+            throw error
+        }
+        return NatsSubscription(raw: subscription, messages: messages)
+    }
+
+    /// Binds to (creating when missing) a durable pull consumer with explicit acks.
+    ///
+    /// - Parameters:
+    ///   - durable: the consumer's name; all instances using it share its messages.
+    ///   - filterSubject: the subjects it reads.
+    ///   - ackWait: unacknowledged messages are delivered again after this. Default 30 s.
+    ///   - maxDeliver: give up on a message after this many deliveries; -1 never. Default -1.
+    public func pullConsumer(
+        stream: String,
+        durable: String,
+        filterSubject: String,
+        ackWait: Duration = .seconds(30),
+        maxDeliver: Int64 = -1
+    ) throws -> PullConsumer {
+        var options = jsSubOptions()
+        jsSubOptions_Init(&options)
+        options.Config.AckPolicy = js_AckExplicit
+        options.Config.AckWait = ackWait.nanoseconds
+        options.Config.MaxDeliver = maxDeliver
+        options.Config.DeliverPolicy = js_DeliverAll
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(0)
+        let status = stream.withCString { streamName in
+            options.Stream = streamName
+            return js_PullSubscribe(&subscription, context, filterSubject, durable, nil, &options, &errorCode)
+        }
+        guard status == NATS_OK, let subscription else {
+            var error = NatsError(status: status)
+            if errorCode.rawValue != 0 { error.jetStreamCode = Int(errorCode.rawValue) }
+            throw error
+        }
+        return PullConsumer(raw: subscription, jetStream: self)
+    }
+}
+
+extension JetStream.DeliverPolicy {
+    var cValue: jsDeliverPolicy {
+        switch self {
+        case .all: js_DeliverAll
+        case .new: js_DeliverNew
+        case .last: js_DeliverLast
+        case .startSequence: js_DeliverByStartSequence
+        }
+    }
+}
+
+extension JetStreamMetadata {
+    init?(reading message: OpaquePointer) {
+        var metadata: UnsafeMutablePointer<jsMsgMetaData>?
+        guard natsMsg_GetMetaData(&metadata, message) == NATS_OK, let metadata else { return nil }
+        defer { jsMsgMetaData_Destroy(metadata) }
+        let value = metadata.pointee
+        self.init(
+            stream: value.Stream.map { String(cString: $0) } ?? "",
+            streamSequence: value.Sequence.Stream,
+            timestamp: Date(timeIntervalSince1970: Double(value.Timestamp) / 1_000_000_000),
+            deliveries: value.NumDelivered,
+            pending: value.NumPending
+        )
+    }
+}
+
+/// A durable pull consumer: fetch a batch, handle each message, then acknowledge it.
+///
+/// `Fetch` blocks in cnats, so it runs on this consumer's own thread. `@unchecked Sendable`:
+/// cnats subscriptions are thread-safe, and fetches are serialised on the single thread.
+public final class PullConsumer: @unchecked Sendable {
+    private let raw: OpaquePointer
+    private let thread: NIOThreadPool
+    /// Keeps the JetStream context (which the subscription uses) alive.
+    private let jetStream: JetStream
+
+    init(raw: OpaquePointer, jetStream: JetStream) {
+        self.raw = raw
+        self.jetStream = jetStream
+        self.thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+    }
+
+    deinit {
+        natsSubscription_Destroy(raw)
+        thread.shutdownGracefully { _ in }
+    }
+
+    /// Waits up to `timeout` for up to `batch` messages; returns an empty array when none came.
+    public func fetch(batch: Int, timeout: Duration = .seconds(1)) async throws -> [AckableMessage] {
+        let milliseconds = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let pointers = try await thread.runIfActive { [self] () -> [UInt] in
+            var list = natsMsgList()
+            var errorCode = jsErrCode(0)
+            let status = natsSubscription_Fetch(&list, self.raw, Int32(batch), milliseconds, &errorCode)
+            if status == NATS_TIMEOUT { return [] }
+            guard status == NATS_OK else {
+                var error = NatsError(status: status)
+                if errorCode.rawValue != 0 { error.jetStreamCode = Int(errorCode.rawValue) }
+                throw error
+            }
+            // Take the messages out of the list before it is freed.
+            var taken: [UInt] = []
+            for index in 0..<Int(list.Count) {
+                if let message = list.Msgs[index] { taken.append(UInt(bitPattern: Int(bitPattern: message))) }
+                list.Msgs[index] = nil
+            }
+            natsMsgList_Destroy(&list)
+            return taken
+        }
+        return pointers.map { AckableMessage(raw: OpaquePointer(bitPattern: $0)!, consumer: self) }
+    }
+
+    /// Stops the subscription; the durable consumer stays on the server for the next instance.
+    public func stop() {
+        natsSubscription_Unsubscribe(raw)
+    }
+}
+
+/// A message from a pull consumer that must be acknowledged (or it is delivered again).
+///
+/// `@unchecked Sendable`: the message is read-only after creation, and cnats' ack calls are
+/// thread-safe publishes.
+public final class AckableMessage: @unchecked Sendable {
+    private let raw: OpaquePointer
+    private let consumer: PullConsumer
+    public let message: NatsMessage
+
+    init(raw: OpaquePointer, consumer: PullConsumer) {
+        self.raw = raw
+        self.consumer = consumer
+        var message = NatsMessage(copying: raw)
+        message.metadata = JetStreamMetadata(reading: raw)
+        self.message = message
+    }
+
+    deinit { natsMsg_Destroy(raw) }
+
+    /// Done: the server will not deliver it again.
+    public func ack() throws { try check(natsMsg_Ack(raw, nil)) }
+
+    /// Failed: deliver it again, after `delay` when given.
+    public func nak(delay: Duration? = nil) throws {
+        if let delay { try check(natsMsg_NakWithDelay(raw, delay.nanoseconds, nil)) } else { try check(natsMsg_Nak(raw, nil)) }
+    }
+
+    /// Still working on it: restart the ack timer.
+    public func inProgress() throws { try check(natsMsg_InProgress(raw, nil)) }
+
+    /// Never deliver it again, whatever happened.
+    public func terminate() throws { try check(natsMsg_Term(raw, nil)) }
+
+    private func check(_ status: natsStatus) throws {
+        guard status == NATS_OK else { throw NatsError(status: status) }
+    }
+}

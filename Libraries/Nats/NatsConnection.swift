@@ -1,0 +1,292 @@
+internal import CNats
+import Foundation
+import Synchronization
+
+/// A connection to a NATS server (cnats `natsConnection`).
+///
+/// It reconnects by itself forever and buffers publishes meanwhile; it starts even when the
+/// server is not up yet (``isConnected`` tells). Requests use one shared reply subscription, so a
+/// request costs no thread and no subscription of its own.
+///
+/// `@unchecked Sendable`: cnats connections are thread-safe; the Swift state is behind `Mutex`es.
+public final class NatsConnection: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// `nats://host:port`, or several separated by commas.
+        public var url: String
+        /// The client name the server shows for this connection.
+        public var name: String
+        /// Time between reconnect attempts. Default 250 ms.
+        public var reconnectWait: Duration
+        /// Default timeout of ``request(_:payload:headers:timeout:)``. Default 5 s.
+        public var requestTimeout: Duration
+
+        public init(
+            url: String,
+            name: String,
+            reconnectWait: Duration = .milliseconds(250),
+            requestTimeout: Duration = .seconds(5)
+        ) {
+            self.url = url
+            self.name = name
+            self.reconnectWait = reconnectWait
+            self.requestTimeout = requestTimeout
+        }
+    }
+
+    /// What happened to the connection, for logging.
+    public enum Event: Sendable, Equatable {
+        case connected
+        case disconnected
+        case reconnected
+        case closed
+        case asyncError(subject: String?, message: String)
+    }
+
+    let raw: OpaquePointer
+    public let configuration: Configuration
+    private let callbacks: ConnectionCallbacks
+    private let inboxPrefix: String
+    private let replies: NatsSubscription
+    private let pendingRequests: PendingRequests
+    private let nextRequestID = Atomic<UInt64>(0)
+
+    /// Connection events; a single consumer should read them (to log them).
+    public var events: AsyncStream<Event> { callbacks.events }
+
+    private static let libraryOpen: Void = {
+        _ = nats_Open(-1)
+        // Deliver all subscriptions' messages from a small shared pool instead of a thread each.
+        _ = nats_SetMessageDeliveryPoolSize(4)
+    }()
+
+    private init(raw: OpaquePointer, configuration: Configuration, callbacks: ConnectionCallbacks) throws {
+        self.raw = raw
+        self.configuration = configuration
+        self.callbacks = callbacks
+        self.inboxPrefix = "_INBOX." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
+        let pendingRequests = PendingRequests()
+        self.pendingRequests = pendingRequests
+        do {
+            // Every reply resumes its waiting request right on cnats' delivery thread.
+            self.replies = try NatsSubscription(connection: raw, subject: inboxPrefix + ".*", queue: nil) { message in
+                guard let id = message.subject.split(separator: ".").last.flatMap({ UInt64($0) }) else { return }
+                pendingRequests.take(id)?.resume(returning: message)
+            }
+        } catch {
+            natsConnection_Destroy(raw)
+            Unmanaged.passUnretained(callbacks).release()
+            throw error
+        }
+    }
+
+    /// Connects. Returns at once when the server is not up yet; cnats keeps trying in the background.
+    public static func connect(_ configuration: Configuration) throws -> NatsConnection {
+        _ = libraryOpen
+        var options: OpaquePointer?
+        var status = natsOptions_Create(&options)
+        guard status == NATS_OK, let options else { throw NatsError(status: status) }
+        defer { natsOptions_Destroy(options) }
+        let callbacks = ConnectionCallbacks()
+        let context = Unmanaged.passRetained(callbacks).toOpaque()
+        let reconnectWait = Int64(configuration.reconnectWait.components.seconds * 1000)
+            + configuration.reconnectWait.components.attoseconds / 1_000_000_000_000_000
+        for step in [
+            { natsOptions_SetURL(options, configuration.url) },
+            { natsOptions_SetName(options, configuration.name) },
+            { natsOptions_SetMaxReconnect(options, -1) },
+            { natsOptions_SetReconnectWait(options, reconnectWait) },
+            { natsOptions_SetTimeout(options, 2000) },
+            { natsOptions_UseGlobalMessageDelivery(options, true) },
+            { natsOptions_SetRetryOnFailedConnect(options, true, natsConnectedCallback, context) },
+            { natsOptions_SetDisconnectedCB(options, natsDisconnectedCallback, context) },
+            { natsOptions_SetReconnectedCB(options, natsReconnectedCallback, context) },
+            { natsOptions_SetClosedCB(options, natsClosedCallback, context) },
+            { natsOptions_SetErrorHandler(options, natsErrorCallback, context) },
+        ] where status == NATS_OK {
+            status = step()
+        }
+        var connection: OpaquePointer?
+        if status == NATS_OK { status = natsConnection_Connect(&connection, options) }
+        guard status == NATS_OK || status == NATS_NOT_YET_CONNECTED, let connection else {
+            Unmanaged.passUnretained(callbacks).release()
+            throw NatsError(status: status)
+        }
+        if status == NATS_OK { callbacks.emit(.connected) }
+        return try NatsConnection(raw: connection, configuration: configuration, callbacks: callbacks)
+    }
+
+    deinit {
+        natsConnection_Destroy(raw)
+        Unmanaged.passUnretained(callbacks).release()
+    }
+
+    /// True while connected to a server.
+    public var isConnected: Bool { natsConnection_Status(raw) == NATS_CONN_STATUS_CONNECTED }
+
+    /// Publishes a message (buffered; sent by cnats' flusher).
+    public func publish(
+        _ subject: String,
+        payload: Data = Data(),
+        headers: [String: String] = [:],
+        replySubject: String? = nil
+    ) throws {
+        try withNatsMessage(subject: subject, reply: replySubject, headers: headers, payload: payload) { message in
+            let status = natsConnection_PublishMsg(raw, message)
+            guard status == NATS_OK else { throw NatsError(status: status) }
+        }
+    }
+
+    /// Subscribes to `subject`; with a `queue`, each message goes to one member of the group.
+    public func subscribe(_ subject: String, queue: String? = nil) throws -> NatsSubscription {
+        try NatsSubscription(connection: raw, subject: subject, queue: queue)
+    }
+
+    /// Sends a request and waits for the first reply.
+    ///
+    /// - Throws: `NatsError.Code.timeout` after `timeout` (default: the configuration's),
+    ///   `.noResponders` when nobody listens on `subject`.
+    public func request(
+        _ subject: String,
+        payload: Data = Data(),
+        headers: [String: String] = [:],
+        timeout: Duration? = nil
+    ) async throws -> NatsMessage {
+        let id = nextRequestID.add(1, ordering: .relaxed).newValue
+        let timeout = timeout ?? configuration.requestTimeout
+        let reply = try await withThrowingTaskGroup(of: NatsMessage?.self) { group in
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await withCheckedThrowingContinuation { continuation in
+                        self.pendingRequests.add(id, continuation)
+                        do {
+                            try self.publish(subject, payload: payload, headers: headers, replySubject: "\(self.inboxPrefix).\(id)")
+                        } catch {
+                            self.pendingRequests.take(id)?.resume(throwing: error)
+                        }
+                    }
+                } onCancel: {
+                    self.pendingRequests.take(id)?.resume(throwing: CancellationError())
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+        guard let reply else {
+            throw NatsError(.timeout, message: "no reply on \(subject) within \(timeout)")
+        }
+        if reply.status == 503 {
+            throw NatsError(.noResponders, message: "no service listens on \(subject)")
+        }
+        return reply
+    }
+
+    /// Sends everything buffered and waits for the server to confirm.
+    public func flush(timeout: Duration = .seconds(5)) async throws {
+        let milliseconds = Int64(timeout.components.seconds * 1000)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            // natsConnection_FlushTimeout blocks; a short-lived thread keeps it off Swift's pool.
+            Thread { [self] in
+                let status = natsConnection_FlushTimeout(self.raw, milliseconds)
+                if status == NATS_OK { continuation.resume() } else { continuation.resume(throwing: NatsError(status: status)) }
+            }.start()
+        }
+    }
+
+    /// Drains every subscription (pending messages are still delivered), flushes, then closes.
+    /// Returns once the connection is closed, or after `timeout`.
+    public func drain(timeout: Duration = .seconds(5)) async {
+        let milliseconds = Int64(timeout.components.seconds * 1000)
+        if natsConnection_DrainTimeout(raw, milliseconds) != NATS_OK {
+            natsConnection_Close(raw)
+        }
+        await callbacks.waitUntilClosed()
+    }
+
+    /// Closes at once, dropping anything buffered.
+    public func close() async {
+        natsConnection_Close(raw)
+        await callbacks.waitUntilClosed()
+    }
+}
+
+/// Requests waiting for their reply, by request number.
+final class PendingRequests: Sendable {
+    private let waiting = Mutex<[UInt64: CheckedContinuation<NatsMessage, any Error>]>([:])
+
+    func add(_ id: UInt64, _ continuation: CheckedContinuation<NatsMessage, any Error>) {
+        waiting.withLock { $0[id] = continuation }
+    }
+
+    func take(_ id: UInt64) -> CheckedContinuation<NatsMessage, any Error>? {
+        waiting.withLock { $0.removeValue(forKey: id) }
+    }
+}
+
+/// The state cnats' connection callbacks write to.
+///
+/// `@unchecked Sendable`: its state is behind a `Mutex`; the stream continuation is Sendable.
+final class ConnectionCallbacks: @unchecked Sendable {
+    let events: AsyncStream<NatsConnection.Event>
+    private let continuation: AsyncStream<NatsConnection.Event>.Continuation
+    private let closed = Mutex<(isClosed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init() {
+        (events, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(64))
+    }
+
+    func emit(_ event: NatsConnection.Event) {
+        continuation.yield(event)
+        guard event == .closed else { return }
+        let waiters = closed.withLock { state in
+            state.isClosed = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+        continuation.finish()
+    }
+
+    func waitUntilClosed() async {
+        await withCheckedContinuation { continuation in
+            let isClosed = closed.withLock { state in
+                if !state.isClosed { state.waiters.append(continuation) }
+                return state.isClosed
+            }
+            if isClosed { continuation.resume() }
+        }
+    }
+}
+
+private func callbacks(_ context: UnsafeMutableRawPointer?) -> ConnectionCallbacks? {
+    context.map { Unmanaged<ConnectionCallbacks>.fromOpaque($0).takeUnretainedValue() }
+}
+
+private func natsConnectedCallback(_ connection: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    callbacks(context)?.emit(.connected)
+}
+
+private func natsDisconnectedCallback(_ connection: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    callbacks(context)?.emit(.disconnected)
+}
+
+private func natsReconnectedCallback(_ connection: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    callbacks(context)?.emit(.reconnected)
+}
+
+private func natsClosedCallback(_ connection: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    callbacks(context)?.emit(.closed)
+}
+
+private func natsErrorCallback(
+    _ connection: OpaquePointer?,
+    _ subscription: OpaquePointer?,
+    _ status: natsStatus,
+    _ context: UnsafeMutableRawPointer?
+) {
+    let subject = subscription.flatMap { natsSubscription_GetSubject($0) }.map { String(cString: $0) }
+    callbacks(context)?.emit(.asyncError(subject: subject, message: String(cString: natsStatus_GetText(status))))
+}

@@ -1,0 +1,98 @@
+internal import CLibPQ
+import ConnectionPool
+import Foundation
+
+/// One libpq connection (`PGconn`).
+///
+/// `@unchecked Sendable`: a `PGconn` must not be used from two threads at once. The pool leases it
+/// to one task at a time and that task runs each call on the pool's threads, one call at a time.
+final class PostgresHandle: PooledConnection, @unchecked Sendable {
+    private let connection: OpaquePointer
+
+    /// Connects (blocking) and sets the session defaults the decoders rely on.
+    init(url: String) throws {
+        guard let connection = PQconnectdb(url) else {
+            throw PostgresError(.connectionFailed, message: "libpq could not allocate a connection")
+        }
+        self.connection = connection
+        guard PQstatus(connection) == CONNECTION_OK else {
+            throw PostgresError(.connectionFailed, message: Self.lastError(connection))
+        }
+        try execute(script: "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
+    }
+
+    deinit { PQfinish(connection) }
+
+    var isBroken: Bool { PQstatus(connection) != CONNECTION_OK }
+
+    /// Runs a parameterised statement with the extended protocol (blocking).
+    func execute(_ query: PostgresQuery) throws -> [PostgresRow] {
+        let parameters = query.parameters.map { $0.flatMap { strdup($0) } }
+        defer { parameters.forEach { free($0) } }
+        let values = parameters.map { UnsafePointer<CChar>($0) }
+        let result = values.withUnsafeBufferPointer { buffer in
+            PQexecParams(connection, query.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+        }
+        return try rows(of: result)
+    }
+
+    /// Runs one or more statements with the simple protocol (blocking). Used for migrations and
+    /// session settings, whose SQL is fixed in the code.
+    func execute(script: String) throws {
+        _ = try rows(of: PQexec(connection, script))
+    }
+
+    private func rows(of result: OpaquePointer?) throws -> [PostgresRow] {
+        guard let result else {
+            throw PostgresError(.connectionFailed, message: Self.lastError(connection))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return []
+        case PGRES_TUPLES_OK:
+            let columnCount = PQnfields(result)
+            let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
+            return (0..<PQntuples(result)).map { row in
+                let values = (0..<columnCount).map { column -> String? in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                }
+                return PostgresRow(columns: columns, values: values)
+            }
+        default:
+            throw Self.error(from: result, connection: connection)
+        }
+    }
+
+    static func error(from result: OpaquePointer, connection: OpaquePointer) -> PostgresError {
+        let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        if PQstatus(connection) != CONNECTION_OK {
+            return PostgresError(.connectionFailed, sqlState: sqlState, message: message ?? lastError(connection))
+        }
+        return PostgresError(.queryFailed, sqlState: sqlState, message: message ?? lastError(connection))
+    }
+
+    static func lastError(_ connection: OpaquePointer) -> String {
+        String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// A leased connection: statements run one after another on the same server session, which is
+/// what transactions need. Valid only inside the closure that received it.
+public struct PostgresConnection: Sendable {
+    let handle: PostgresHandle
+    let pool: ConnectionPool<PostgresHandle>
+
+    /// Runs a parameterised statement and returns its rows.
+    @discardableResult
+    public func query(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        let handle = self.handle
+        return try await pool.runBlocking { try handle.execute(query) }
+    }
+
+    func execute(script: String) async throws {
+        let handle = self.handle
+        try await pool.runBlocking { try handle.execute(script: script) }
+    }
+}

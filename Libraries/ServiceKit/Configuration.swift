@@ -1,0 +1,69 @@
+import Foundation
+
+/// Settings every service has, read from `SESSIONS_…` environment variables in `main`.
+///
+/// Keys: `SESSIONS_HTTP_HOST` (default `127.0.0.1`), `SESSIONS_HTTP_PORT` (default: the
+/// service's own), `SESSIONS_NATS_URL` (default `nats://127.0.0.1:4222`), `SESSIONS_PUBLIC_URL`
+/// (default `http://127.0.0.1:8080`), `SESSIONS_LOG_LEVEL` (default `info`),
+/// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10).
+public struct CommonConfiguration: Sendable {
+    public var httpHost: String
+    public var httpPort: Int
+    public var natsURL: String
+    public var publicURL: String
+    public var logLevel: String
+    public var shutdownTimeout: Duration
+
+    public init(environment: Environment, defaultPort: Int) throws {
+        httpHost = environment["SESSIONS_HTTP_HOST"] ?? "127.0.0.1"
+        httpPort = try environment.integer("SESSIONS_HTTP_PORT", default: defaultPort, in: 0...65535)
+        natsURL = environment["SESSIONS_NATS_URL"] ?? "nats://127.0.0.1:4222"
+        publicURL = environment["SESSIONS_PUBLIC_URL"] ?? "http://127.0.0.1:8080"
+        logLevel = try environment.oneOf(
+            "SESSIONS_LOG_LEVEL",
+            default: "info",
+            ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        )
+        shutdownTimeout = .seconds(try environment.integer("SESSIONS_SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...600))
+    }
+}
+
+/// The process environment, with typed readers that fail with a message naming the variable.
+public struct Environment: Sendable {
+    public var values: [String: String]
+
+    public init(_ values: [String: String] = ProcessInfo.processInfo.environment) { self.values = values }
+
+    public subscript(_ key: String) -> String? {
+        values[key].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    public func integer(_ key: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
+        guard let text = self[key] else { return fallback }
+        guard let value = Int(text), range.contains(value) else {
+            throw ConfigurationError(key: key, message: "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    public func oneOf(_ key: String, default fallback: String, _ allowed: [String]) throws -> String {
+        guard let text = self[key] else { return fallback }
+        guard allowed.contains(text.lowercased()) else {
+            throw ConfigurationError(key: key, message: "must be one of \(allowed.joined(separator: ", "))")
+        }
+        return text.lowercased()
+    }
+}
+
+/// A configuration value that cannot be used.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var key: String
+    public var message: String
+
+    public init(key: String, message: String) {
+        self.key = key
+        self.message = message
+    }
+
+    public var description: String { "\(key) \(message)" }
+}

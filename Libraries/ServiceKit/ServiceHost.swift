@@ -1,0 +1,112 @@
+import Contracts
+import Hummingbird
+import Logging
+import Nats
+import Prometheus
+import ServiceLifecycle
+import UnixSignals
+
+/// Assembles the one `ServiceGroup` each service binary runs.
+///
+/// Services start in this order and stop in the reverse one, so intake stops first:
+/// the NATS connection, the service's own background `work`, its NATS service endpoints
+/// (`$SRV` discovery included), and last the HTTP server (health, readiness, metrics and routes).
+public struct ServiceHost {
+    public var name: ServiceName
+    public var configuration: CommonConfiguration
+    public var connection: NatsConnection
+    public var router: Router<BasicRequestContext>
+    public var endpoints: [NatsEndpoint]
+    public var work: [any Service]
+    public var registry: PrometheusCollectorRegistry
+    public var logger: Logger
+
+    /// - Parameters:
+    ///   - checks: the dependencies `GET /readyz` checks; NATS is always checked.
+    public init(
+        name: ServiceName,
+        configuration: CommonConfiguration,
+        connection: NatsConnection,
+        router: Router<BasicRequestContext> = Router(),
+        checks: [ReadinessCheck],
+        endpoints: [NatsEndpoint] = [],
+        work: [any Service] = [],
+        registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) {
+        self.name = name
+        self.configuration = configuration
+        self.connection = connection
+        self.router = router
+        self.endpoints = endpoints
+        self.work = work
+        self.registry = registry
+        self.logger = logger
+        let natsCheck = ReadinessCheck("nats") {
+            guard connection.isConnected else { throw NatsError(.connectionFailed, message: "not connected") }
+        }
+        router.addHealthRoutes(checks: [natsCheck] + checks, registry: registry, logger: logger)
+    }
+
+    /// The service group to `run()`; it returns after a graceful shutdown (SIGTERM or SIGINT).
+    public func makeServiceGroup() -> ServiceGroup {
+        let logger = self.logger
+        let name = self.name
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
+            onServerRunning: { channel in
+                logger.notice(
+                    "Serving HTTP.",
+                    metadata: ["http.port": "\(channel.localAddress?.port ?? 0)", "service": "\(name.rawValue)"]
+                )
+            },
+            logger: logger
+        )
+        let discovery = NatsService(
+            connection: connection,
+            name: name.rawValue,
+            version: ServiceName.version,
+            description: "Sessions \(name.rawValue)",
+            endpoints: endpoints,
+            logger: logger
+        )
+        let services: [any Service] =
+            [NatsConnectionService(connection: connection, logger: logger)] + work + [discovery, application]
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services.map {
+                .init(
+                    service: $0,
+                    successTerminationBehavior: .gracefullyShutdownGroup,
+                    failureTerminationBehavior: .gracefullyShutdownGroup
+                )
+            },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        return ServiceGroup(configuration: groupConfiguration)
+    }
+}
+
+/// Owns a NATS connection for the service group: logs its events, drains it at shutdown.
+struct NatsConnectionService: Service {
+    let connection: NatsConnection
+    let logger: Logger
+
+    func run() async throws {
+        for await event in connection.events.cancelOnGracefulShutdown() {
+            switch event {
+            case .connected, .reconnected:
+                logger.info("Connected to NATS.", metadata: ["nats.url": "\(connection.configuration.url)"])
+            case .disconnected:
+                logger.warning("Disconnected from NATS; reconnecting.", metadata: ["nats.url": "\(connection.configuration.url)"])
+            case .closed:
+                break
+            case .asyncError(let subject, let message):
+                logger.warning("NATS reported an error.", metadata: ["nats.subject": "\(subject ?? "")", "error": "\(message)"])
+            }
+        }
+        await connection.drain()
+    }
+}

@@ -1,0 +1,98 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Declared before `let package` so it applies to every target (SwiftPM #6597).
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .treatAllWarnings(as: .error),
+]
+
+let log = Target.Dependency.product(name: "Logging", package: "swift-log")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+
+func cLibrary(_ name: String, pkgConfig: String, apt: String) -> Target {
+    .systemLibrary(name: name, path: "Libraries/\(name)", pkgConfig: pkgConfig, providers: [.apt([apt])])
+}
+
+func library(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+    .target(name: name, dependencies: dependencies, path: "Libraries/\(name)", swiftSettings: swiftSettings)
+}
+
+func service(_ name: String, _ dependencies: [Target.Dependency] = []) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: ["ServiceKit", "Contracts", "Nats", hummingbird, lifecycle, log] + dependencies,
+        path: "Services/\(name)",
+        swiftSettings: swiftSettings
+    )
+}
+
+func tests(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+    .testTarget(name: name, dependencies: dependencies, path: "Tests/\(name)", swiftSettings: swiftSettings)
+}
+
+let package = Package(
+    name: "sessions",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "control-plane", targets: ["ControlPlane"]),
+        .executable(name: "realtime", targets: ["Realtime"]),
+        .executable(name: "replicator", targets: ["Replicator"]),
+        .executable(name: "waitpoints", targets: ["Waitpoints"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ],
+    targets: [
+        library("Contracts", []),
+
+        cLibrary("CNats", pkgConfig: "libnats", apt: "libnats-dev"),
+        cLibrary("CLibPQ", pkgConfig: "libpq", apt: "libpq-dev"),
+        cLibrary("CHiredis", pkgConfig: "hiredis", apt: "libhiredis-dev"),
+        cLibrary("CCurl", pkgConfig: "libcurl", apt: "libcurl4-openssl-dev"),
+
+        library("ConnectionPool", [nioPosix]),
+        library("Nats", ["CNats", "Contracts", nioPosix, log, lifecycle]),
+        library("Postgres", ["CLibPQ", "ConnectionPool", nioPosix, log]),
+        library("Redis", ["CHiredis", "ConnectionPool", nioPosix, log]),
+        library("HTTPClient", ["CCurl", "ConnectionPool", nioPosix, log]),
+        library("ClickHouse", ["HTTPClient"]),
+        library(
+            "ServiceKit",
+            [
+                "Contracts", "Nats", hummingbird, lifecycle, log, metrics,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        service("ControlPlane", ["Postgres", "ClickHouse", "HTTPClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        service("Realtime"),
+        service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
+        service("Waitpoints", ["Postgres", "Redis"]),
+
+        tests("ContractsTests", ["Contracts"]),
+        tests("NatsTests", ["Nats", "Contracts"]),
+        tests("PostgresTests", ["Postgres"]),
+        tests("RedisTests", ["Redis"]),
+        tests("HTTPClientTests", ["HTTPClient", "ClickHouse"]),
+        tests(
+            "EndToEndTests",
+            [
+                "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
+            ]
+        ),
+    ]
+)

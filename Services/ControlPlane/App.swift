@@ -1,0 +1,28 @@
+import ArgumentParser
+import Foundation
+import ServiceKit
+import ServiceLifecycle
+
+/// `control-plane`: serves the sessions API (default), or runs an admin command.
+@main
+struct ControlPlaneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "control-plane",
+        abstract: "Sessions control plane: tenancy, API keys, session CRUD and listing.",
+        subcommands: [Serve.self, EnvironmentCommand.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the service (configured through SESSIONS_* environment variables; see the README)."
+    )
+
+    func run() async throws {
+        let configuration = try ControlPlaneConfiguration(environment: Environment())
+        let (logger, registry) = Observability.bootstrap(label: "control-plane", logLevel: configuration.common.logLevel)
+        try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
+    }
+}

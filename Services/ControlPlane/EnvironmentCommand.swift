@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+import ServiceKit
+
+/// `control-plane env …`: tenancy administration.
+struct EnvironmentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "env",
+        abstract: "Manage environments and their API keys.",
+        subcommands: [CreateEnvironment.self]
+    )
+}
+
+/// The kinds of environment and the prefix of their secret keys.
+enum EnvironmentType: String, CaseIterable, ExpressibleByArgument, Sendable {
+    case development, staging, production, preview
+
+    var databaseValue: String { rawValue.uppercased() }
+
+    var keyPrefix: String {
+        switch self {
+        case .development: "tr_dev_"
+        case .staging: "tr_stg_"
+        case .production: "tr_prod_"
+        case .preview: "tr_prev_"
+        }
+    }
+}
+
+/// What `env create` prints: one JSON line.
+struct CreatedEnvironment: Codable, Equatable {
+    var organizationId: String
+    var projectId: String
+    var environmentId: String
+    var type: String
+    var apiKey: String
+}
+
+struct CreateEnvironment: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create an environment (and its organization and project when missing) and print its API key.",
+        discussion: """
+            Idempotent: running it again with the same names prints the same ids and key.
+            Reads SESSIONS_DATABASE_URL and applies the control plane's migrations first.
+            """
+    )
+
+    @Option(help: "Organization slug.") var organization: String
+    @Option(help: "Project slug.") var project: String
+    @Option(help: "Environment type: \(EnvironmentType.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var type: EnvironmentType = .development
+    @Option(help: "Environment slug (default: the type).") var slug: String?
+
+    func validate() throws {
+        for (name, value) in [("organization", organization), ("project", project), ("slug", slug ?? type.rawValue)] {
+            guard (1...64).contains(value.count), value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+            else { throw ValidationError("--\(name) must be 1-64 letters, digits, '-' or '_'") }
+        }
+    }
+
+    func run() async throws {
+        let logger = Logger(label: "control-plane.env")
+        let database = PostgresClient(configuration: .init(url: ControlPlaneConfiguration.databaseURL(Environment()), poolSize: 1))
+        do {
+            try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
+            let created = try await Tenancy(database: database).createEnvironment(
+                organization: organization,
+                project: project,
+                type: type,
+                slug: slug ?? type.rawValue
+            )
+            await database.close()
+            FileHandle.standardOutput.write(try JSONEncoder.sorted.encode(created) + Data("\n".utf8))
+        } catch let error as PostgresError {
+            await database.close()
+            throw ValidationError("the database refused: \(error.message)")
+        }
+    }
+}
+
+/// Organizations, projects and environments.
+struct Tenancy {
+    let database: PostgresClient
+
+    /// Creates whatever is missing along organization → project → environment and returns the
+    /// environment with its key. Concurrent calls agree (each step is an atomic upsert).
+    func createEnvironment(organization: String, project: String, type: EnvironmentType, slug: String) async throws
+        -> CreatedEnvironment
+    {
+        try await database.withTransaction { connection in
+            let organizationId = try await connection.query(
+                """
+                INSERT INTO organizations (id, slug) VALUES (\(Identifier.make()), \(organization))
+                ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug
+                RETURNING id
+                """
+            )[0].decode("id", as: String.self)
+            let projectId = try await connection.query(
+                """
+                INSERT INTO projects (id, organization_id, slug) VALUES (\(Identifier.make()), \(organizationId), \(project))
+                ON CONFLICT (organization_id, slug) DO UPDATE SET slug = EXCLUDED.slug
+                RETURNING id
+                """
+            )[0].decode("id", as: String.self)
+            let environment = try await connection.query(
+                """
+                INSERT INTO runtime_environments (id, organization_id, project_id, type, slug, api_key)
+                VALUES (\(Identifier.make()), \(organizationId), \(projectId), \(type.databaseValue), \(slug),
+                        \(type.keyPrefix + Identifier.secret(length: 32)))
+                ON CONFLICT (project_id, slug) DO UPDATE SET slug = EXCLUDED.slug
+                RETURNING id, type, api_key
+                """
+            )[0]
+            return CreatedEnvironment(
+                organizationId: organizationId,
+                projectId: projectId,
+                environmentId: try environment.decode("id"),
+                type: try environment.decode("type"),
+                apiKey: try environment.decode("api_key")
+            )
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import Contracts
+import ClickHouse
+import HTTPClient
+import Logging
+import Nats
+import Postgres
+import Prometheus
+import Redis
+import ServiceKit
+import ServiceLifecycle
+
+/// Connects the replicator's dependencies and assembles its services.
+func buildServiceGroup(
+    _ configuration: ReplicatorConfiguration,
+    registry: PrometheusCollectorRegistry,
+    logger: Logger
+) throws -> ServiceGroup {
+    let database = PostgresClient(configuration: .init(url: configuration.databaseURL, poolSize: 2))
+    let redis = try RedisClient(configuration: .init(url: configuration.redisURL, poolSize: 2))
+    let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
+    let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "replicator"))
+    let host = ServiceHost(
+        name: .replicator,
+        configuration: configuration.common,
+        connection: connection,
+        checks: [
+            ReadinessCheck("postgres") { try await database.ping() },
+            ReadinessCheck("redis") { try await redis.ping() },
+            ReadinessCheck("clickhouse") { try await clickhouse.ping() },
+        ],
+        registry: registry,
+        logger: logger
+    )
+    return host.makeServiceGroup()
+}

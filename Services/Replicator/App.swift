@@ -1,0 +1,11 @@
+import ServiceKit
+import ServiceLifecycle
+
+@main
+struct App {
+    static func main() async throws {
+        let configuration = try ReplicatorConfiguration(environment: Environment())
+        let (logger, registry) = Observability.bootstrap(label: "replicator", logLevel: configuration.common.logLevel)
+        try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
+    }
+}

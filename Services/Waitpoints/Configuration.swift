@@ -1,0 +1,20 @@
+import ServiceKit
+
+/// Configuration of the waitpoints service, read once in `main`.
+///
+/// Keys: the common ones (see `CommonConfiguration`; HTTP port default 3003),
+/// `SESSIONS_DATABASE_URL` (default `postgresql://postgres@127.0.0.1:5432/sessions`),
+/// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_REDIS_URL` (default `redis://127.0.0.1:6379`).
+struct WaitpointsConfiguration: Sendable {
+    var common: CommonConfiguration
+    var databaseURL: String
+    var databasePoolSize: Int
+    var redisURL: String
+
+    init(environment: Environment) throws {
+        common = try CommonConfiguration(environment: environment, defaultPort: 3003)
+        databaseURL = environment["SESSIONS_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/sessions"
+        databasePoolSize = try environment.integer("SESSIONS_DATABASE_POOL_SIZE", default: 8, in: 1...256)
+        redisURL = environment["SESSIONS_REDIS_URL"] ?? "redis://127.0.0.1:6379"
+    }
+}
