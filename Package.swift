@@ -83,15 +83,22 @@ let package = Package(
         service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
         service("Waitpoints", ["Postgres", "Redis"]),
 
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         tests("ContractsTests", ["Contracts"]),
-        tests("NatsTests", ["Nats", "Contracts"]),
-        tests("PostgresTests", ["Postgres"]),
-        tests("RedisTests", ["Redis"]),
-        tests("HTTPClientTests", ["HTTPClient", "ClickHouse"]),
+        tests(
+            "NatsTests",
+            [
+                "Nats", "Contracts", "TestSupport", log, lifecycle,
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ]
+        ),
+        tests("PostgresTests", ["Postgres", "TestSupport"]),
+        tests("RedisTests", ["Redis", "TestSupport"]),
+        tests("HTTPClientTests", ["HTTPClient", "ClickHouse", "TestSupport"]),
         tests(
             "EndToEndTests",
             [
-                "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
+                "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient", "TestSupport",
             ]
         ),
     ]

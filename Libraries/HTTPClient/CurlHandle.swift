@@ -73,8 +73,10 @@ final class CurlHandle: PooledConnection, @unchecked Sendable {
             throw Self.error(result)
         }
         var code = 0
+        var newConnections = 0
         _ = sessions_curl_get_long(handle, CURLINFO_RESPONSE_CODE, &code)
-        receiver.finish(status: code)
+        _ = sessions_curl_get_long(handle, CURLINFO_NUM_CONNECTS, &newConnections)
+        receiver.finish(status: code, newConnections: newConnections)
     }
 
     static func error(_ code: CURLcode) -> HTTPClientError {
@@ -108,6 +110,7 @@ class ResponseReceiver: @unchecked Sendable {
     private(set) var status = 0
     private(set) var headers = HTTPHeaders()
     private(set) var headComplete = false
+    private(set) var newConnections = 0
     private let cancelled = Atomic<Bool>(false)
 
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
@@ -140,8 +143,11 @@ class ResponseReceiver: @unchecked Sendable {
     /// A body chunk; return false to abort the transfer.
     func receiveBody(_ chunk: Data) -> Bool { true }
 
-    /// The transfer ended successfully with `status`.
-    func finish(status: Int) { self.status = status }
+    /// The transfer ended successfully with `status`, having opened `newConnections` connections.
+    func finish(status: Int, newConnections: Int) {
+        self.status = status
+        self.newConnections = newConnections
+    }
 }
 
 /// Buffers the whole body.

@@ -25,7 +25,12 @@ public final class HTTPClient: Sendable {
             try await pool.runBlocking {
                 let receiver = BufferingReceiver()
                 try handle.perform(request, receiver: receiver)
-                return HTTPResponse(status: receiver.status, headers: receiver.headers, body: receiver.body)
+                return HTTPResponse(
+                    status: receiver.status,
+                    headers: receiver.headers,
+                    body: receiver.body,
+                    connectionReused: receiver.newConnections == 0
+                )
             }
         }
     }

@@ -60,11 +60,14 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: Data
+    /// True when the request went over a connection kept open from an earlier request.
+    public var connectionReused: Bool
 
-    public init(status: Int, headers: HTTPHeaders, body: Data) {
+    public init(status: Int, headers: HTTPHeaders, body: Data, connectionReused: Bool = false) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.connectionReused = connectionReused
     }
 }
 

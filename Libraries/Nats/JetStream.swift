@@ -127,7 +127,7 @@ public final class JetStream: @unchecked Sendable {
 
     // MARK: API plumbing
 
-    private func api<Body: Encodable, Response: Decodable>(_ subject: String, _ body: Body?) async throws -> Response {
+    func api<Body: Encodable, Response: Decodable>(_ subject: String, _ body: Body?) async throws -> Response {
         let payload = try body.map { try JSONEncoder().encode($0) } ?? Data()
         let reply = try await connection.request(subject, payload: payload, timeout: timeout)
         return try Self.decode(Response.self, from: reply, subject: subject)

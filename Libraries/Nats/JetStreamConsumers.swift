@@ -52,7 +52,11 @@ extension JetStream {
         return NatsSubscription(raw: subscription, messages: messages)
     }
 
-    /// Binds to (creating when missing) a durable pull consumer with explicit acks.
+    /// Creates (or updates) a durable pull consumer with explicit acks and binds to it.
+    ///
+    /// The consumer is created through the JetStream API and only bound by cnats, so it stays on
+    /// the server when this process unsubscribes or dies: the next instance resumes after the
+    /// last acknowledged message.
     ///
     /// - Parameters:
     ///   - durable: the consumer's name; all instances using it share its messages.
@@ -64,19 +68,28 @@ extension JetStream {
         durable: String,
         filterSubject: String,
         ackWait: Duration = .seconds(30),
-        maxDeliver: Int64 = -1
-    ) throws -> PullConsumer {
+        maxDeliver: Int = -1
+    ) async throws -> PullConsumer {
+        let request = ConsumerCreateRequest(
+            streamName: stream,
+            config: .init(
+                durableName: durable,
+                filterSubject: filterSubject,
+                ackWait: ackWait.nanoseconds,
+                maxDeliver: maxDeliver
+            )
+        )
+        let _: ConsumerCreated = try await api("$JS.API.CONSUMER.CREATE.\(stream).\(durable)", request)
         var options = jsSubOptions()
         jsSubOptions_Init(&options)
-        options.Config.AckPolicy = js_AckExplicit
-        options.Config.AckWait = ackWait.nanoseconds
-        options.Config.MaxDeliver = maxDeliver
-        options.Config.DeliverPolicy = js_DeliverAll
         var subscription: OpaquePointer?
         var errorCode = jsErrCode(0)
         let status = stream.withCString { streamName in
-            options.Stream = streamName
-            return js_PullSubscribe(&subscription, context, filterSubject, durable, nil, &options, &errorCode)
+            durable.withCString { consumerName in
+                options.Stream = streamName
+                options.Consumer = consumerName
+                return js_PullSubscribe(&subscription, context, filterSubject, durable, nil, &options, &errorCode)
+            }
         }
         guard status == NATS_OK, let subscription else {
             var error = NatsError(status: status)
@@ -85,6 +98,38 @@ extension JetStream {
         }
         return PullConsumer(raw: subscription, jetStream: self)
     }
+}
+
+private struct ConsumerCreateRequest: Encodable {
+    struct Config: Encodable {
+        var durableName: String
+        var filterSubject: String
+        var ackWait: Int64
+        var maxDeliver: Int
+        var ackPolicy = "explicit"
+        var deliverPolicy = "all"
+
+        enum CodingKeys: String, CodingKey {
+            case durableName = "durable_name"
+            case filterSubject = "filter_subject"
+            case ackWait = "ack_wait"
+            case maxDeliver = "max_deliver"
+            case ackPolicy = "ack_policy"
+            case deliverPolicy = "deliver_policy"
+        }
+    }
+
+    var streamName: String
+    var config: Config
+
+    enum CodingKeys: String, CodingKey {
+        case streamName = "stream_name"
+        case config
+    }
+}
+
+private struct ConsumerCreated: Decodable {
+    var name: String
 }
 
 extension JetStream.DeliverPolicy {

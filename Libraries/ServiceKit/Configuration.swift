@@ -67,3 +67,14 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 
     public var description: String { "\(key) \(message)" }
 }
+
+/// Loads a service's configuration in `main`; on a bad value it writes a message naming the
+/// variable to stderr and exits with status 78 (`EX_CONFIG`) instead of crashing.
+public func loadConfiguration<Configuration>(_ service: String, _ load: () throws -> Configuration) -> Configuration {
+    do {
+        return try load()
+    } catch {
+        FileHandle.standardError.write(Data("\(service): invalid configuration: \(error)\n".utf8))
+        exit(78)
+    }
+}

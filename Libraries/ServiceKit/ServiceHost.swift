@@ -45,6 +45,8 @@ public struct ServiceHost {
         let natsCheck = ReadinessCheck("nats") {
             guard connection.isConnected else { throw NatsError(.connectionFailed, message: "not connected") }
         }
+        router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: MetricsMiddleware())
         router.addHealthRoutes(checks: [natsCheck] + checks, registry: registry, logger: logger)
     }
 

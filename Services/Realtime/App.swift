@@ -4,7 +4,7 @@ import ServiceLifecycle
 @main
 struct App {
     static func main() async throws {
-        let configuration = try RealtimeConfiguration(environment: Environment())
+        let configuration = loadConfiguration("realtime") { try RealtimeConfiguration(environment: Environment()) }
         let (logger, registry) = Observability.bootstrap(label: "realtime", logLevel: configuration.common.logLevel)
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
     }

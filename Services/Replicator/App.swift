@@ -4,7 +4,7 @@ import ServiceLifecycle
 @main
 struct App {
     static func main() async throws {
-        let configuration = try ReplicatorConfiguration(environment: Environment())
+        let configuration = loadConfiguration("replicator") { try ReplicatorConfiguration(environment: Environment()) }
         let (logger, registry) = Observability.bootstrap(label: "replicator", logLevel: configuration.common.logLevel)
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
     }

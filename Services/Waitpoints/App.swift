@@ -4,7 +4,7 @@ import ServiceLifecycle
 @main
 struct App {
     static func main() async throws {
-        let configuration = try WaitpointsConfiguration(environment: Environment())
+        let configuration = loadConfiguration("waitpoints") { try WaitpointsConfiguration(environment: Environment()) }
         let (logger, registry) = Observability.bootstrap(label: "waitpoints", logLevel: configuration.common.logLevel)
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
     }

@@ -1,0 +1,189 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Nats
+import TestSupport
+import Testing
+
+/// A service binary started for a test, with its output captured to a file.
+final class ServiceProcess: @unchecked Sendable {
+    let name: ServiceName
+    let port: Int
+    let process = Process()
+    let log: URL
+
+    /// Where the built executables are: `SESSIONS_BIN_DIR`, or the products folder of this build.
+    static var binaryDirectory: URL {
+        if let directory = ProcessInfo.processInfo.environment["SESSIONS_BIN_DIR"] {
+            return URL(fileURLWithPath: directory)
+        }
+        return Bundle.main.bundleURL
+    }
+
+    init(_ name: ServiceName, arguments: [String] = [], extraEnvironment: [String: String] = [:]) throws {
+        self.name = name
+        self.port = try TestServers.freePort()
+        self.log = FileManager.default.temporaryDirectory.appendingPathComponent("\(name.rawValue)-\(port).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.executableURL = Self.binaryDirectory.appendingPathComponent(name.rawValue)
+        process.arguments = arguments
+        var environment = try TestServers.environment
+        environment["SESSIONS_HTTP_PORT"] = String(port)
+        environment["SESSIONS_LOG_LEVEL"] = "debug"
+        environment.merge(extraEnvironment) { $1 }
+        process.environment = environment
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    func start() throws { try process.run() }
+
+    /// Waits for `GET /readyz` to answer 200.
+    func waitUntilReady(_ http: HTTPClient, timeout: Duration = .seconds(30)) async throws -> Bool {
+        try await TestServers.waitUntil(timeout: timeout) {
+            guard process.isRunning else { return false }
+            return try await http.execute(HTTPRequest(url: baseURL + "/readyz", timeout: .seconds(2))).status == 200
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its exit status.
+    func terminate(timeout: Duration) async throws -> Int32? {
+        process.terminate()
+        let exited = try await TestServers.waitUntil(timeout: timeout) { !process.isRunning }
+        if !exited {
+            kill(process.processIdentifier, SIGKILL)
+            return nil
+        }
+        return process.terminationStatus
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ServiceProcessTests {
+    @Test(arguments: ServiceName.allCases)
+    func serviceIsHealthyDiscoverableAndStopsCleanlyOnSIGTERM(name: ServiceName) async throws {
+        let http = HTTPClient()
+        let service = try ServiceProcess(name)
+        try service.start()
+        let ready = try await service.waitUntilReady(http)
+        #expect(ready, "\(name.rawValue) never became ready:\n\(service.output)")
+        guard ready else {
+            _ = try await service.terminate(timeout: .seconds(5))
+            return
+        }
+
+        let health = try await http.execute(HTTPRequest(url: service.baseURL + "/healthz"))
+        #expect(health.status == 200)
+        let readiness = try JSONDecoder().decode(
+            ReadinessReportBody.self,
+            from: try await http.execute(HTTPRequest(url: service.baseURL + "/readyz")).body
+        )
+        #expect(readiness.status == "ready")
+        #expect(readiness.checks["nats"] == "ok")
+        let metrics = try await http.execute(HTTPRequest(url: service.baseURL + "/metrics"))
+        #expect(metrics.status == 200)
+        #expect(metrics.headers["Content-Type"]?.hasPrefix("text/plain") == true)
+        #expect(String(decoding: metrics.body, as: UTF8.self).contains("hb_requests"))
+        #expect(health.headers["X-Request-Id"]?.isEmpty == false)
+        let echoed = try await http.execute(HTTPRequest(url: service.baseURL + "/healthz", headers: ["X-Request-Id": "req-42"]))
+        #expect(echoed.headers["X-Request-Id"] == "req-42")
+
+        let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "e2e"))
+        let ping = try JSONDecoder().decode(
+            ServiceDiscovery.Ping.self,
+            from: try await connection.request("$SRV.PING.\(name.rawValue)", timeout: .seconds(2)).payload
+        )
+        #expect(ping.name == name.rawValue)
+        #expect(ping.version == ServiceName.version)
+        await connection.close()
+
+        let start = ContinuousClock.now
+        let status = try await service.terminate(timeout: .seconds(5))
+        #expect(status == 0, "\(name.rawValue) did not exit 0 within 5 s of SIGTERM:\n\(service.output)")
+        #expect(ContinuousClock.now - start < .seconds(5))
+        await http.close()
+    }
+
+    @Test func readinessFailsWhileADependencyIsDown() async throws {
+        let http = HTTPClient()
+        let deadPort = try TestServers.freePort()
+        let service = try ServiceProcess(.waitpoints, extraEnvironment: ["SESSIONS_REDIS_URL": "redis://127.0.0.1:\(deadPort)"])
+        try service.start()
+        let alive = try await TestServers.waitUntil {
+            try await http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status == 200
+        }
+        #expect(alive, "\(service.output)")
+        let readiness = try await http.execute(HTTPRequest(url: service.baseURL + "/readyz"))
+        #expect(readiness.status == 503)
+        let report = try JSONDecoder().decode(ReadinessReportBody.self, from: readiness.body)
+        #expect(report.checks["redis"] == "unavailable")
+        #expect(report.checks["postgres"] == "ok")
+        #expect(!String(decoding: readiness.body, as: UTF8.self).contains("127.0.0.1"), "no internal detail in the body")
+        #expect(try await service.terminate(timeout: .seconds(5)) == 0)
+        await http.close()
+    }
+
+    @Test func invalidConfigurationExitsWithAMessageNamingTheVariable() async throws {
+        let service = try ServiceProcess(.realtime, extraEnvironment: ["SESSIONS_HTTP_PORT": "not-a-port"])
+        try service.start()
+        let exited = try await TestServers.waitUntil { !service.process.isRunning }
+        #expect(exited)
+        #expect(service.process.terminationStatus != 0)
+        #expect(service.output.contains("SESSIONS_HTTP_PORT"), "\(service.output)")
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(1))) struct EnvironmentCommandTests {
+    struct Created: Decodable, Equatable {
+        var organizationId: String
+        var projectId: String
+        var environmentId: String
+        var type: String
+        var apiKey: String
+    }
+
+    func create(_ arguments: [String]) async throws -> (Int32, String) {
+        let command = try ServiceProcess(.controlPlane, arguments: ["env", "create"] + arguments)
+        try command.start()
+        _ = try await TestServers.waitUntil(timeout: .seconds(30)) { !command.process.isRunning }
+        return (command.process.terminationStatus, command.output)
+    }
+
+    @Test func createsOnceAndPrintsTheSameKeyAgain() async throws {
+        let organization = TestServers.uniqueName("org")
+        let (status, output) = try await create(["--organization", organization, "--project", "p", "--type", "production"])
+        #expect(status == 0, "\(output)")
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let first = try JSONDecoder().decode(Created.self, from: Data(line.utf8))
+        #expect(first.apiKey.hasPrefix("tr_prod_") && first.apiKey.count == 40)
+        #expect(first.type == "PRODUCTION")
+
+        let (againStatus, againOutput) = try await create(["--organization", organization, "--project", "p", "--type", "production"])
+        #expect(againStatus == 0)
+        let againLine = try #require(againOutput.split(separator: "\n").last { $0.hasPrefix("{") })
+        #expect(try JSONDecoder().decode(Created.self, from: Data(againLine.utf8)) == first)
+
+        let (devStatus, devOutput) = try await create(["--organization", organization, "--project", "p"])
+        #expect(devStatus == 0)
+        let devLine = try #require(devOutput.split(separator: "\n").last { $0.hasPrefix("{") })
+        let development = try JSONDecoder().decode(Created.self, from: Data(devLine.utf8))
+        #expect(development.apiKey.hasPrefix("tr_dev_"))
+        #expect(development.projectId == first.projectId && development.environmentId != first.environmentId)
+    }
+
+    @Test func rejectsBadNamesWithAClearMessage() async throws {
+        let (status, output) = try await create(["--organization", "has space", "--project", "p"])
+        #expect(status != 0)
+        #expect(output.contains("--organization"), "\(output)")
+    }
+}
+
+/// `GET /readyz`'s body.
+struct ReadinessReportBody: Decodable {
+    var status: String
+    var checks: [String: String]
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Nats
+import TestSupport
+import Testing
+
+@Suite(.timeLimit(.minutes(1))) struct JetStreamTests {
+    /// A fresh stream over `<prefix>.>` for one test, deleted afterwards.
+    func withStream(_ body: (JetStream, String, String) async throws -> Void) async throws {
+        let connection = try connect("jetstream-tests")
+        try await waitConnected(connection)
+        let jetStream = try JetStream(connection: connection)
+        let name = TestServers.uniqueName("TEST").uppercased()
+        let prefix = name.lowercased()
+        let info = try await jetStream.createOrUpdateStream(StreamConfiguration(name: name, subjects: ["\(prefix).>"]))
+        #expect(info.config.name == name)
+        #expect(info.config.allowDirect)
+        do {
+            try await body(jetStream, name, prefix)
+        } catch {
+            try? await jetStream.deleteStream(name)
+            throw error
+        }
+        try await jetStream.deleteStream(name)
+        await connection.close()
+    }
+
+    @Test func createIsIdempotentAndUpdatesAChangedConfiguration() async throws {
+        try await withStream { jetStream, name, prefix in
+            let again = try await jetStream.createOrUpdateStream(StreamConfiguration(name: name, subjects: ["\(prefix).>"]))
+            #expect(again.config.subjects == ["\(prefix).>"])
+            let changed = try await jetStream.createOrUpdateStream(
+                StreamConfiguration(name: name, subjects: ["\(prefix).>"], maxAge: .seconds(3600))
+            )
+            #expect(changed.config.maxAge == 3_600_000_000_000)
+        }
+    }
+
+    @Test func expectedLastSubjectSequenceKeepsAChannelDense() async throws {
+        try await withStream { jetStream, _, prefix in
+            let subject = "\(prefix).channel"
+            let first = try await jetStream.publish(subject, payload: Data("a".utf8), expectedLastSubjectSequence: 0)
+            // A second "first" write loses: the subject is no longer empty.
+            await #expect(throws: NatsError.self) {
+                do {
+                    _ = try await jetStream.publish(subject, payload: Data("b".utf8), expectedLastSubjectSequence: 0)
+                } catch let error as NatsError {
+                    #expect(error.jetStreamCode == NatsError.wrongLastSequence)
+                    throw error
+                }
+            }
+            let second = try await jetStream.publish(
+                subject,
+                payload: Data("b".utf8),
+                expectedLastSubjectSequence: first.sequence
+            )
+            #expect(second.sequence > first.sequence)
+            // Another subject's writes do not disturb this one's expectation.
+            _ = try await jetStream.publish("\(prefix).other", payload: Data("x".utf8))
+            let third = try await jetStream.publish(subject, payload: Data("c".utf8), expectedLastSubjectSequence: second.sequence)
+            #expect(third.sequence == second.sequence + 2)
+        }
+    }
+
+    @Test func messageIDDeduplicates() async throws {
+        try await withStream { jetStream, name, prefix in
+            let first = try await jetStream.publish("\(prefix).dedupe", payload: Data("once".utf8), messageID: "part-1")
+            let retry = try await jetStream.publish("\(prefix).dedupe", payload: Data("once".utf8), messageID: "part-1")
+            #expect(!first.duplicate)
+            #expect(retry.duplicate)
+            #expect(retry.sequence == first.sequence)
+            #expect(try await jetStream.streamInfo(name).state.messages == 1)
+        }
+    }
+
+    @Test func directGetReadsBySequenceAndSubject() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).direct"
+            var sequences: [UInt64] = []
+            for index in 0..<3 {
+                sequences.append(
+                    try await jetStream.publish(subject, payload: Data("m\(index)".utf8), headers: ["X-Index": "\(index)"]).sequence
+                )
+            }
+            let last = try #require(try await jetStream.directGet(stream: name, .lastBySubject(subject)))
+            #expect(String(decoding: last.payload, as: UTF8.self) == "m2")
+            #expect(last.subject == subject)
+            #expect(last.headers["X-Index"] == "2")
+            #expect(last.metadata?.streamSequence == sequences[2])
+
+            let bySequence = try #require(try await jetStream.directGet(stream: name, .sequence(sequences[0])))
+            #expect(String(decoding: bySequence.payload, as: UTF8.self) == "m0")
+
+            let next = try #require(try await jetStream.directGet(stream: name, .nextBySubject(subject, from: sequences[0] + 1)))
+            #expect(next.metadata?.streamSequence == sequences[1])
+
+            #expect(try await jetStream.directGet(stream: name, .lastBySubject("\(prefix).empty")) == nil)
+        }
+    }
+
+    @Test func orderedConsumerReplaysFromASequenceThenFollows() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).ordered"
+            for index in 0..<5 { _ = try await jetStream.publish(subject, payload: Data("e\(index)".utf8)) }
+            let consumer = try jetStream.orderedConsumer(stream: name, subject: subject, deliver: .startSequence(3))
+            var iterator = consumer.makeAsyncIterator()
+            var received: [String] = []
+            for _ in 0..<3 {
+                let message = try #require(await iterator.next())
+                received.append(String(decoding: message.payload, as: UTF8.self))
+            }
+            #expect(received == ["e2", "e3", "e4"])
+            // Live: a message published now arrives next, with its stream position.
+            let live = try await jetStream.publish(subject, payload: Data("live".utf8))
+            let message = try #require(await iterator.next())
+            #expect(String(decoding: message.payload, as: UTF8.self) == "live")
+            #expect(message.metadata?.streamSequence == live.sequence)
+            consumer.unsubscribe()
+        }
+    }
+
+    @Test func durablePullConsumerRedeliversUntilAcknowledged() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).work"
+            for index in 0..<3 { _ = try await jetStream.publish(subject, payload: Data("w\(index)".utf8)) }
+            let consumer = try await jetStream.pullConsumer(
+                stream: name,
+                durable: "workers",
+                filterSubject: subject,
+                ackWait: .seconds(1)
+            )
+            let batch = try await consumer.fetch(batch: 10, timeout: .seconds(2))
+            #expect(batch.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w0", "w1", "w2"])
+            // Acknowledge two; the third comes back after the ack wait.
+            try batch[0].ack()
+            try batch[1].ack()
+            var redelivered: [AckableMessage] = []
+            let cameBack = try await TestServers.waitUntil(timeout: .seconds(5)) {
+                redelivered += try await consumer.fetch(batch: 10, timeout: .milliseconds(500))
+                return !redelivered.isEmpty
+            }
+            #expect(cameBack)
+            #expect(redelivered.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w2"])
+            #expect(redelivered.first?.message.metadata?.deliveries == 2)
+            try redelivered.forEach { try $0.ack() }
+            #expect(try await consumer.fetch(batch: 10, timeout: .milliseconds(1500)).isEmpty)
+
+            // The durable consumer outlives this subscription: a new one resumes after the acks.
+            consumer.stop()
+            _ = try await jetStream.publish(subject, payload: Data("w3".utf8))
+            let resumed = try await jetStream.pullConsumer(stream: name, durable: "workers", filterSubject: subject)
+            let next = try await resumed.fetch(batch: 10, timeout: .seconds(2))
+            #expect(next.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w3"])
+        }
+    }
+}
