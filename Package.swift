@@ -78,7 +78,13 @@ let package = Package(
             ]
         ),
 
-        service("ControlPlane", ["Postgres", "ClickHouse", "HTTPClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        service(
+            "ControlPlane",
+            [
+                "Postgres", "ClickHouse", "HTTPClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         service("Realtime"),
         service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
         service("Waitpoints", ["Postgres", "Redis"]),
@@ -98,7 +104,8 @@ let package = Package(
         tests(
             "EndToEndTests",
             [
-                "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient", "TestSupport",
+                "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
+                "TestSupport",
             ]
         ),
     ]

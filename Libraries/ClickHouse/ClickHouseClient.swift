@@ -33,7 +33,11 @@ public final class ClickHouseClient: Sendable {
     public func ping(timeout: Duration = .seconds(2)) async throws {
         let response = try await http.execute(HTTPRequest(url: configuration.url + "/ping", timeout: timeout))
         guard response.status == 200 else {
-            throw ClickHouseError(status: response.status, exceptionCode: nil, message: "ping answered \(response.status)")
+            throw ClickHouseError(
+                status: response.status,
+                exceptionCode: nil,
+                message: "ping answered \(response.status)"
+            )
         }
     }
 
@@ -83,7 +87,9 @@ public final class ClickHouseClient: Sendable {
         return try body.split(separator: UInt8(ascii: "\n")).map { try decoder.decode(Row.self, from: Data($0)) }
     }
 
-    private static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    private static let unreserved = CharacterSet(
+        charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
+    )
 
     private static func encode(_ value: String) -> String {
         value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""

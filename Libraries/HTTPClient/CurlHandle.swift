@@ -46,7 +46,9 @@ final class CurlHandle: PooledConnection, @unchecked Sendable {
             status = status.or(sessions_curl_set_string(handle, CURLOPT_CUSTOMREQUEST, method))
         }
         status = status.or(sessions_curl_set_long(handle, CURLOPT_NOSIGNAL, 1))
-        status = status.or(sessions_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeout.milliseconds))
+        status = status.or(
+            sessions_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeout.milliseconds)
+        )
         if !streamingHeadTimeoutOnly {
             status = status.or(sessions_curl_set_long(handle, CURLOPT_TIMEOUT_MS, request.timeout.milliseconds))
         }
@@ -69,7 +71,9 @@ final class CurlHandle: PooledConnection, @unchecked Sendable {
             return curl_easy_perform(handle)
         }
         if result != CURLE_OK {
-            if receiver.isCancelled { throw HTTPClientError(.cancelled, curlCode: Int32(result.rawValue), message: "cancelled") }
+            if receiver.isCancelled {
+                throw HTTPClientError(.cancelled, curlCode: Int32(result.rawValue), message: "cancelled")
+            }
             throw Self.error(result)
         }
         var code = 0

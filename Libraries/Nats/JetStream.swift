@@ -121,7 +121,10 @@ public final class JetStream: @unchecked Sendable {
             return message
         case 404: return nil
         default:
-            throw NatsError(.jetStream, message: "direct get failed: \(reply.headers["Description"] ?? "status \(reply.status!)")")
+            throw NatsError(
+                .jetStream,
+                message: "direct get failed: \(reply.headers["Description"] ?? "status \(reply.status!)")"
+            )
         }
     }
 
@@ -133,13 +136,19 @@ public final class JetStream: @unchecked Sendable {
         return try Self.decode(Response.self, from: reply, subject: subject)
     }
 
-    static func decode<Response: Decodable>(_ type: Response.Type, from reply: NatsMessage, subject: String) throws
+    static func decode<Response: Decodable>(
+        _ type: Response.Type,
+        from reply: NatsMessage,
+        subject: String
+    ) throws
         -> Response
     {
         if reply.status == 503 {
             throw NatsError(.noResponders, message: "JetStream is not enabled or not reachable for \(subject)")
         }
-        if let failure = try? JSONDecoder().decode(APIErrorResponse.self, from: reply.payload), let error = failure.error {
+        if let failure = try? JSONDecoder().decode(APIErrorResponse.self, from: reply.payload),
+            let error = failure.error
+        {
             let code: NatsError.Code = error.code == 404 ? .notFound : .jetStream
             throw NatsError(code, jetStreamCode: error.errCode, message: error.description)
         }

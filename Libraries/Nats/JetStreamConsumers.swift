@@ -15,7 +15,11 @@ extension JetStream {
     /// An ordered consumer: an ephemeral, flow-controlled push consumer that delivers the
     /// stream's messages on `subject` in order, without gaps or repeats, recreating itself after
     /// a hiccup. Nothing to acknowledge. Messages carry ``NatsMessage/metadata``.
-    public func orderedConsumer(stream: String, subject: String, deliver: DeliverPolicy = .all) throws
+    public func orderedConsumer(
+        stream: String,
+        subject: String,
+        deliver: DeliverPolicy = .all
+    ) throws
         -> NatsSubscription
     {
         let (messages, continuation) = AsyncStream<NatsMessage>.makeStream()
@@ -37,7 +41,16 @@ extension JetStream {
         var errorCode = jsErrCode(0)
         var status = stream.withCString { streamName in
             options.Stream = streamName
-            return js_Subscribe(&subscription, self.context, subject, natsSubscriptionCallback, context, nil, &options, &errorCode)
+            return js_Subscribe(
+                &subscription,
+                self.context,
+                subject,
+                natsSubscriptionCallback,
+                context,
+                nil,
+                &options,
+                &errorCode
+            )
         }
         if status == NATS_OK, let subscription {
             status = natsSubscription_SetOnCompleteCB(subscription, natsSubscriptionCompleted, context)
@@ -183,7 +196,9 @@ public final class PullConsumer: @unchecked Sendable {
 
     /// Waits up to `timeout` for up to `batch` messages; returns an empty array when none came.
     public func fetch(batch: Int, timeout: Duration = .seconds(1)) async throws -> [AckableMessage] {
-        let milliseconds = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = Int64(
+            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        )
         let pointers = try await thread.runIfActive { [self] () -> [UInt] in
             var list = natsMsgList()
             var errorCode = jsErrCode(0)
@@ -236,7 +251,11 @@ public final class AckableMessage: @unchecked Sendable {
 
     /// Failed: deliver it again, after `delay` when given.
     public func nak(delay: Duration? = nil) throws {
-        if let delay { try check(natsMsg_NakWithDelay(raw, delay.nanoseconds, nil)) } else { try check(natsMsg_Nak(raw, nil)) }
+        if let delay {
+            try check(natsMsg_NakWithDelay(raw, delay.nanoseconds, nil))
+        } else {
+            try check(natsMsg_Nak(raw, nil))
+        }
     }
 
     /// Still working on it: restart the ack timer.

@@ -88,7 +88,8 @@ public final class NatsConnection: @unchecked Sendable {
         defer { natsOptions_Destroy(options) }
         let callbacks = ConnectionCallbacks()
         let context = Unmanaged.passRetained(callbacks).toOpaque()
-        let reconnectWait = Int64(configuration.reconnectWait.components.seconds * 1000)
+        let reconnectWait =
+            Int64(configuration.reconnectWait.components.seconds * 1000)
             + configuration.reconnectWait.components.attoseconds / 1_000_000_000_000_000
         for step in [
             { natsOptions_SetURL(options, configuration.url) },
@@ -159,7 +160,12 @@ public final class NatsConnection: @unchecked Sendable {
                     try await withCheckedThrowingContinuation { continuation in
                         self.pendingRequests.add(id, continuation)
                         do {
-                            try self.publish(subject, payload: payload, headers: headers, replySubject: "\(self.inboxPrefix).\(id)")
+                            try self.publish(
+                                subject,
+                                payload: payload,
+                                headers: headers,
+                                replySubject: "\(self.inboxPrefix).\(id)"
+                            )
                         } catch {
                             self.pendingRequests.take(id)?.resume(throwing: error)
                         }
@@ -191,7 +197,11 @@ public final class NatsConnection: @unchecked Sendable {
             // natsConnection_FlushTimeout blocks; a short-lived thread keeps it off Swift's pool.
             Thread { [self] in
                 let status = natsConnection_FlushTimeout(self.raw, milliseconds)
-                if status == NATS_OK { continuation.resume() } else { continuation.resume(throwing: NatsError(status: status)) }
+                if status == NATS_OK {
+                    continuation.resume()
+                } else {
+                    continuation.resume(throwing: NatsError(status: status))
+                }
             }.start()
         }
     }

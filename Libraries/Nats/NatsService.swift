@@ -125,7 +125,11 @@ public final class NatsService: Service, Sendable {
         }
     }
 
-    private func serve(_ subscription: NatsSubscription, handler: @escaping NatsEndpoint.Handler, endpoint: String?) async {
+    private func serve(
+        _ subscription: NatsSubscription,
+        handler: @escaping NatsEndpoint.Handler,
+        endpoint: String?
+    ) async {
         await withDiscardingTaskGroup { group in
             for await message in subscription {
                 group.addTask { await self.handle(message, handler: handler, endpoint: endpoint) }
@@ -177,7 +181,10 @@ public final class NatsService: Service, Sendable {
                 try connection.publish(replySubject, payload: reply)
             }
         } catch {
-            logger.debug("Could not send a NATS reply.", metadata: ["nats.subject": "\(replySubject)", "error": "\(error)"])
+            logger.debug(
+                "Could not send a NATS reply.",
+                metadata: ["nats.subject": "\(replySubject)", "error": "\(error)"]
+            )
         }
     }
 
@@ -226,7 +233,8 @@ extension NatsConnection {
     ///
     /// - Throws: ``NatsServiceError`` when the service answered with an error;
     ///   `NatsError` `.timeout` / `.noResponders` when no service answered.
-    public func serviceRequest(_ subject: String, payload: Data = Data(), timeout: Duration? = nil) async throws -> Data {
+    public func serviceRequest(_ subject: String, payload: Data = Data(), timeout: Duration? = nil) async throws -> Data
+    {
         let reply = try await request(subject, payload: payload, timeout: timeout)
         if let code = reply.headers[ServiceErrorHeaders.code] {
             throw NatsServiceError(

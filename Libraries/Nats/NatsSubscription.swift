@@ -25,7 +25,14 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
         var subscription: OpaquePointer?
         var status =
             if let queue {
-                natsConnection_QueueSubscribe(&subscription, connection, subject, queue, natsSubscriptionCallback, context)
+                natsConnection_QueueSubscribe(
+                    &subscription,
+                    connection,
+                    subject,
+                    queue,
+                    natsSubscriptionCallback,
+                    context
+                )
             } else {
                 natsConnection_Subscribe(&subscription, connection, subject, natsSubscriptionCallback, context)
             }

@@ -61,7 +61,12 @@ public final class PostgresReplicationStream: @unchecked Sendable {
     ///   - url: the usual connection URL; `replication=database` is added.
     ///   - slot: an existing logical slot using pgoutput; `[a-z0-9_]` only.
     ///   - publication: the publication to decode; `[a-z0-9_]` only.
-    public static func start(url: String, slot: String, publication: String, from lsn: LSN = .zero) async throws
+    public static func start(
+        url: String,
+        slot: String,
+        publication: String,
+        from lsn: LSN = .zero
+    ) async throws
         -> PostgresReplicationStream
     {
         for name in [slot, publication] where !isSafeIdentifier(name) {
@@ -72,7 +77,8 @@ public final class PostgresReplicationStream: @unchecked Sendable {
         do {
             return try await thread.runIfActive {
                 let separator = url.contains("?") ? "&" : "?"
-                let replicationURL = url.contains("://") ? url + separator + "replication=database" : url + " replication=database"
+                let replicationURL =
+                    url.contains("://") ? url + separator + "replication=database" : url + " replication=database"
                 guard let connection = PQconnectdb(replicationURL) else {
                     throw PostgresError(.connectionFailed, message: "libpq could not allocate a connection")
                 }
@@ -99,8 +105,12 @@ public final class PostgresReplicationStream: @unchecked Sendable {
 
     /// The next message, or nil when none arrived within `timeout`.
     public func next(timeout: Duration = .seconds(1)) async throws -> ReplicationMessage? {
-        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        return try await thread.runIfActive { [self] in try Self.read(self.connection, timeoutMilliseconds: milliseconds) }
+        let milliseconds = Int32(
+            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        )
+        return try await thread.runIfActive { [self] in
+            try Self.read(self.connection, timeoutMilliseconds: milliseconds)
+        }
     }
 
     /// Tells the server that everything up to `flushed` is safely stored, so it may release that WAL.
@@ -170,7 +180,11 @@ public final class PostgresReplicationStream: @unchecked Sendable {
         }
     }
 
-    private static func simpleQuery(_ connection: OpaquePointer, _ command: String, expect: ExecStatusType) throws
+    private static func simpleQuery(
+        _ connection: OpaquePointer,
+        _ command: String,
+        expect: ExecStatusType
+    ) throws
         -> String
     {
         guard let result = PQexec(connection, command) else {

@@ -97,7 +97,9 @@ public final class RedisClient: Sendable {
         return hash
     }
 
-    private func withHandle<Result: Sendable>(_ work: @escaping @Sendable (RedisHandle) throws -> Result)
+    private func withHandle<Result: Sendable>(
+        _ work: @escaping @Sendable (RedisHandle) throws -> Result
+    )
         async throws -> Result
     {
         try await pool.withConnection { handle in

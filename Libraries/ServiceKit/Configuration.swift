@@ -24,7 +24,9 @@ public struct CommonConfiguration: Sendable {
             default: "info",
             ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         )
-        shutdownTimeout = .seconds(try environment.integer("SESSIONS_SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...600))
+        shutdownTimeout = .seconds(
+            try environment.integer("SESSIONS_SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...600)
+        )
     }
 }
 
@@ -41,7 +43,10 @@ public struct Environment: Sendable {
     public func integer(_ key: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
         guard let text = self[key] else { return fallback }
         guard let value = Int(text), range.contains(value) else {
-            throw ConfigurationError(key: key, message: "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            throw ConfigurationError(
+                key: key,
+                message: "must be an integer in \(range.lowerBound)...\(range.upperBound)"
+            )
         }
         return value
     }

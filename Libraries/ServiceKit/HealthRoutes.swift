@@ -33,7 +33,11 @@ extension Router {
         logger: Logger
     ) {
         get("healthz") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+            Response(
+                status: .ok,
+                headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))
+            )
         }
         get("readyz") { _, _ in
             let results = await withTaskGroup(of: (String, Bool).self) { group in

@@ -56,7 +56,10 @@ public struct ServiceHost {
         let name = self.name
         let application = Application(
             router: router,
-            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
+            configuration: .init(
+                address: .hostname(configuration.httpHost, port: configuration.httpPort),
+                serverName: nil
+            ),
             onServerRunning: { channel in
                 logger.notice(
                     "Serving HTTP.",
@@ -102,11 +105,17 @@ struct NatsConnectionService: Service {
             case .connected, .reconnected:
                 logger.info("Connected to NATS.", metadata: ["nats.url": "\(connection.configuration.url)"])
             case .disconnected:
-                logger.warning("Disconnected from NATS; reconnecting.", metadata: ["nats.url": "\(connection.configuration.url)"])
+                logger.warning(
+                    "Disconnected from NATS; reconnecting.",
+                    metadata: ["nats.url": "\(connection.configuration.url)"]
+                )
             case .closed:
                 break
             case .asyncError(let subject, let message):
-                logger.warning("NATS reported an error.", metadata: ["nats.subject": "\(subject ?? "")", "error": "\(message)"])
+                logger.warning(
+                    "NATS reported an error.",
+                    metadata: ["nats.subject": "\(subject ?? "")", "error": "\(message)"]
+                )
             }
         }
         await connection.drain()

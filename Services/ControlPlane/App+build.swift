@@ -1,5 +1,5 @@
-import Contracts
 import ClickHouse
+import Contracts
 import HTTPClient
 import Logging
 import Nats
@@ -17,7 +17,11 @@ func buildServiceGroup(
     let database = PostgresClient(
         configuration: .init(url: configuration.databaseURL, poolSize: configuration.databasePoolSize)
     )
-    try await retryingAtStartup("postgres", logger: logger, isRetriable: { ($0 as? PostgresError)?.isRetriable ?? false }) {
+    try await retryingAtStartup(
+        "postgres",
+        logger: logger,
+        isRetriable: { ($0 as? PostgresError)?.isRetriable ?? false }
+    ) {
         try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
     }
     let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())

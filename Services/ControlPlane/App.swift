@@ -21,8 +21,13 @@ struct Serve: AsyncParsableCommand {
     )
 
     func run() async throws {
-        let configuration = loadConfiguration("control-plane") { try ControlPlaneConfiguration(environment: Environment()) }
-        let (logger, registry) = Observability.bootstrap(label: "control-plane", logLevel: configuration.common.logLevel)
+        let configuration = loadConfiguration("control-plane") {
+            try ControlPlaneConfiguration(environment: Environment())
+        }
+        let (logger, registry) = Observability.bootstrap(
+            label: "control-plane",
+            logLevel: configuration.common.logLevel
+        )
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
     }
 }

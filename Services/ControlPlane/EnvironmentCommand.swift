@@ -56,14 +56,17 @@ struct CreateEnvironment: AsyncParsableCommand {
 
     func validate() throws {
         for (name, value) in [("organization", organization), ("project", project), ("slug", slug ?? type.rawValue)] {
-            guard (1...64).contains(value.count), value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+            guard (1...64).contains(value.count),
+                value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
             else { throw ValidationError("--\(name) must be 1-64 letters, digits, '-' or '_'") }
         }
     }
 
     func run() async throws {
         let logger = Logger(label: "control-plane.env")
-        let database = PostgresClient(configuration: .init(url: ControlPlaneConfiguration.databaseURL(Environment()), poolSize: 1))
+        let database = PostgresClient(
+            configuration: .init(url: ControlPlaneConfiguration.databaseURL(Environment()), poolSize: 1)
+        )
         do {
             try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
             let created = try await Tenancy(database: database).createEnvironment(
@@ -87,7 +90,12 @@ struct Tenancy {
 
     /// Creates whatever is missing along organization → project → environment and returns the
     /// environment with its key. Concurrent calls agree (each step is an atomic upsert).
-    func createEnvironment(organization: String, project: String, type: EnvironmentType, slug: String) async throws
+    func createEnvironment(
+        organization: String,
+        project: String,
+        type: EnvironmentType,
+        slug: String
+    ) async throws
         -> CreatedEnvironment
     {
         try await database.withTransaction { connection in

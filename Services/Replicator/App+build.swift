@@ -1,5 +1,5 @@
-import Contracts
 import ClickHouse
+import Contracts
 import HTTPClient
 import Logging
 import Nats

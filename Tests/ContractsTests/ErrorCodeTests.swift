@@ -38,13 +38,18 @@ import Testing
             processingTime: 400
         )
         let json = try #require(String(data: JSONEncoder().encode(stats), encoding: .utf8))
-        for key in ["queue_group", "num_requests", "num_errors", "last_error", "processing_time", "average_processing_time"] {
+        for key in [
+            "queue_group", "num_requests", "num_errors", "last_error", "processing_time", "average_processing_time",
+        ] {
             #expect(json.contains("\"\(key)\""), "missing \(key) in \(json)")
         }
         #expect(stats.averageProcessingTime == 100)
     }
 
     @Test func responsesCarryTheirType() {
-        #expect(ServiceDiscovery.Ping(name: "a", id: "b", version: "1.0.0", metadata: [:]).type == "io.nats.micro.v1.ping_response")
+        #expect(
+            ServiceDiscovery.Ping(name: "a", id: "b", version: "1.0.0", metadata: [:]).type
+                == "io.nats.micro.v1.ping_response"
+        )
     }
 }

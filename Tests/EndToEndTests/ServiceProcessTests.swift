@@ -89,7 +89,9 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(metrics.headers["Content-Type"]?.hasPrefix("text/plain") == true)
         #expect(String(decoding: metrics.body, as: UTF8.self).contains("hb_requests"))
         #expect(health.headers["X-Request-Id"]?.isEmpty == false)
-        let echoed = try await http.execute(HTTPRequest(url: service.baseURL + "/healthz", headers: ["X-Request-Id": "req-42"]))
+        let echoed = try await http.execute(
+            HTTPRequest(url: service.baseURL + "/healthz", headers: ["X-Request-Id": "req-42"])
+        )
         #expect(echoed.headers["X-Request-Id"] == "req-42")
 
         let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "e2e"))
@@ -111,7 +113,10 @@ final class ServiceProcess: @unchecked Sendable {
     @Test func readinessFailsWhileADependencyIsDown() async throws {
         let http = HTTPClient()
         let deadPort = try TestServers.freePort()
-        let service = try ServiceProcess(.waitpoints, extraEnvironment: ["SESSIONS_REDIS_URL": "redis://127.0.0.1:\(deadPort)"])
+        let service = try ServiceProcess(
+            .waitpoints,
+            extraEnvironment: ["SESSIONS_REDIS_URL": "redis://127.0.0.1:\(deadPort)"]
+        )
         try service.start()
         let alive = try await TestServers.waitUntil {
             try await http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status == 200
@@ -122,7 +127,10 @@ final class ServiceProcess: @unchecked Sendable {
         let report = try JSONDecoder().decode(ReadinessReportBody.self, from: readiness.body)
         #expect(report.checks["redis"] == "unavailable")
         #expect(report.checks["postgres"] == "ok")
-        #expect(!String(decoding: readiness.body, as: UTF8.self).contains("127.0.0.1"), "no internal detail in the body")
+        #expect(
+            !String(decoding: readiness.body, as: UTF8.self).contains("127.0.0.1"),
+            "no internal detail in the body"
+        )
         #expect(try await service.terminate(timeout: .seconds(5)) == 0)
         await http.close()
     }
@@ -155,14 +163,18 @@ final class ServiceProcess: @unchecked Sendable {
 
     @Test func createsOnceAndPrintsTheSameKeyAgain() async throws {
         let organization = TestServers.uniqueName("org")
-        let (status, output) = try await create(["--organization", organization, "--project", "p", "--type", "production"])
+        let (status, output) = try await create([
+            "--organization", organization, "--project", "p", "--type", "production",
+        ])
         #expect(status == 0, "\(output)")
         let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
         let first = try JSONDecoder().decode(Created.self, from: Data(line.utf8))
         #expect(first.apiKey.hasPrefix("tr_prod_") && first.apiKey.count == 40)
         #expect(first.type == "PRODUCTION")
 
-        let (againStatus, againOutput) = try await create(["--organization", organization, "--project", "p", "--type", "production"])
+        let (againStatus, againOutput) = try await create([
+            "--organization", organization, "--project", "p", "--type", "production",
+        ])
         #expect(againStatus == 0)
         let againLine = try #require(againOutput.split(separator: "\n").last { $0.hasPrefix("{") })
         #expect(try JSONDecoder().decode(Created.self, from: Data(againLine.utf8)) == first)

@@ -26,7 +26,9 @@ import Testing
 
     @Test func createIsIdempotentAndUpdatesAChangedConfiguration() async throws {
         try await withStream { jetStream, name, prefix in
-            let again = try await jetStream.createOrUpdateStream(StreamConfiguration(name: name, subjects: ["\(prefix).>"]))
+            let again = try await jetStream.createOrUpdateStream(
+                StreamConfiguration(name: name, subjects: ["\(prefix).>"])
+            )
             #expect(again.config.subjects == ["\(prefix).>"])
             let changed = try await jetStream.createOrUpdateStream(
                 StreamConfiguration(name: name, subjects: ["\(prefix).>"], maxAge: .seconds(3600))
@@ -56,7 +58,11 @@ import Testing
             #expect(second.sequence > first.sequence)
             // Another subject's writes do not disturb this one's expectation.
             _ = try await jetStream.publish("\(prefix).other", payload: Data("x".utf8))
-            let third = try await jetStream.publish(subject, payload: Data("c".utf8), expectedLastSubjectSequence: second.sequence)
+            let third = try await jetStream.publish(
+                subject,
+                payload: Data("c".utf8),
+                expectedLastSubjectSequence: second.sequence
+            )
             #expect(third.sequence == second.sequence + 2)
         }
     }
@@ -78,7 +84,11 @@ import Testing
             var sequences: [UInt64] = []
             for index in 0..<3 {
                 sequences.append(
-                    try await jetStream.publish(subject, payload: Data("m\(index)".utf8), headers: ["X-Index": "\(index)"]).sequence
+                    try await jetStream.publish(
+                        subject,
+                        payload: Data("m\(index)".utf8),
+                        headers: ["X-Index": "\(index)"]
+                    ).sequence
                 )
             }
             let last = try #require(try await jetStream.directGet(stream: name, .lastBySubject(subject)))
@@ -90,7 +100,9 @@ import Testing
             let bySequence = try #require(try await jetStream.directGet(stream: name, .sequence(sequences[0])))
             #expect(String(decoding: bySequence.payload, as: UTF8.self) == "m0")
 
-            let next = try #require(try await jetStream.directGet(stream: name, .nextBySubject(subject, from: sequences[0] + 1)))
+            let next = try #require(
+                try await jetStream.directGet(stream: name, .nextBySubject(subject, from: sequences[0] + 1))
+            )
             #expect(next.metadata?.streamSequence == sequences[1])
 
             #expect(try await jetStream.directGet(stream: name, .lastBySubject("\(prefix).empty")) == nil)

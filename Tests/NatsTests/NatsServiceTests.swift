@@ -23,7 +23,9 @@ import Testing
             metadata: ["instance": "test"],
             endpoints: [
                 NatsEndpoint(name: "echo", subject: "\(name).echo") { message in Data("echo:".utf8) + message.payload },
-                NatsEndpoint(name: "fail", subject: "\(name).fail") { _ in throw NatsServiceError(.notFound, "no such thing") },
+                NatsEndpoint(name: "fail", subject: "\(name).fail") { _ in
+                    throw NatsServiceError(.notFound, "no such thing")
+                },
                 NatsEndpoint(name: "crash", subject: "\(name).crash") { _ in throw CocoaError(.fileNoSuchFile) },
             ],
             logger: Logger(label: "test")

@@ -45,7 +45,9 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
                 throw Abort()
             }
         }
-        let ids = try await client.query("SELECT id FROM \(identifier: table) ORDER BY id").map { try $0.decode("id", as: Int.self) }
+        let ids = try await client.query("SELECT id FROM \(identifier: table) ORDER BY id").map {
+            try $0.decode("id", as: Int.self)
+        }
         #expect(ids == [1])
         try await client.query("DROP TABLE \(identifier: table)")
         await client.close()
@@ -67,7 +69,9 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
             }
         }
         // The connection that saw the error is still usable.
-        #expect(try await client.query("SELECT count(*) AS n FROM \(identifier: table)")[0].decode("n", as: Int.self) == 1)
+        #expect(
+            try await client.query("SELECT count(*) AS n FROM \(identifier: table)")[0].decode("n", as: Int.self) == 1
+        )
         try await client.query("DROP TABLE \(identifier: table)")
         await client.close()
     }
@@ -77,7 +81,10 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
         let sums = try await withThrowingTaskGroup(of: Int.self) { group in
             for index in 0..<40 {
                 group.addTask {
-                    try await client.query("SELECT \(index)::int + 1 AS n, pg_sleep(0.005)")[0].decode("n", as: Int.self)
+                    try await client.query("SELECT \(index)::int + 1 AS n, pg_sleep(0.005)")[0].decode(
+                        "n",
+                        as: Int.self
+                    )
                 }
             }
             return try await group.reduce(0, +)
@@ -88,7 +95,9 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
 
     @Test func unreachableServerIsARetriableConnectionError() async throws {
         let port = try TestServers.freePort()
-        let client = PostgresClient(configuration: .init(url: "postgresql://postgres@127.0.0.1:\(port)/x?connect_timeout=2"))
+        let client = PostgresClient(
+            configuration: .init(url: "postgresql://postgres@127.0.0.1:\(port)/x?connect_timeout=2")
+        )
         await #expect(throws: PostgresError.self) {
             do {
                 try await client.ping()
@@ -109,7 +118,11 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
         let migrator = PostgresMigrator(
             component: component,
             migrations: [
-                PostgresMigration(version: 1, name: "create", sql: "CREATE TEMP TABLE IF NOT EXISTS migration_probe (id int)"),
+                PostgresMigration(
+                    version: 1,
+                    name: "create",
+                    sql: "CREATE TEMP TABLE IF NOT EXISTS migration_probe (id int)"
+                ),
                 PostgresMigration(version: 2, name: "noop", sql: "SELECT 1"),
             ]
         )
@@ -129,7 +142,10 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
             migrations: migrator.migrations + [PostgresMigration(version: 3, name: "broken", sql: "SELEC nonsense")]
         )
         await #expect(throws: PostgresError.self) { try await failing.run(on: client, logger: Logger(label: "test")) }
-        #expect(try await client.query("SELECT 1 FROM schema_migrations WHERE component = \(component) AND version = 3").isEmpty)
+        #expect(
+            try await client.query("SELECT 1 FROM schema_migrations WHERE component = \(component) AND version = 3")
+                .isEmpty
+        )
         try await client.query("DELETE FROM schema_migrations WHERE component = \(component)")
         await client.close()
     }

@@ -50,8 +50,10 @@ import Testing
             Issue.record(error)
         }
         _ = try await TestServers.waitUntil {
-            try await client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(name) AND NOT active")
-                .count == 1
+            try await client.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(name) AND NOT active"
+            )
+            .count == 1
         }
         try await client.query("DROP PUBLICATION \(identifier: name)")
         try await client.query("DROP TABLE \(identifier: name)")
@@ -60,7 +62,11 @@ import Testing
 
     @Test func refusesUnsafeNames() async throws {
         await #expect(throws: PostgresError.self) {
-            _ = try await PostgresReplicationStream.start(url: try TestServers.databaseURL, slot: "x'; DROP", publication: "p")
+            _ = try await PostgresReplicationStream.start(
+                url: try TestServers.databaseURL,
+                slot: "x'; DROP",
+                publication: "p"
+            )
         }
     }
 
