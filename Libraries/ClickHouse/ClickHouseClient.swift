@@ -55,7 +55,7 @@ public final class ClickHouseClient: Sendable {
         data: Data? = nil
     ) async throws -> Data {
         var query = [("database", configuration.database), ("query", sql)]
-        query += parameters.sorted { $0.key < $1.key }.map { ("param_\($0.key)", $0.value) }
+        query += parameters.sorted { $0.key < $1.key }.map { ("param_\($0.key)", Self.escapeParameter($0.value)) }
         query += settings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let response = try await http.execute(
             HTTPRequest(
@@ -85,6 +85,21 @@ public final class ClickHouseClient: Sendable {
         let body = try await execute(sql + "\nFORMAT JSONEachRow", parameters: parameters, settings: settings)
         let decoder = JSONDecoder()
         return try body.split(separator: UInt8(ascii: "\n")).map { try decoder.decode(Row.self, from: Data($0)) }
+    }
+
+    /// ClickHouse reads parameter values in TSV-escaped form.
+    private static func escapeParameter(_ value: String) -> String {
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\t": escaped += "\\t"
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
     }
 
     private static let unreserved = CharacterSet(

@@ -44,6 +44,10 @@ import Testing
             parameters: ["ids": "['s1','s2']"]
         )
         #expect(String(decoding: named, as: UTF8.self) == "[\"id\"]\n[\"s1\"]\n[\"s2\"]\n")
+        struct Echo: Decodable { var value: String }
+        let awkward = "back\\slash\ttab\nnewline 'quote' ünï"
+        let echoed = try await clickhouse.query("SELECT {v:String} AS value", parameters: ["v": awkward], as: Echo.self)
+        #expect(echoed.first?.value == awkward)
         try await clickhouse.execute("DROP TABLE \(table)")
         await http.close()
     }
