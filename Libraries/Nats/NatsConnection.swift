@@ -73,8 +73,8 @@ public final class NatsConnection: @unchecked Sendable {
                 pendingRequests.take(id)?.resume(returning: message)
             }
         } catch {
+            // The closed callback releases `callbacks`.
             natsConnection_Destroy(raw)
-            Unmanaged.passUnretained(callbacks).release()
             throw error
         }
     }
@@ -116,9 +116,10 @@ public final class NatsConnection: @unchecked Sendable {
         return try NatsConnection(raw: connection, configuration: configuration, callbacks: callbacks)
     }
 
+    /// Closes the connection if still open. `callbacks` is released by the closed callback, which
+    /// cnats calls last, on its own thread, possibly after this returns.
     deinit {
         natsConnection_Destroy(raw)
-        Unmanaged.passUnretained(callbacks).release()
     }
 
     /// True while connected to a server.
@@ -287,8 +288,11 @@ private func natsReconnectedCallback(_ connection: OpaquePointer?, _ context: Un
     callbacks(context)?.emit(.reconnected)
 }
 
+/// The last callback cnats makes for a connection: it also releases the retained context.
 private func natsClosedCallback(_ connection: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
-    callbacks(context)?.emit(.closed)
+    guard let context else { return }
+    let callbacks = Unmanaged<ConnectionCallbacks>.fromOpaque(context).takeRetainedValue()
+    callbacks.emit(.closed)
 }
 
 private func natsErrorCallback(
