@@ -53,6 +53,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         library("Contracts", []),
@@ -75,6 +77,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
 
@@ -101,6 +104,17 @@ let package = Package(
         tests("PostgresTests", ["Postgres", "TestSupport"]),
         tests("RedisTests", ["Redis", "TestSupport"]),
         tests("HTTPClientTests", ["HTTPClient", "ClickHouse", "TestSupport"]),
+        tests(
+            "ControlPlaneTests",
+            [
+                "ControlPlane", "ServiceKit", "Contracts", "Postgres", "Nats", "TestSupport", hummingbird, log,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         tests(
             "EndToEndTests",
             [

@@ -220,7 +220,7 @@ public final class NatsService: Service, Sendable {
                     id: id,
                     version: version,
                     metadata: metadata,
-                    started: started.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)),
+                    started: ISO8601.string(from: started),
                     endpoints: endpointStats
                 )
             )

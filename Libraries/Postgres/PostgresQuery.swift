@@ -42,6 +42,11 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
             sql += "$\(parameters.count)"
         }
 
+        /// SQL text fixed in the code (a column list shared by several statements).
+        public mutating func appendInterpolation(unescaped sql: StaticString) {
+            self.sql += sql.description
+        }
+
         /// A quoted identifier (table, publication, slot name); embedded quotes are doubled.
         public mutating func appendInterpolation(identifier: String) {
             sql += "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""

@@ -5,7 +5,8 @@ import Foundation
 /// Keys: `SESSIONS_HTTP_HOST` (default `127.0.0.1`), `SESSIONS_HTTP_PORT` (default: the
 /// service's own), `SESSIONS_NATS_URL` (default `nats://127.0.0.1:4222`), `SESSIONS_PUBLIC_URL`
 /// (default `http://127.0.0.1:8080`), `SESSIONS_LOG_LEVEL` (default `info`),
-/// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10).
+/// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10), `SESSIONS_PARENT_PID` (optional: shut down
+/// gracefully once the parent with that pid is gone).
 public struct CommonConfiguration: Sendable {
     public var httpHost: String
     public var httpPort: Int
@@ -13,6 +14,7 @@ public struct CommonConfiguration: Sendable {
     public var publicURL: String
     public var logLevel: String
     public var shutdownTimeout: Duration
+    public var parentPID: pid_t?
 
     public init(environment: Environment, defaultPort: Int) throws {
         httpHost = environment["SESSIONS_HTTP_HOST"] ?? "127.0.0.1"
@@ -27,6 +29,8 @@ public struct CommonConfiguration: Sendable {
         shutdownTimeout = .seconds(
             try environment.integer("SESSIONS_SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...600)
         )
+        let parent = try environment.integer("SESSIONS_PARENT_PID", default: 0, in: 0...Int(Int32.max))
+        parentPID = parent == 0 ? nil : pid_t(parent)
     }
 }
 

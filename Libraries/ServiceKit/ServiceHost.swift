@@ -15,7 +15,9 @@ public struct ServiceHost {
     public var name: ServiceName
     public var configuration: CommonConfiguration
     public var connection: NatsConnection
-    public var router: Router<BasicRequestContext>
+    public var router: Router<APIRequestContext>
+    /// The routes served, filled when the group is made; drives CORS preflights and 405s.
+    public let routeTable = RouteTable()
     public var endpoints: [NatsEndpoint]
     public var work: [any Service]
     public var registry: PrometheusCollectorRegistry
@@ -27,7 +29,6 @@ public struct ServiceHost {
         name: ServiceName,
         configuration: CommonConfiguration,
         connection: NatsConnection,
-        router: Router<BasicRequestContext> = Router(),
         checks: [ReadinessCheck],
         endpoints: [NatsEndpoint] = [],
         work: [any Service] = [],
@@ -37,7 +38,7 @@ public struct ServiceHost {
         self.name = name
         self.configuration = configuration
         self.connection = connection
-        self.router = router
+        self.router = Router(context: APIRequestContext.self)
         self.endpoints = endpoints
         self.work = work
         self.registry = registry
@@ -45,13 +46,25 @@ public struct ServiceHost {
         let natsCheck = ReadinessCheck("nats") {
             guard connection.isConnected else { throw NatsError(.connectionFailed, message: "not connected") }
         }
-        router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: APIMiddleware(routes: routeTable))
         router.add(middleware: MetricsMiddleware())
         router.addHealthRoutes(checks: [natsCheck] + checks, registry: registry, logger: logger)
     }
 
     /// The service group to `run()`; it returns after a graceful shutdown (SIGTERM or SIGINT).
+    /// Records the router's routes for preflights and 405s; call after the last route is added.
+    /// ``makeServiceGroup()`` calls it.
+    public func sealRoutes() {
+        routeTable.set(
+            router.routes.map { route in
+                let path = "\(route.path)"
+                return RouteTable.Route(method: route.method.rawValue, path: path.hasPrefix("/") ? path : "/" + path)
+            }
+        )
+    }
+
     public func makeServiceGroup() -> ServiceGroup {
+        sealRoutes()
         let logger = self.logger
         let name = self.name
         let application = Application(
@@ -76,8 +89,10 @@ public struct ServiceHost {
             endpoints: endpoints,
             logger: logger
         )
+        let parentWatch: [any Service] = configuration.parentPID.map { [ParentWatch(pid: $0, logger: logger)] } ?? []
         let services: [any Service] =
             [NatsConnectionService(connection: connection, logger: logger)] + work + [discovery, application]
+            + parentWatch
         var groupConfiguration = ServiceGroupConfiguration(
             services: services.map {
                 .init(

@@ -1,6 +1,7 @@
 import ClickHouse
 import Contracts
 import HTTPClient
+import Hummingbird
 import Logging
 import Nats
 import Postgres
@@ -26,6 +27,11 @@ func buildServiceGroup(
     }
     let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
     let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "control-plane"))
+    let events = SessionEvents(jetStream: try JetStream(connection: connection), logger: logger)
+    try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
+        try await events.prepare()
+    }
+    let api = ControlPlaneAPI(database: database, events: events, tokenSettings: configuration.tokens)
     let host = ServiceHost(
         name: .controlPlane,
         configuration: configuration.common,
@@ -34,8 +40,32 @@ func buildServiceGroup(
             ReadinessCheck("postgres") { try await database.ping() },
             ReadinessCheck("clickhouse") { try await clickhouse.ping() },
         ],
+        endpoints: api.endpoints,
         registry: registry,
         logger: logger
     )
+    api.addRoutes(to: host.router)
     return host.makeServiceGroup()
+}
+
+/// The control plane's public routes and NATS endpoints over its stores.
+struct ControlPlaneAPI: Sendable {
+    let store: SessionStore
+    let environments: EnvironmentStore
+    let authenticator: ControlPlaneAuthenticator
+    let routes: SessionRoutes
+
+    init(database: PostgresClient, events: SessionEvents, tokenSettings: AccessTokenSettings) {
+        store = SessionStore(database: database)
+        environments = EnvironmentStore(database: database)
+        authenticator = ControlPlaneAuthenticator(environments: environments, settings: tokenSettings)
+        routes = SessionRoutes(store: store, environments: environments, events: events, tokenSettings: tokenSettings)
+    }
+
+    var endpoints: [NatsEndpoint] { ControlPlaneEndpoints.make(store: store, authenticator: authenticator) }
+
+    func addRoutes(to router: Router<APIRequestContext>) {
+        routes.add(to: router, authenticator: authenticator)
+        OpenAPIDocument.add(to: router)
+    }
 }

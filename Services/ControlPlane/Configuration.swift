@@ -4,18 +4,26 @@ import ServiceKit
 ///
 /// Keys: the common ones (see `CommonConfiguration`; HTTP port default 3001),
 /// `SESSIONS_DATABASE_URL` (default `postgresql://postgres@127.0.0.1:5432/sessions`),
-/// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`).
+/// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`),
+/// `SESSIONS_JWT_ISSUER` (default `https://id.trigger.dev`), `SESSIONS_JWT_AUDIENCE` (default
+/// `https://api.trigger.dev`).
 struct ControlPlaneConfiguration: Sendable {
     var common: CommonConfiguration
     var databaseURL: String
     var databasePoolSize: Int
     var clickhouseURL: String
+    var tokens: AccessTokenSettings
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3001)
         databaseURL = Self.databaseURL(environment)
         databasePoolSize = try environment.integer("SESSIONS_DATABASE_POOL_SIZE", default: 8, in: 1...256)
         clickhouseURL = environment["SESSIONS_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123"
+        let defaults = AccessTokenSettings()
+        tokens = AccessTokenSettings(
+            issuer: environment["SESSIONS_JWT_ISSUER"] ?? defaults.issuer,
+            audience: environment["SESSIONS_JWT_AUDIENCE"] ?? defaults.audience
+        )
     }
 
     static func databaseURL(_ environment: Environment) -> String {

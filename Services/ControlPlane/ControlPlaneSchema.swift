@@ -28,11 +28,42 @@ enum ControlPlaneSchema {
                         type text NOT NULL CHECK (type IN ('DEVELOPMENT', 'STAGING', 'PRODUCTION', 'PREVIEW')),
                         slug text NOT NULL,
                         api_key text NOT NULL UNIQUE,
+                        -- Keys are looked up by their hash, then compared in constant time.
+                        api_key_hash text NOT NULL UNIQUE,
                         created_at timestamptz(3) NOT NULL DEFAULT now(),
                         UNIQUE (project_id, slug)
                     );
                     """
-            )
+            ),
+            PostgresMigration(
+                version: 2,
+                name: "sessions",
+                sql: """
+                    CREATE TABLE sessions (
+                        id text PRIMARY KEY,
+                        friendly_id text NOT NULL UNIQUE,
+                        external_id text,
+                        type text NOT NULL,
+                        task_identifier text,
+                        tags text[] NOT NULL DEFAULT '{}',
+                        metadata jsonb,
+                        trigger_config jsonb,
+                        organization_id text NOT NULL,
+                        project_id text NOT NULL,
+                        runtime_environment_id text NOT NULL,
+                        environment_type text NOT NULL,
+                        closed_at timestamptz(3),
+                        closed_reason text,
+                        expires_at timestamptz(3),
+                        created_at timestamptz(3) NOT NULL DEFAULT now(),
+                        updated_at timestamptz(3) NOT NULL DEFAULT now(),
+                        UNIQUE (runtime_environment_id, external_id)
+                    );
+                    CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
+                    -- Logical replication to ClickHouse needs whole old rows on UPDATE and DELETE.
+                    ALTER TABLE sessions REPLICA IDENTITY FULL;
+                    """
+            ),
         ]
     )
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Contracts
 import Foundation
 import Logging
 import Postgres
@@ -13,12 +14,12 @@ struct EnvironmentCommand: AsyncParsableCommand {
     )
 }
 
-/// The kinds of environment and the prefix of their secret keys.
-enum EnvironmentType: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case development, staging, production, preview
+extension EnvironmentType: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
 
-    var databaseValue: String { rawValue.uppercased() }
+    public static var allValueStrings: [String] { allCases.map { $0.rawValue.lowercased() } }
 
+    /// The prefix of the environment's secret keys.
     var keyPrefix: String {
         switch self {
         case .development: "tr_dev_"
@@ -30,7 +31,7 @@ enum EnvironmentType: String, CaseIterable, ExpressibleByArgument, Sendable {
 }
 
 /// What `env create` prints: one JSON line.
-struct CreatedEnvironment: Codable, Equatable {
+struct CreatedEnvironment: Codable, Equatable, Sendable {
     var organizationId: String
     var projectId: String
     var environmentId: String
@@ -50,12 +51,14 @@ struct CreateEnvironment: AsyncParsableCommand {
 
     @Option(help: "Organization slug.") var organization: String
     @Option(help: "Project slug.") var project: String
-    @Option(help: "Environment type: \(EnvironmentType.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Environment type: \(EnvironmentType.allValueStrings.joined(separator: ", ")).")
     var type: EnvironmentType = .development
     @Option(help: "Environment slug (default: the type).") var slug: String?
 
     func validate() throws {
-        for (name, value) in [("organization", organization), ("project", project), ("slug", slug ?? type.rawValue)] {
+        for (name, value) in [
+            ("organization", organization), ("project", project), ("slug", slug ?? type.rawValue.lowercased()),
+        ] {
             guard (1...64).contains(value.count),
                 value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
             else { throw ValidationError("--\(name) must be 1-64 letters, digits, '-' or '_'") }
@@ -73,7 +76,7 @@ struct CreateEnvironment: AsyncParsableCommand {
                 organization: organization,
                 project: project,
                 type: type,
-                slug: slug ?? type.rawValue
+                slug: slug ?? type.rawValue.lowercased()
             )
             await database.close()
             FileHandle.standardOutput.write(try JSONEncoder.sorted.encode(created) + Data("\n".utf8))
@@ -98,7 +101,8 @@ struct Tenancy {
     ) async throws
         -> CreatedEnvironment
     {
-        try await database.withTransaction { connection in
+        let apiKey = type.keyPrefix + Identifier.secret(length: 32)
+        return try await database.withTransaction { connection in
             let organizationId = try await connection.query(
                 """
                 INSERT INTO organizations (id, slug) VALUES (\(Identifier.make()), \(organization))
@@ -115,9 +119,9 @@ struct Tenancy {
             )[0].decode("id", as: String.self)
             let environment = try await connection.query(
                 """
-                INSERT INTO runtime_environments (id, organization_id, project_id, type, slug, api_key)
-                VALUES (\(Identifier.make()), \(organizationId), \(projectId), \(type.databaseValue), \(slug),
-                        \(type.keyPrefix + Identifier.secret(length: 32)))
+                INSERT INTO runtime_environments (id, organization_id, project_id, type, slug, api_key, api_key_hash)
+                VALUES (\(Identifier.make()), \(organizationId), \(projectId), \(type.rawValue), \(slug),
+                        \(apiKey), encode(sha256(convert_to(\(apiKey), 'UTF8')), 'hex'))
                 ON CONFLICT (project_id, slug) DO UPDATE SET slug = EXCLUDED.slug
                 RETURNING id, type, api_key
                 """

@@ -30,6 +30,8 @@ final class ServiceProcess: @unchecked Sendable {
         var environment = try TestServers.environment
         environment["SESSIONS_HTTP_PORT"] = String(port)
         environment["SESSIONS_LOG_LEVEL"] = "debug"
+        // If this test process dies, the service follows instead of lingering.
+        environment["SESSIONS_PARENT_PID"] = String(getpid())
         environment.merge(extraEnvironment) { $1 }
         process.environment = environment
         let handle = try FileHandle(forWritingTo: log)
@@ -135,6 +137,34 @@ final class ServiceProcess: @unchecked Sendable {
         await http.close()
     }
 
+    @Test func aServiceWatchingItsParentStopsCleanlyWhenTheParentIsGone() async throws {
+        // A shell starts realtime as its child, telling it the shell's pid, then exits.
+        let port = try TestServers.freePort()
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("orphan-\(port).log")
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = [
+            "-c", #"SESSIONS_PARENT_PID=$$ "$0" > "$1" 2>&1 & sleep 2"#,
+            ServiceProcess.binaryDirectory.appendingPathComponent("realtime").path, log.path,
+        ]
+        var environment = try TestServers.environment
+        environment["SESSIONS_HTTP_PORT"] = String(port)
+        shell.environment = environment
+        try shell.run()
+        let http = HTTPClient()
+        let url = "http://127.0.0.1:\(port)/readyz"
+        let ready = try await TestServers.waitUntil { try await http.execute(HTTPRequest(url: url)).status == 200 }
+        #expect(ready)
+        // After the shell exits, realtime notices within a second and stops.
+        let stopped = try await TestServers.waitUntil(timeout: .seconds(8)) {
+            (try? await http.execute(HTTPRequest(url: url, timeout: .seconds(1)))) == nil
+        }
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        #expect(stopped, "\(output)")
+        #expect(output.contains("The parent process is gone"), "\(output)")
+        await http.close()
+    }
+
     @Test func invalidConfigurationExitsWithAMessageNamingTheVariable() async throws {
         let service = try ServiceProcess(.realtime, extraEnvironment: ["SESSIONS_HTTP_PORT": "not-a-port"])
         try service.start()
@@ -185,6 +215,39 @@ final class ServiceProcess: @unchecked Sendable {
         let development = try JSONDecoder().decode(Created.self, from: Data(devLine.utf8))
         #expect(development.apiKey.hasPrefix("tr_dev_"))
         #expect(development.projectId == first.projectId && development.environmentId != first.environmentId)
+    }
+
+    @Test func theServedAPIRefusesBodiesWithoutContentLength() async throws {
+        let (status, output) = try await create(["--organization", TestServers.uniqueName("org"), "--project", "p"])
+        #expect(status == 0)
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let environment = try JSONDecoder().decode(Created.self, from: Data(line.utf8))
+        let http = HTTPClient()
+        let service = try ServiceProcess(.controlPlane)
+        try service.start()
+        #expect(try await service.waitUntilReady(http), "\(service.output)")
+        let url = service.baseURL + "/api/v1/sessions"
+        let auth = "Bearer \(environment.apiKey)"
+        let chunked = try await http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: ["Authorization": auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked"],
+                body: Data(#"{"type":"t"}"#.utf8)
+            )
+        )
+        #expect(chunked.status == 413, "\(String(decoding: chunked.body, as: UTF8.self))")
+        let sized = try await http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: ["Authorization": auth, "Content-Type": "application/json"],
+                body: Data(#"{"type":"t"}"#.utf8)
+            )
+        )
+        #expect(sized.status == 201)
+        #expect(try await service.terminate(timeout: .seconds(5)) == 0)
+        await http.close()
     }
 
     @Test func rejectsBadNamesWithAClearMessage() async throws {

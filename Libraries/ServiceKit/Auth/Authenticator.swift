@@ -1,0 +1,83 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Nats
+import Synchronization
+
+/// Turns a bearer token into the environment and scopes it stands for.
+public protocol Authenticator: Sendable {
+    /// - Throws: ``APIError`` 401 for a missing, unknown, invalid or expired credential.
+    func authenticate(token: String) async throws -> Principal
+}
+
+/// Authenticates every request of the routes it is added to; a request without valid
+/// credentials gets 401 before anything else happens.
+public struct AuthenticationMiddleware: RouterMiddleware {
+    public typealias Context = APIRequestContext
+
+    let authenticator: any Authenticator
+
+    public init(_ authenticator: any Authenticator) { self.authenticator = authenticator }
+
+    public func handle(
+        _ request: Request,
+        context: APIRequestContext,
+        next: (Request, APIRequestContext) async throws -> Response
+    ) async throws -> Response {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+            case let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !token.isEmpty
+        else { throw APIError(.unauthorized, "Invalid or Missing API key") }
+        var context = context
+        context.principal = try await authenticator.authenticate(token: token)
+        return try await next(request, context)
+    }
+}
+
+/// Authenticates through the control plane's `auth.authenticate` endpoint, remembering answers
+/// for a short time (never past a token's expiry), so services other than the control plane
+/// never read its tables.
+public final class NatsAuthenticator: Authenticator {
+    private struct Entry {
+        var principal: Principal
+        var validUntil: Date
+    }
+
+    private let connection: NatsConnection
+    private let cacheLifetime: TimeInterval
+    private let maxEntries: Int
+    private let cache = Mutex<[String: Entry]>([:])
+
+    /// - Parameters:
+    ///   - cacheLifetime: how long an answer is reused. Default 5 s.
+    ///   - maxEntries: cache size; the cache is emptied when full. Default 10,000.
+    public init(connection: NatsConnection, cacheLifetime: Duration = .seconds(5), maxEntries: Int = 10_000) {
+        self.connection = connection
+        self.cacheLifetime = Double(cacheLifetime.components.seconds)
+        self.maxEntries = maxEntries
+    }
+
+    public func authenticate(token: String) async throws -> Principal {
+        let now = Date()
+        if let entry = cache.withLock({ $0[token] }), entry.validUntil > now { return entry.principal }
+        let principal: Principal
+        do {
+            let reply = try await connection.serviceRequest(
+                Subjects.authenticate,
+                payload: try JSONEncoder.sessions.encode(AuthenticateRequest(token: token)),
+                timeout: .seconds(2)
+            )
+            principal = try JSONDecoder.sessions.decode(Principal.self, from: reply)
+        } catch let error as NatsServiceError where error.code == .unauthorized {
+            throw APIError(.unauthorized, error.message)
+        } catch is NatsError {
+            throw APIError(.unavailable, "Authentication is unavailable; try again")
+        }
+        let validUntil = min(now.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
+        cache.withLock { cache in
+            if cache.count >= maxEntries { cache.removeAll() }
+            cache[token] = Entry(principal: principal, validUntil: validUntil)
+        }
+        return principal
+    }
+}

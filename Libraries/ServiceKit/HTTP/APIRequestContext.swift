@@ -1,0 +1,27 @@
+import Contracts
+import Foundation
+import Hummingbird
+import Logging
+
+/// The request context of every service: who is calling (after authentication) and the
+/// request's id. JSON bodies use ISO-8601 dates with milliseconds.
+public struct APIRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The authenticated caller; set by ``AuthenticationMiddleware``.
+    public var principal: Principal?
+    /// The request's id, echoed as `X-Request-Id`.
+    public var requestID = ""
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var requestDecoder: JSONDecoder { .sessions }
+    public var responseEncoder: JSONEncoder { .sessions }
+
+    /// The caller, or 401 when the route was reached without authentication.
+    public func requirePrincipal() throws -> Principal {
+        guard let principal else { throw APIError(.unauthorized, "Invalid or Missing API key") }
+        return principal
+    }
+}

@@ -1,0 +1,75 @@
+import Contracts
+import Foundation
+
+/// Typed, validated access to the members of a JSON request body. Every failure is a 400 whose
+/// message names the field and the rule.
+public struct Fields: Sendable {
+    public let members: [String: JSONValue]
+
+    public init(_ members: [String: JSONValue]) { self.members = members }
+
+    /// Whether the body has the key (even with a null value).
+    public func contains(_ name: String) -> Bool { members[name] != nil }
+
+    /// A string of `length` characters (after trimming, when `trim`), or nil when absent/null.
+    public func string(_ name: String, length: ClosedRange<Int>, trim: Bool = false) throws -> String? {
+        guard let value = members[name], value != .null else { return nil }
+        guard case .string(var text) = value else {
+            throw invalid(name, "must be a string")
+        }
+        if trim { text = text.trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard length.contains(text.count) else {
+            throw invalid(name, "must be \(length.lowerBound)-\(length.upperBound) characters long")
+        }
+        return text
+    }
+
+    /// A required string.
+    public func requiredString(_ name: String, length: ClosedRange<Int>, trim: Bool = false) throws -> String {
+        guard let text = try string(name, length: length, trim: trim) else { throw invalid(name, "is required") }
+        return text
+    }
+
+    /// An array of at most `maxCount` strings of `itemLength` characters, or nil when absent.
+    public func strings(_ name: String, maxCount: Int, itemLength: ClosedRange<Int>) throws -> [String]? {
+        guard let value = members[name], value != .null else { return nil }
+        guard case .array(let items) = value else { throw invalid(name, "must be an array of strings") }
+        guard items.count <= maxCount else { throw invalid(name, "must have at most \(maxCount) items") }
+        return try items.enumerated().map { index, item in
+            guard case .string(let text) = item else { throw invalid("\(name)[\(index)]", "must be a string") }
+            guard itemLength.contains(text.count) else {
+                throw invalid(
+                    "\(name)[\(index)]",
+                    "must be \(itemLength.lowerBound)-\(itemLength.upperBound) characters long"
+                )
+            }
+            return text
+        }
+    }
+
+    /// A JSON object, `.null` when explicitly null, nil when absent.
+    public func objectOrNull(_ name: String) throws -> JSONValue? {
+        guard let value = members[name] else { return nil }
+        switch value {
+        case .null, .object: return value
+        default: throw invalid(name, "must be a JSON object or null")
+        }
+    }
+
+    /// A date given as an ISO-8601 string or as epoch milliseconds, or nil when absent/null.
+    public func date(_ name: String) throws -> Date? {
+        guard let value = members[name], value != .null else { return nil }
+        switch value {
+        case .string(let text):
+            if let date = ISO8601.date(from: text) { return date }
+        case .number(let milliseconds) where milliseconds.isFinite && milliseconds >= 0:
+            return Date(timeIntervalSince1970: milliseconds / 1000)
+        default: break
+        }
+        throw invalid(name, "must be an ISO-8601 date or epoch milliseconds")
+    }
+
+    private func invalid(_ name: String, _ rule: String) -> APIError {
+        APIError(.badRequest, "Invalid request body: \(name) \(rule)")
+    }
+}

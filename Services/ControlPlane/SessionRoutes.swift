@@ -1,0 +1,156 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ServiceKit
+
+/// `/api/v1/sessions…`: create, retrieve, update and close (SPEC §4).
+///
+/// Every route authenticates first, then reads and validates the body, then looks the session
+/// up and authorizes against both of its ids — so a caller without access gets 403 whether or
+/// not the session exists — and only then answers 404.
+struct SessionRoutes: Sendable {
+    let store: SessionStore
+    let environments: EnvironmentStore
+    let events: SessionEvents
+    let tokenSettings: AccessTokenSettings
+
+    static let bodyLimit = 32 * 1024
+    static let closeBodyLimit = 1024
+
+    func add(to router: Router<APIRequestContext>, authenticator: any Authenticator) {
+        let sessions = router.group("api/v1/sessions").add(middleware: AuthenticationMiddleware(authenticator))
+        sessions.post(use: create)
+        sessions.get("{session}", use: retrieve)
+        sessions.patch("{session}", use: update)
+        sessions.post("{session}/close", use: close)
+    }
+
+    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
+        let new = NewSession(
+            type: try fields.requiredString("type", length: 1...64),
+            externalId: try Self.externalId(fields),
+            taskIdentifier: try fields.string("taskIdentifier", length: 1...128),
+            tags: try fields.strings("tags", maxCount: 10, itemLength: 1...128) ?? [],
+            metadata: try Self.metadata(fields),
+            triggerConfig: try Self.object(fields, "triggerConfig"),
+            expiresAt: try fields.date("expiresAt")
+        )
+        try principal.authorize(
+            AccessRequirement(
+                .write,
+                .tasks,
+                ids: [new.taskIdentifier],
+                superScopes: ["write:sessions", "write:all", "admin"]
+            )
+        )
+        let (session, isNew) = try await store.create(new, in: principal)
+        if !isNew {
+            switch session.status() {
+            case .closed:
+                throw APIError(.conflict, "Session is closed; use a different externalId to create a new session")
+            case .expired:
+                throw APIError(.conflict, "Session is expired; use a different externalId to create a new session")
+            case .active: break
+            }
+        }
+        if isNew { await events.publish(.created, session) }
+        guard let environment = try await environments.environment(id: principal.environmentId) else {
+            throw APIError(.unauthorized, "Invalid API Key")
+        }
+        let token = try await AccessTokens.mint(
+            environmentId: principal.environmentId,
+            secretKey: environment.apiKey,
+            scopes: ["read:sessions:\(session.friendlyId)", "write:sessions:\(session.friendlyId)"],
+            settings: tokenSettings
+        )
+        return try .json(
+            CreatedSession(session: session.item(), publicAccessToken: token, isCached: !isNew),
+            status: isNew ? .created : .ok
+        )
+    }
+
+    @Sendable func retrieve(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let session = try await authorizedSession(context, .read, superScopes: ["read:all", "admin"])
+        return try .json(session.item())
+    }
+
+    @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
+        var changes = SessionChanges()
+        if fields.contains("tags") {
+            guard let tags = try fields.strings("tags", maxCount: 10, itemLength: 1...128) else {
+                throw APIError(.badRequest, "Invalid request body: tags must be an array of strings")
+            }
+            changes.tags = tags
+        }
+        if fields.contains("metadata") { changes.metadata = .some(try Self.metadata(fields)) }
+        if fields.contains("externalId") { changes.externalId = .some(try Self.externalId(fields)) }
+        let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])
+        guard let updated = try await store.update(session, with: changes) else {
+            throw APIError(.notFound, "Session not found")
+        }
+        await events.publish(.updated, updated)
+        return try .json(updated.item())
+    }
+
+    @Sendable func close(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        let hasBody = request.headers[.contentLength].flatMap(Int.init) != 0
+        let fields = Fields(hasBody ? try await request.jsonObject(limit: Self.closeBodyLimit) : [:])
+        let reason = try fields.string("reason", length: 0...256)
+        let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])
+        guard let (closed, didClose) = try await store.close(session, reason: reason) else {
+            throw APIError(.notFound, "Session not found")
+        }
+        if didClose { await events.publish(.closed, closed) }
+        return try .json(closed.item())
+    }
+
+    /// Looks the session of the path up, authorizes, then answers 404 when it does not exist.
+    private func authorizedSession(
+        _ context: APIRequestContext,
+        _ action: AccessRequirement.Action,
+        superScopes: [String]
+    ) async throws -> SessionRecord {
+        let principal = try context.requirePrincipal()
+        let key = try context.parameters.require("session")
+        guard !key.isEmpty, key.count <= 256 else { throw APIError(.badRequest, "Invalid session id") }
+        let session = try await store.find(key, environmentId: principal.environmentId)
+        try principal.authorize(
+            AccessRequirement(
+                action,
+                .sessions,
+                ids: [key, session?.friendlyId, session?.externalId],
+                superScopes: ["\(action.rawValue):sessions"] + superScopes
+            )
+        )
+        guard let session else { throw APIError(.notFound, "Session not found") }
+        return session
+    }
+
+    /// `externalId`: trimmed, 1–256 characters, not starting with `session_`; nil when absent or null.
+    private static func externalId(_ fields: Fields) throws -> String? {
+        guard let externalId = try fields.string("externalId", length: 1...256, trim: true) else { return nil }
+        guard !externalId.hasPrefix("session_") else {
+            throw APIError(
+                .badRequest,
+                "Invalid request body: externalId must not start with session_ (reserved for session ids)"
+            )
+        }
+        return externalId
+    }
+
+    /// `metadata`: a JSON object, or null.
+    private static func metadata(_ fields: Fields) throws -> JSONValue? {
+        try object(fields, "metadata")
+    }
+
+    private static func object(_ fields: Fields, _ name: String) throws -> JSONValue? {
+        let value = try fields.objectOrNull(name)
+        return value == .null ? nil : value
+    }
+}

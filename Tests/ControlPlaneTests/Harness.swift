@@ -1,0 +1,148 @@
+import Contracts
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Nats
+import Postgres
+import Prometheus
+import ServiceKit
+import TestSupport
+import Testing
+
+@testable import ControlPlane
+
+/// Two environments of their own, so tests never see each other's sessions.
+struct Tenants: Sendable {
+    var a: CreatedEnvironment
+    var b: CreatedEnvironment
+}
+
+/// One response, read whole.
+struct APIResponse {
+    var status: Int
+    var headers: HTTPFields
+    var body: String
+
+    func json<Value: Decodable>(_ type: Value.Type) throws -> Value {
+        try JSONDecoder.sessions.decode(type, from: Data(body.utf8))
+    }
+
+    var error: String? { try? json(ErrorBody.self).error }
+}
+
+/// Calls the control plane's router in-process.
+struct API: Sendable {
+    let client: any TestClientProtocol
+
+    func call(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        token: String? = nil,
+        json: String? = nil,
+        headers: HTTPFields = [:]
+    ) async throws -> APIResponse {
+        var headers = headers
+        if let token { headers[.authorization] = "Bearer \(token)" }
+        if json != nil { headers[.contentType] = "application/json" }
+        let response = try await client.executeRequest(
+            uri: path,
+            method: method,
+            headers: headers,
+            body: json.map { ByteBuffer(string: $0) }
+        )
+        return APIResponse(
+            status: Int(response.status.code),
+            headers: response.headers,
+            body: String(buffer: response.body)
+        )
+    }
+
+    func create(_ json: String, token: String) async throws -> CreatedSession {
+        let response = try await call(.post, "/api/v1/sessions", token: token, json: json)
+        #expect([200, 201].contains(response.status), "create failed: \(response.status) \(response.body)")
+        return try response.json(CreatedSession.self)
+    }
+}
+
+/// The control plane's real routes, middleware and stores on the test PostgreSQL and NATS.
+func withControlPlane(
+    _ body: @escaping @Sendable (API, Tenants, ControlPlaneAPI, NatsConnection) async throws -> Void
+) async throws {
+    let logger = Logger(label: "control-plane-tests")
+    let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 8))
+    try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
+    let tenancy = Tenancy(database: database)
+    let organization = TestServers.uniqueName("org")
+    let tenants = Tenants(
+        a: try await tenancy.createEnvironment(
+            organization: organization,
+            project: "a",
+            type: .development,
+            slug: "development"
+        ),
+        b: try await tenancy.createEnvironment(
+            organization: organization,
+            project: "b",
+            type: .production,
+            slug: "production"
+        )
+    )
+    let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "control-plane-tests"))
+    let events = SessionEvents(jetStream: try JetStream(connection: connection), logger: logger)
+    _ = try await TestServers.waitUntil { connection.isConnected }
+    try await events.prepare()
+    let api = ControlPlaneAPI(database: database, events: events, tokenSettings: AccessTokenSettings())
+    let host = ServiceHost(
+        name: .controlPlane,
+        configuration: try CommonConfiguration(environment: Environment([:]), defaultPort: 0),
+        connection: connection,
+        checks: [],
+        registry: PrometheusCollectorRegistry(),
+        logger: logger
+    )
+    api.addRoutes(to: host.router)
+    host.sealRoutes()
+    let application = Application(router: host.router, logger: logger)
+    try await application.test(.router) { client in
+        try await body(API(client: client), tenants, api, connection)
+    }
+    await connection.close()
+    await database.close()
+}
+
+/// Signs arbitrary claims the way a misbehaving client might.
+enum Forge {
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func claims(environmentId: String, scopes: [String], expiresIn: TimeInterval = 3600) -> [String: Any] {
+        let now = Date().timeIntervalSince1970
+        return [
+            "sub": environmentId, "pub": true, "scopes": scopes, "iat": Int(now), "exp": Int(now + expiresIn),
+            "iss": "https://id.trigger.dev", "aud": "https://api.trigger.dev",
+        ]
+    }
+
+    /// Signed with HMAC-SHA384 (`alg: HS384`), which the server must refuse.
+    static func hs384(_ claims: [String: Any], key: String) throws -> String {
+        let header = base64URL(try JSONSerialization.data(withJSONObject: ["alg": "HS384", "typ": "JWT"]))
+        let payload = base64URL(try JSONSerialization.data(withJSONObject: claims))
+        let signature = HMAC<SHA384>.authenticationCode(
+            for: Data("\(header).\(payload)".utf8),
+            using: SymmetricKey(data: Data(key.utf8))
+        )
+        return "\(header).\(payload).\(base64URL(Data(signature)))"
+    }
+
+    /// `alg: none`, no signature.
+    static func unsigned(_ claims: [String: Any]) throws -> String {
+        let header = base64URL(try JSONSerialization.data(withJSONObject: ["alg": "none", "typ": "JWT"]))
+        let payload = base64URL(try JSONSerialization.data(withJSONObject: claims))
+        return "\(header).\(payload)."
+    }
+}

@@ -1,0 +1,302 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import JWTKit
+import Nats
+import ServiceKit
+import TestSupport
+import Testing
+
+@testable import ControlPlane
+
+@Suite(.timeLimit(.minutes(2))) struct CreateSessionTests {
+    @Test func createsThenReturnsTheCachedSessionForTheSameExternalId() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let externalId = TestServers.uniqueName("chat")
+            let first = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json:
+                    #"{"type":"chat.agent","externalId":"  \#(externalId)  ","taskIdentifier":"agent","tags":["a","b"],"metadata":{"k":1}}"#
+            )
+            #expect(first.status == 201)
+            let created = try first.json(CreatedSession.self)
+            #expect(!created.isCached)
+            #expect(created.session.id.hasPrefix("session_"))
+            #expect(created.session.externalId == externalId, "externalId is trimmed")
+            #expect(created.session.status == .active)
+            #expect(created.session.tags == ["a", "b"])
+            #expect(created.session.metadata == .object(["k": .number(1)]))
+            #expect(first.body.contains(#""closedAt":null"#), "every key is present, nulls included")
+            let claims = try await AccessTokens.verify(
+                created.publicAccessToken,
+                secretKey: tenants.a.apiKey,
+                settings: AccessTokenSettings()
+            )
+            #expect(
+                Set(claims.scopes) == ["read:sessions:\(created.session.id)", "write:sessions:\(created.session.id)"]
+            )
+            #expect(abs(claims.exp.value.timeIntervalSinceNow - 3600) < 60)
+
+            let again = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"other","externalId":"\#(externalId)"}"#
+            )
+            #expect(again.status == 200)
+            let cached = try again.json(CreatedSession.self)
+            #expect(cached.isCached)
+            #expect(cached.session.id == created.session.id)
+            #expect(cached.session.type == "chat.agent", "a cached create changes nothing but triggerConfig")
+        }
+    }
+
+    @Test func fiftyConcurrentCreatesWithOneExternalIdMakeExactlyOneSession() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let externalId = TestServers.uniqueName("race")
+            let results = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        let response = try await api.call(
+                            .post,
+                            "/api/v1/sessions",
+                            token: tenants.a.apiKey,
+                            json: #"{"type":"t","externalId":"\#(externalId)"}"#
+                        )
+                        return (response.status, try response.json(CreatedSession.self).session.id)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.filter { $0.0 == 201 }.count == 1)
+            #expect(results.filter { $0.0 == 200 }.count == 49)
+            #expect(Set(results.map(\.1)).count == 1)
+        }
+    }
+
+    @Test func closedOrExpiredExistingSessionsConflict() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let closedId = TestServers.uniqueName("closed")
+            let created = try await api.create(#"{"type":"t","externalId":"\#(closedId)"}"#, token: tenants.a.apiKey)
+            _ = try await api.call(
+                .post,
+                "/api/v1/sessions/\(created.session.id)/close",
+                token: tenants.a.apiKey,
+                json: "{}"
+            )
+            let reuse = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(closedId)"}"#
+            )
+            #expect(reuse.status == 409)
+            #expect(reuse.error?.contains("closed") == true)
+
+            let expiredId = TestServers.uniqueName("expired")
+            let past = ISO8601.string(from: Date().addingTimeInterval(-60))
+            let expired = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(expiredId)","expiresAt":"\#(past)"}"#
+            )
+            #expect(expired.status == 201, "a past expiresAt is accepted on create")
+            #expect(try expired.json(CreatedSession.self).session.status == .expired)
+            let again = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(expiredId)"}"#
+            )
+            #expect(again.status == 409)
+            #expect(again.error?.contains("expired") == true)
+        }
+    }
+
+    @Test func expiresAtAcceptsEpochMilliseconds() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(#"{"type":"t","expiresAt":4102444800000}"#, token: tenants.a.apiKey)
+            #expect(created.session.expiresAt == Date(timeIntervalSince1970: 4_102_444_800))
+            #expect(created.session.status == .active)
+        }
+    }
+
+    static let invalidBodies: [(String, String)] = [
+        (#"{}"#, "type is required"),
+        (#"{"type":""}"#, "type must be 1-64"),
+        (#"{"type":"\#(String(repeating: "x", count: 65))"}"#, "type must be 1-64"),
+        (#"{"type":3}"#, "type must be a string"),
+        (#"{"type":"t","externalId":"   "}"#, "externalId must be 1-256"),
+        (#"{"type":"t","externalId":"\#(String(repeating: "x", count: 257))"}"#, "externalId must be 1-256"),
+        (#"{"type":"t","externalId":"session_abc"}"#, "externalId must not start with session_"),
+        (#"{"type":"t","taskIdentifier":"\#(String(repeating: "x", count: 129))"}"#, "taskIdentifier must be 1-128"),
+        (#"{"type":"t","tags":["1","2","3","4","5","6","7","8","9","10","11"]}"#, "tags must have at most 10"),
+        (#"{"type":"t","tags":["\#(String(repeating: "x", count: 129))"]}"#, "tags[0] must be 1-128"),
+        (#"{"type":"t","tags":[""]}"#, "tags[0] must be 1-128"),
+        (#"{"type":"t","tags":[1]}"#, "tags[0] must be a string"),
+        (#"{"type":"t","tags":"a"}"#, "tags must be an array"),
+        (#"{"type":"t","metadata":[1,2]}"#, "metadata must be a JSON object"),
+        (#"{"type":"t","metadata":"x"}"#, "metadata must be a JSON object"),
+        (#"{"type":"t","triggerConfig":5}"#, "triggerConfig must be a JSON object"),
+        (#"{"type":"t","expiresAt":"tomorrow"}"#, "expiresAt must be an ISO-8601 date"),
+        (#"{"type":"#, "Invalid JSON"),
+        (#"[1]"#, "must be a JSON object"),
+        (#"null"#, "must be a JSON object"),
+        ("", "Request body is empty"),
+    ]
+
+    @Test func everyValidationRuleIsA400NamingTheField() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            for (body, message) in Self.invalidBodies {
+                let response = try await api.call(.post, "/api/v1/sessions", token: tenants.a.apiKey, json: body)
+                #expect(response.status == 400, "\(body) → \(response.status)")
+                #expect(response.error?.contains(message) == true, "\(body) → \(response.body), expected \(message)")
+            }
+        }
+    }
+
+    @Test func bodiesOverTheLimitAre413() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let large = #"{"type":"t","metadata":{"x":"\#(String(repeating: "a", count: 33 * 1024))"}}"#
+            let tooLarge = try await api.call(.post, "/api/v1/sessions", token: tenants.a.apiKey, json: large)
+            #expect(tooLarge.status == 413)
+            #expect(tooLarge.error == "Request body too large")
+            #expect(tooLarge.headers[.accessControlAllowOrigin] == "*")
+            // A body without Content-Length is covered end to end (the in-process client always sets one).
+        }
+    }
+}
+
+@Suite(.timeLimit(.minutes(2))) struct RetrieveUpdateCloseTests {
+    @Test func retrievesByEitherId() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let externalId = TestServers.uniqueName("ext")
+            let created = try await api.create(#"{"type":"t","externalId":"\#(externalId)"}"#, token: tenants.a.apiKey)
+            for key in [created.session.id, externalId] {
+                let response = try await api.call(.get, "/api/v1/sessions/\(key)", token: tenants.a.apiKey)
+                #expect(response.status == 200)
+                #expect(try response.json(SessionItem.self) == created.session)
+            }
+            let missing = try await api.call(.get, "/api/v1/sessions/session_nope", token: tenants.a.apiKey)
+            #expect(missing.status == 404)
+            #expect(missing.error == "Session not found")
+        }
+    }
+
+    @Test func patchReplacesTagsClearsMetadataAndMovesExternalId() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(
+                #"{"type":"t","tags":["a"],"metadata":{"m":true}}"#,
+                token: tenants.a.apiKey
+            )
+            let path = "/api/v1/sessions/\(created.session.id)"
+            let newId = TestServers.uniqueName("moved")
+            let patched = try await api.call(
+                .patch,
+                path,
+                token: tenants.a.apiKey,
+                json: #"{"tags":["x","y"],"metadata":null,"externalId":"\#(newId)"}"#
+            )
+            #expect(patched.status == 200)
+            let session = try patched.json(SessionItem.self)
+            #expect(session.tags == ["x", "y"])
+            #expect(session.metadata == nil)
+            #expect(session.externalId == newId)
+            #expect(session.updatedAt >= created.session.updatedAt)
+            #expect(session.type == "t")
+
+            let untouched = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"metadata":{"n":1}}"#)
+            #expect(try untouched.json(SessionItem.self).tags == ["x", "y"], "absent fields stay as they are")
+
+            let other = try await api.create(
+                #"{"type":"t","externalId":"\#(TestServers.uniqueName("other"))"}"#,
+                token: tenants.a.apiKey
+            )
+            let duplicate = try await api.call(
+                .patch,
+                "/api/v1/sessions/\(other.session.id)",
+                token: tenants.a.apiKey,
+                json: #"{"externalId":"\#(newId)"}"#
+            )
+            #expect(duplicate.status == 409)
+            #expect(duplicate.error == "A session with this externalId already exists in this environment")
+
+            let cleared = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"externalId":null}"#)
+            #expect(try cleared.json(SessionItem.self).externalId == nil)
+
+            for (body, message) in [
+                (#"{"tags":null}"#, "tags must be an array"),
+                (#"{"externalId":"session_x"}"#, "must not start with session_"),
+                (#"{"metadata":7}"#, "metadata must be a JSON object"),
+            ] {
+                let invalid = try await api.call(.patch, path, token: tenants.a.apiKey, json: body)
+                #expect(invalid.status == 400)
+                #expect(invalid.error?.contains(message) == true, "\(invalid.body)")
+            }
+        }
+    }
+
+    @Test func closeIsWriteOnceAndIdempotent() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
+            let path = "/api/v1/sessions/\(created.session.id)/close"
+            let first = try await api.call(.post, path, token: tenants.a.apiKey, json: #"{"reason":"done"}"#)
+            #expect(first.status == 200)
+            let closed = try first.json(SessionItem.self)
+            #expect(closed.status == .closed)
+            #expect(closed.closedReason == "done")
+            let closedAt = try #require(closed.closedAt)
+
+            let second = try await api.call(.post, path, token: tenants.a.apiKey, json: #"{"reason":"again"}"#)
+            #expect(second.status == 200)
+            #expect(try second.json(SessionItem.self).closedAt == closedAt)
+            #expect(try second.json(SessionItem.self).closedReason == "done")
+
+            let emptyBody = try await api.call(.post, path, token: tenants.a.apiKey, json: "")
+            #expect(emptyBody.status == 200, "no body is the same as {}")
+            let longReason = try await api.call(
+                .post,
+                path,
+                token: tenants.a.apiKey,
+                json: #"{"reason":"\#(String(repeating: "r", count: 257))"}"#
+            )
+            #expect(longReason.status == 400)
+            #expect(longReason.error?.contains("reason") == true)
+            let tooLarge = try await api.call(
+                .post,
+                path,
+                token: tenants.a.apiKey,
+                json: #"{"reason":"\#(String(repeating: "r", count: 1100))"}"#
+            )
+            #expect(tooLarge.status == 413)
+
+            let retrieved = try await api.call(.get, "/api/v1/sessions/\(created.session.id)", token: tenants.a.apiKey)
+            #expect(try retrieved.json(SessionItem.self).status == .closed, "reads keep working after close")
+        }
+    }
+
+    @Test func fiftyConcurrentClosesAgreeOnOneClosedAt() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
+            let results = try await withThrowingTaskGroup(of: SessionItem.self) { group in
+                for index in 0..<50 {
+                    group.addTask {
+                        try await api.call(
+                            .post,
+                            "/api/v1/sessions/\(created.session.id)/close",
+                            token: tenants.a.apiKey,
+                            json: #"{"reason":"r\#(index)"}"#
+                        ).json(SessionItem.self)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(results.compactMap(\.closedAt)).count == 1)
+            #expect(Set(results.compactMap(\.closedReason)).count == 1)
+            #expect(results.count == 50)
+        }
+    }
+}
