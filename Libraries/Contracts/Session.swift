@@ -203,9 +203,10 @@ public struct CreatedSession: Codable, Sendable, Equatable {
     }
 }
 
-/// JSON coding with ISO-8601 UTC dates with milliseconds, as the API sends them.
+/// JSON coding with ISO-8601 UTC dates with milliseconds, as the API sends them. Shared
+/// instances: encoders and decoders are safe to use from many tasks once configured.
 extension JSONEncoder {
-    public static var sessions: JSONEncoder {
+    public static let sessions: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
@@ -213,11 +214,11 @@ extension JSONEncoder {
         }
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
-    }
+    }()
 }
 
 extension JSONDecoder {
-    public static var sessions: JSONDecoder {
+    public static let sessions: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
@@ -229,18 +230,97 @@ extension JSONDecoder {
             return date
         }
         return decoder
-    }
+    }()
 }
 
 /// ISO-8601 UTC with milliseconds: `2026-11-28T10:00:00.123Z`.
+///
+/// Every response carries several dates, so the common form is written and read by hand;
+/// anything else ISO-8601 (offsets, no fraction) is still read, by Foundation.
 public enum ISO8601 {
     public static func string(from date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds.floorDivided(by: 1000))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var text = ""
+        text.reserveCapacity(24)
+        append(Int(parts.tm_year) + 1900, width: 4, to: &text)
+        text += "-"
+        append(Int(parts.tm_mon) + 1, width: 2, to: &text)
+        text += "-"
+        append(Int(parts.tm_mday), width: 2, to: &text)
+        text += "T"
+        append(Int(parts.tm_hour), width: 2, to: &text)
+        text += ":"
+        append(Int(parts.tm_min), width: 2, to: &text)
+        text += ":"
+        append(Int(parts.tm_sec), width: 2, to: &text)
+        text += "."
+        append(Int(milliseconds - Int64(seconds) * 1000), width: 3, to: &text)
+        text += "Z"
+        return text
     }
 
     /// Reads ISO-8601 with or without fractional seconds, with `Z` or an offset.
     public static func date(from text: String) -> Date? {
-        (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
+        if let date = fastDate(from: text) { return date }
+        return (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
             ?? (try? Date.ISO8601FormatStyle().parse(text))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.s{1,6}](Z|+00:00)`: UTC, as this API and PostgreSQL (with
+    /// `TimeZone=UTC`) write it; milliseconds are kept.
+    private static func fastDate(from text: String) -> Date? {
+        var bytes = Array(text.utf8)
+        if bytes.count > 6, bytes.suffix(6).elementsEqual("+00:00".utf8) {
+            bytes.removeLast(6)
+        } else if bytes.last == 90 {
+            bytes.removeLast()
+        } else {
+            return nil
+        }
+        if bytes.count == 19 { bytes += Array(".000".utf8) }
+        guard bytes.count >= 21, bytes.count <= 26, bytes[19] == 46 else { return nil }
+        bytes = Array((bytes + Array("00".utf8)).prefix(23)) + [90]
+        guard bytes.count == 24, bytes[4] == 45, bytes[7] == 45, bytes[10] == 84, bytes[13] == 58,
+            bytes[16] == 58, bytes[19] == 46, bytes[23] == 90
+        else { return nil }
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for index in range {
+                let digit = Int(bytes[index]) - 48
+                guard (0...9).contains(digit) else { return nil }
+                value = value * 10 + digit
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+            let millisecond = number(20..<23), (1...12).contains(month), (1...31).contains(day), hour < 24,
+            minute < 60, second < 61
+        else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        let seconds = timegm(&parts)
+        return Date(timeIntervalSince1970: Double(seconds) + Double(millisecond) / 1000)
+    }
+
+    private static func append(_ value: Int, width: Int, to text: inout String) {
+        let digits = String(value)
+        if digits.count < width { text += String(repeating: "0", count: width - digits.count) }
+        text += digits
+    }
+}
+
+extension Int64 {
+    fileprivate func floorDivided(by divisor: Int64) -> Int64 {
+        let quotient = self / divisor
+        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
     }
 }

@@ -27,7 +27,7 @@ func buildServiceGroup(
     }
     let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
     let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "control-plane"))
-    let events = SessionEvents(jetStream: try JetStream(connection: connection), logger: logger)
+    let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
         try await events.prepare()
     }
@@ -41,6 +41,7 @@ func buildServiceGroup(
             ReadinessCheck("clickhouse") { try await clickhouse.ping() },
         ],
         endpoints: api.endpoints,
+        work: [events],
         registry: registry,
         logger: logger
     )
@@ -55,7 +56,7 @@ struct ControlPlaneAPI: Sendable {
     let authenticator: ControlPlaneAuthenticator
     let routes: SessionRoutes
 
-    init(database: PostgresClient, events: SessionEvents, tokenSettings: AccessTokenSettings) {
+    init(database: PostgresClient, events: SessionEventRelay, tokenSettings: AccessTokenSettings) {
         store = SessionStore(database: database)
         environments = EnvironmentStore(database: database)
         authenticator = ControlPlaneAuthenticator(environments: environments, settings: tokenSettings)

@@ -64,6 +64,20 @@ enum ControlPlaneSchema {
                     ALTER TABLE sessions REPLICA IDENTITY FULL;
                     """
             ),
+            PostgresMigration(
+                version: 3,
+                name: "session events outbox",
+                sql: """
+                    -- Each session write records its lifecycle event here in the same statement;
+                    -- the relay publishes the rows to JetStream in order, then deletes them.
+                    CREATE TABLE session_events_outbox (
+                        id bigserial PRIMARY KEY,
+                        kind text NOT NULL CHECK (kind IN ('created', 'updated', 'closed')),
+                        session_row jsonb NOT NULL,
+                        created_at timestamptz NOT NULL DEFAULT now()
+                    );
+                    """
+            ),
         ]
     )
 }

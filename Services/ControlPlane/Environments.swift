@@ -23,6 +23,8 @@ final class EnvironmentStore: Sendable {
     private let database: PostgresClient
     private let cacheLifetime: TimeInterval
     private let byID = Mutex<[String: Cached]>([:])
+    /// Secret key → environment; only hits (the key matched) are remembered.
+    private let byKey = Mutex<[String: Cached]>([:])
 
     init(database: PostgresClient, cacheLifetime: TimeInterval = 30) {
         self.database = database
@@ -30,8 +32,11 @@ final class EnvironmentStore: Sendable {
     }
 
     /// The environment whose secret key is `key`. Looked up by the key's hash, then compared in
-    /// constant time, so response times say nothing about how much of a guess was right.
+    /// constant time, so response times say nothing about how much of a guess was right. A key
+    /// that matched is remembered for `cacheLifetime`, so a revoked key stops working within it.
     func environment(forKey key: String) async throws -> EnvironmentRecord? {
+        let now = Date()
+        if let cached = byKey.withLock({ $0[key] }), cached.until > now { return cached.environment }
         let rows = try await database.query(
             """
             SELECT id, organization_id, project_id, type, api_key FROM runtime_environments
@@ -41,6 +46,7 @@ final class EnvironmentStore: Sendable {
         guard let environment = try rows.first.map(Self.decode), constantTimeEqual(environment.apiKey, key) else {
             return nil
         }
+        remember(environment, under: key, in: byKey, now: now)
         return environment
     }
 
@@ -52,11 +58,20 @@ final class EnvironmentStore: Sendable {
             "SELECT id, organization_id, project_id, type, api_key FROM runtime_environments WHERE id = \(id)"
         )
         let environment = try rows.first.map(Self.decode)
-        byID.withLock { cache in
-            if cache.count > 10_000 { cache.removeAll() }
-            cache[id] = Cached(environment: environment, until: now.addingTimeInterval(cacheLifetime))
-        }
+        remember(environment, under: id, in: byID, now: now)
         return environment
+    }
+
+    private func remember(
+        _ environment: EnvironmentRecord?,
+        under key: String,
+        in cache: borrowing Mutex<[String: Cached]>,
+        now: Date
+    ) {
+        cache.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[key] = Cached(environment: environment, until: now.addingTimeInterval(cacheLifetime))
+        }
     }
 
     private static func decode(_ row: PostgresRow) throws -> EnvironmentRecord {

@@ -2,48 +2,125 @@ import Contracts
 import Foundation
 import Logging
 import Nats
+import Postgres
+import ServiceLifecycle
 
-/// Publishes session lifecycle events to JetStream (`SESSION_EVENTS`, file storage), so other
-/// services — realtime's session cache, a run engine — learn of creates, updates and closes.
-struct SessionEvents: Sendable {
-    let jetStream: JetStream
-    let logger: Logger
-
+/// Publishes the session lifecycle events recorded in `session_events_outbox` to JetStream
+/// (`SESSION_EVENTS`, file storage), in order, then deletes them — so every acknowledged write
+/// reaches the stream exactly once from its consumers' point of view (the message id dedupes a
+/// batch that is published again after a crash), even if the service dies in between.
+///
+/// Writers call ``nudge()`` after a write so events go out at once; the relay also looks every
+/// `pollInterval` for rows left by an instance that died. Several instances share the outbox
+/// (`FOR UPDATE SKIP LOCKED`). While NATS is unreachable the rows wait and are retried.
+final class SessionEventRelay: Service, Sendable {
     static let stream = StreamConfiguration(
         name: Subjects.sessionEventsStream,
         subjects: [Subjects.allSessionEvents],
         maxAge: .seconds(7 * 24 * 3600)
     )
 
+    private let database: PostgresClient
+    private let jetStream: JetStream
+    private let logger: Logger
+    private let pollInterval: Duration
+    private let batchSize: Int
+    private let nudges: AsyncStream<Void>
+    private let nudger: AsyncStream<Void>.Continuation
+
+    init(
+        database: PostgresClient,
+        jetStream: JetStream,
+        logger: Logger,
+        pollInterval: Duration = .milliseconds(250),
+        batchSize: Int = 200
+    ) {
+        self.database = database
+        self.jetStream = jetStream
+        self.logger = logger
+        self.pollInterval = pollInterval
+        self.batchSize = batchSize
+        (nudges, nudger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
     /// Creates the stream when missing.
     func prepare() async throws {
         try await jetStream.createOrUpdateStream(Self.stream)
     }
 
-    /// Publishes after the database write committed. Retried briefly; the message id makes a
-    /// retry that did reach the stream count once.
-    func publish(_ kind: SessionEvent.Kind, _ session: SessionRecord) async {
-        let subject = Subjects.sessionEvent(environmentId: session.environmentId, kind: kind)
-        let messageID = "\(session.id):\(kind.rawValue):\(Int(session.updatedAt.timeIntervalSince1970 * 1000))"
-        for attempt in 1...3 {
-            do {
-                let payload = try JSONEncoder.sessions.encode(SessionEvent(kind: kind, session: session))
-                _ = try await jetStream.publish(subject, payload: payload, messageID: messageID)
-                return
-            } catch {
-                logger.warning(
-                    "Could not publish a session event.",
-                    metadata: [
-                        "session.id": "\(session.friendlyId)", "event": "\(kind.rawValue)", "attempt": "\(attempt)",
-                        "error": "\(error)",
-                    ]
-                )
-                try? await Task.sleep(for: .milliseconds(100 * attempt))
+    /// Tells the relay that events are waiting.
+    func nudge() {
+        nudger.yield()
+    }
+
+    func run() async throws {
+        await withDiscardingTaskGroup { group in
+            // A ticker turns the poll interval into nudges, so one loop handles both.
+            group.addTask { [nudger, pollInterval] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: pollInterval)
+                    nudger.yield()
+                }
             }
+            var failures = 0
+            for await _ in nudges.cancelOnGracefulShutdown() {
+                do {
+                    while try await relayBatch() == batchSize {}
+                    failures = 0
+                } catch {
+                    failures += 1
+                    logger.warning(
+                        "Could not relay session events; they stay in the outbox.",
+                        metadata: ["error": "\(error)", "attempt": "\(failures)"]
+                    )
+                    try? await Task.sleep(for: .milliseconds(min(100 * (1 << min(failures, 5)), 3000)))
+                }
+            }
+            group.cancelAll()
         }
-        logger.error(
-            "Gave up publishing a session event.",
-            metadata: ["session.id": "\(session.friendlyId)", "event": "\(kind.rawValue)"]
-        )
+        // Whatever was committed before the shutdown still goes out.
+        _ = try? await relayBatch()
+    }
+
+    /// Publishes up to `batchSize` waiting events and deletes them; returns how many.
+    /// Events of one session go out one after another, different sessions concurrently.
+    @discardableResult
+    func relayBatch() async throws -> Int {
+        try await database.withTransaction { connection in
+            let rows = try await connection.query(
+                """
+                SELECT id, kind, session_row::text AS session_row FROM session_events_outbox
+                ORDER BY id LIMIT \(batchSize) FOR UPDATE SKIP LOCKED
+                """
+            )
+            guard !rows.isEmpty else { return 0 }
+            var bySession: [String: [(id: Int64, event: SessionEvent)]] = [:]
+            for row in rows {
+                let session = try SessionRow.decode(row)
+                let kind = SessionEvent.Kind(rawValue: try row.decode("kind")) ?? .updated
+                bySession[session.id, default: []].append(
+                    (try row.decode("id"), SessionEvent(kind: kind, session: session))
+                )
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for events in bySession.values {
+                    group.addTask { [jetStream] in
+                        for (id, event) in events {
+                            _ = try await jetStream.publish(
+                                Subjects.sessionEvent(environmentId: event.session.environmentId, kind: event.kind),
+                                payload: try JSONEncoder.sessions.encode(event),
+                                messageID: "session-event-\(id)"
+                            )
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let ids = try rows.map { try $0.decode("id", as: Int64.self) }
+            try await connection.query(
+                "DELETE FROM session_events_outbox WHERE id = ANY(\(ids.map(String.init))::bigint[])"
+            )
+            return rows.count
+        }
     }
 }

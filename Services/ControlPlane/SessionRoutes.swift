@@ -12,7 +12,7 @@ import ServiceKit
 struct SessionRoutes: Sendable {
     let store: SessionStore
     let environments: EnvironmentStore
-    let events: SessionEvents
+    let events: SessionEventRelay
     let tokenSettings: AccessTokenSettings
 
     static let bodyLimit = 32 * 1024
@@ -56,7 +56,7 @@ struct SessionRoutes: Sendable {
             case .active: break
             }
         }
-        if isNew { await events.publish(.created, session) }
+        if isNew { events.nudge() }
         guard let environment = try await environments.environment(id: principal.environmentId) else {
             throw APIError(.unauthorized, "Invalid API Key")
         }
@@ -93,7 +93,7 @@ struct SessionRoutes: Sendable {
         guard let updated = try await store.update(session, with: changes) else {
             throw APIError(.notFound, "Session not found")
         }
-        await events.publish(.updated, updated)
+        events.nudge()
         return try .json(updated.item())
     }
 
@@ -106,7 +106,7 @@ struct SessionRoutes: Sendable {
         guard let (closed, didClose) = try await store.close(session, reason: reason) else {
             throw APIError(.notFound, "Session not found")
         }
-        if didClose { await events.publish(.closed, closed) }
+        if didClose { events.nudge() }
         return try .json(closed.item())
     }
 

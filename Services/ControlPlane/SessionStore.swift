@@ -24,6 +24,11 @@ struct SessionChanges: Sendable {
 }
 
 /// The `sessions` table. Every statement is scoped to one environment.
+///
+/// Each write also records its lifecycle event in `session_events_outbox`, in the same
+/// statement, so an acknowledged write always has its event; ``SessionEventRelay`` publishes
+/// the outbox to JetStream. Rows are read as PostgreSQL's own JSON (`to_jsonb`), decoded by
+/// ``SessionRow`` — the one mapping from columns to ``SessionRecord``, shared with the relay.
 struct SessionStore: Sendable {
     let database: PostgresClient
 
@@ -34,27 +39,33 @@ struct SessionStore: Sendable {
         let id = Identifier.make()
         let rows = try await database.query(
             """
-            INSERT INTO sessions (
-                id, friendly_id, external_id, type, task_identifier, tags, metadata, trigger_config,
-                organization_id, project_id, runtime_environment_id, environment_type, expires_at
-            ) VALUES (
-                \(id), \("session_" + id), \(session.externalId), \(session.type), \(session.taskIdentifier),
-                \(session.tags), \(session.metadata.map(JSONText.init))::jsonb,
-                \(session.triggerConfig.map(JSONText.init))::jsonb,
-                \(environment.organizationId), \(environment.projectId), \(environment.environmentId),
-                \(environment.environmentType.rawValue), \(session.expiresAt)
+            WITH written AS (
+                INSERT INTO sessions (
+                    id, friendly_id, external_id, type, task_identifier, tags, metadata, trigger_config,
+                    organization_id, project_id, runtime_environment_id, environment_type, expires_at
+                ) VALUES (
+                    \(id), \("session_" + id), \(session.externalId), \(session.type), \(session.taskIdentifier),
+                    \(session.tags), \(session.metadata.map(JSONText.init))::jsonb,
+                    \(session.triggerConfig.map(JSONText.init))::jsonb,
+                    \(environment.organizationId), \(environment.projectId), \(environment.environmentId),
+                    \(environment.environmentType.rawValue), \(session.expiresAt)
+                )
+                ON CONFLICT (runtime_environment_id, external_id) DO UPDATE SET
+                    trigger_config = CASE
+                        WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
+                        THEN EXCLUDED.trigger_config ELSE sessions.trigger_config END,
+                    updated_at = CASE
+                        WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
+                        THEN now() ELSE sessions.updated_at END
+                RETURNING *
+            ), event AS (
+                INSERT INTO session_events_outbox (kind, session_row)
+                SELECT 'created', to_jsonb(written) FROM written WHERE written.id = \(id)
             )
-            ON CONFLICT (runtime_environment_id, external_id) DO UPDATE SET
-                trigger_config = CASE
-                    WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
-                    THEN EXCLUDED.trigger_config ELSE sessions.trigger_config END,
-                updated_at = CASE
-                    WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
-                    THEN now() ELSE sessions.updated_at END
-            RETURNING \(unescaped: Self.columns)
+            SELECT to_jsonb(written)::text AS session_row FROM written
             """
         )
-        let record = try Self.decode(rows[0])
+        let record = try SessionRow.decode(rows[0])
         return (record, record.id == id)
     }
 
@@ -64,19 +75,19 @@ struct SessionStore: Sendable {
             if key.hasPrefix("session_") {
                 try await database.query(
                     """
-                    SELECT \(unescaped: Self.columns) FROM sessions
+                    SELECT to_jsonb(sessions)::text AS session_row FROM sessions
                     WHERE runtime_environment_id = \(environmentId) AND friendly_id = \(key)
                     """
                 )
             } else {
                 try await database.query(
                     """
-                    SELECT \(unescaped: Self.columns) FROM sessions
+                    SELECT to_jsonb(sessions)::text AS session_row FROM sessions
                     WHERE runtime_environment_id = \(environmentId) AND external_id = \(key)
                     """
                 )
             }
-        return try rows.first.map(Self.decode)
+        return try rows.first.map(SessionRow.decode)
     }
 
     /// Applies `changes`; nil when the session no longer exists.
@@ -87,16 +98,23 @@ struct SessionStore: Sendable {
         do {
             let rows = try await database.query(
                 """
-                UPDATE sessions SET
-                    tags = CASE WHEN \(changes.tags != nil) THEN \(changes.tags ?? [])::text[] ELSE tags END,
-                    metadata = CASE WHEN \(metadata != nil) THEN \(metadata ?? nil)::jsonb ELSE metadata END,
-                    external_id = CASE WHEN \(changes.externalId != nil) THEN \(changes.externalId ?? nil) ELSE external_id END,
-                    updated_at = now()
-                WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
-                RETURNING \(unescaped: Self.columns)
+                WITH written AS (
+                    UPDATE sessions SET
+                        tags = CASE WHEN \(changes.tags != nil) THEN \(changes.tags ?? [])::text[] ELSE tags END,
+                        metadata = CASE WHEN \(metadata != nil) THEN \(metadata ?? nil)::jsonb ELSE metadata END,
+                        external_id = CASE
+                            WHEN \(changes.externalId != nil) THEN \(changes.externalId ?? nil) ELSE external_id END,
+                        updated_at = now()
+                    WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
+                    RETURNING *
+                ), event AS (
+                    INSERT INTO session_events_outbox (kind, session_row)
+                    SELECT 'updated', to_jsonb(written) FROM written
+                )
+                SELECT to_jsonb(written)::text AS session_row FROM written
                 """
             )
-            return try rows.first.map(Self.decode)
+            return try rows.first.map(SessionRow.decode)
         } catch let error as PostgresError where error.sqlState == PostgresError.uniqueViolation {
             throw APIError(.conflict, "A session with this externalId already exists in this environment")
         }
@@ -107,46 +125,89 @@ struct SessionStore: Sendable {
     func close(_ session: SessionRecord, reason: String?) async throws -> (SessionRecord, didClose: Bool)? {
         let closed = try await database.query(
             """
-            UPDATE sessions SET closed_at = now(), closed_reason = \(reason), updated_at = now()
-            WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id) AND closed_at IS NULL
-            RETURNING \(unescaped: Self.columns)
+            WITH written AS (
+                UPDATE sessions SET closed_at = now(), closed_reason = \(reason), updated_at = now()
+                WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id) AND closed_at IS NULL
+                RETURNING *
+            ), event AS (
+                INSERT INTO session_events_outbox (kind, session_row)
+                SELECT 'closed', to_jsonb(written) FROM written
+            )
+            SELECT to_jsonb(written)::text AS session_row FROM written
             """
         )
-        if let row = closed.first { return (try Self.decode(row), true) }
+        if let row = closed.first { return (try SessionRow.decode(row), true) }
         return try await find(session.friendlyId, environmentId: session.environmentId).map { ($0, false) }
     }
+}
 
-    private static let columns: StaticString = """
-        id, friendly_id, external_id, type, task_identifier, tags, metadata::text AS metadata,
-        trigger_config::text AS trigger_config, organization_id, project_id, runtime_environment_id,
-        environment_type, closed_at, closed_reason, expires_at, created_at, updated_at
-        """
+/// A `sessions` row as `to_jsonb` writes it (snake_case keys, ISO timestamps with offsets).
+struct SessionRow: Decodable {
+    var id: String
+    var friendlyId: String
+    var externalId: String?
+    var type: String
+    var taskIdentifier: String?
+    var tags: [String]
+    var metadata: JSONValue?
+    var triggerConfig: JSONValue?
+    var organizationId: String
+    var projectId: String
+    var runtimeEnvironmentId: String
+    var environmentType: String
+    var closedAt: Date?
+    var closedReason: String?
+    var expiresAt: Date?
+    var createdAt: Date
+    var updatedAt: Date
 
-    private static func decode(_ row: PostgresRow) throws -> SessionRecord {
-        func json(_ column: String) throws -> JSONValue? {
-            try row.decode(column, as: String?.self).map {
-                try JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
-            }
-        }
-        return SessionRecord(
-            id: try row.decode("id"),
-            friendlyId: try row.decode("friendly_id"),
-            externalId: try row.decode("external_id", as: String?.self),
-            type: try row.decode("type"),
-            taskIdentifier: try row.decode("task_identifier", as: String?.self),
-            tags: try row.decode("tags"),
-            metadata: try json("metadata"),
-            triggerConfig: try json("trigger_config"),
-            organizationId: try row.decode("organization_id"),
-            projectId: try row.decode("project_id"),
-            environmentId: try row.decode("runtime_environment_id"),
-            environmentType: EnvironmentType(rawValue: try row.decode("environment_type")) ?? .development,
-            closedAt: try row.decode("closed_at", as: Date?.self),
-            closedReason: try row.decode("closed_reason", as: String?.self),
-            expiresAt: try row.decode("expires_at", as: Date?.self),
-            createdAt: try row.decode("created_at"),
-            updatedAt: try row.decode("updated_at")
+    /// Spelled out: deriving them (`convertFromSnakeCase`) cost more than the rest of the decode.
+    enum CodingKeys: String, CodingKey {
+        case id, type, tags, metadata
+        case friendlyId = "friendly_id"
+        case externalId = "external_id"
+        case taskIdentifier = "task_identifier"
+        case triggerConfig = "trigger_config"
+        case organizationId = "organization_id"
+        case projectId = "project_id"
+        case runtimeEnvironmentId = "runtime_environment_id"
+        case environmentType = "environment_type"
+        case closedAt = "closed_at"
+        case closedReason = "closed_reason"
+        case expiresAt = "expires_at"
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+    }
+
+    var record: SessionRecord {
+        SessionRecord(
+            id: id,
+            friendlyId: friendlyId,
+            externalId: externalId,
+            type: type,
+            taskIdentifier: taskIdentifier,
+            tags: tags,
+            metadata: metadata == .null ? nil : metadata,
+            triggerConfig: triggerConfig == .null ? nil : triggerConfig,
+            organizationId: organizationId,
+            projectId: projectId,
+            environmentId: runtimeEnvironmentId,
+            environmentType: EnvironmentType(rawValue: environmentType) ?? .development,
+            closedAt: closedAt,
+            closedReason: closedReason,
+            expiresAt: expiresAt,
+            createdAt: createdAt,
+            updatedAt: updatedAt
         )
+    }
+
+    /// Decodes the `session_row` column of a result.
+    static func decode(_ row: PostgresRow) throws -> SessionRecord {
+        try decode(json: try row.decode("session_row", as: String.self))
+    }
+
+    static func decode(json: String) throws -> SessionRecord {
+        try JSONDecoder.sessions.decode(SessionRow.self, from: Data(json.utf8)).record
     }
 }
 

@@ -53,3 +53,35 @@ import Testing
         )
     }
 }
+
+@Suite struct ISO8601Tests {
+    @Test(arguments: [0, 1_790_000_000.123, 1_790_000_000.999, 951_782_400.5, -1.5, 4_102_444_799.001])
+    func writesMillisecondsInUTCAndReadsThemBack(seconds: Double) throws {
+        let date = Date(timeIntervalSince1970: seconds)
+        let text = ISO8601.string(from: date)
+        #expect(text.count == 24 && text.hasSuffix("Z"))
+        #expect(ISO8601.date(from: String(text.prefix(19)) + "Z").map { abs($0.timeIntervalSince(date)) < 1 } == true)
+        let parsed = try #require(ISO8601.date(from: text))
+        #expect(abs(parsed.timeIntervalSince(date)) < 0.001)
+    }
+
+    @Test func writesKnownInstantsExactly() {
+        #expect(ISO8601.string(from: Date(timeIntervalSince1970: 1_795_860_000.123)) == "2026-11-28T10:00:00.123Z")
+        #expect(ISO8601.string(from: Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(ISO8601.string(from: Date(timeIntervalSince1970: -0.5)) == "1969-12-31T23:59:59.500Z")
+    }
+
+    @Test func readsOtherISOForms() throws {
+        #expect(ISO8601.date(from: "2026-11-28T10:00:00Z") == Date(timeIntervalSince1970: 1_795_860_000))
+        #expect(ISO8601.date(from: "2026-11-28T11:00:00.000+01:00") == Date(timeIntervalSince1970: 1_795_860_000))
+        // PostgreSQL's to_jsonb forms: offset +00:00, trailing zeros of the fraction dropped.
+        #expect(ISO8601.date(from: "2026-11-28T10:00:00.2+00:00") == Date(timeIntervalSince1970: 1_795_860_000.2))
+        #expect(ISO8601.date(from: "2026-11-28T10:00:00.25+00:00") == Date(timeIntervalSince1970: 1_795_860_000.25))
+        #expect(ISO8601.date(from: "2026-11-28T10:00:00+00:00") == Date(timeIntervalSince1970: 1_795_860_000))
+        #expect(
+            ISO8601.date(from: "2026-11-28T10:00:00.123456+00:00") == Date(timeIntervalSince1970: 1_795_860_000.123)
+        )
+        #expect(ISO8601.date(from: "2026-13-28T10:00:00.000Z") == nil)
+        #expect(ISO8601.date(from: "yesterday") == nil)
+    }
+}

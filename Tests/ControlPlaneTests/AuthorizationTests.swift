@@ -275,7 +275,11 @@ import Testing
 func withControlPlaneRouter(_ body: (Router<APIRequestContext>) async throws -> Void) async throws {
     let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
     let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
-    let events = SessionEvents(jetStream: try JetStream(connection: connection), logger: Logger(label: "test"))
+    let events = SessionEventRelay(
+        database: database,
+        jetStream: try JetStream(connection: connection),
+        logger: Logger(label: "test")
+    )
     let router = Router(context: APIRequestContext.self)
     ControlPlaneAPI(database: database, events: events, tokenSettings: AccessTokenSettings()).addRoutes(to: router)
     try await body(router)

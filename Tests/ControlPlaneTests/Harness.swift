@@ -91,7 +91,7 @@ func withControlPlane(
         )
     )
     let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "control-plane-tests"))
-    let events = SessionEvents(jetStream: try JetStream(connection: connection), logger: logger)
+    let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     _ = try await TestServers.waitUntil { connection.isConnected }
     try await events.prepare()
     let api = ControlPlaneAPI(database: database, events: events, tokenSettings: AccessTokenSettings())

@@ -83,42 +83,61 @@ import Testing
         }
     }
 
-    @Test func lifecycleEventsAreDurableOnJetStream() async throws {
-        try await withControlPlane { api, tenants, _, connection in
+    @Test func lifecycleEventsAreRelayedInOrderOncePerWrite() async throws {
+        try await withControlPlane { api, tenants, controlPlane, connection in
             let jetStream = try JetStream(connection: connection)
             let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
-            _ = try await api.call(
-                .patch,
-                "/api/v1/sessions/\(created.session.id)",
-                token: tenants.a.apiKey,
-                json: #"{"tags":["z"]}"#
-            )
-            _ = try await api.call(
-                .post,
-                "/api/v1/sessions/\(created.session.id)/close",
-                token: tenants.a.apiKey,
-                json: "{}"
-            )
-            _ = try await api.call(
-                .post,
-                "/api/v1/sessions/\(created.session.id)/close",
-                token: tenants.a.apiKey,
-                json: "{}"
-            )
-            let events = try jetStream.orderedConsumer(
-                stream: Subjects.sessionEventsStream,
-                subject: "events.sessions.\(tenants.a.environmentId).>"
-            )
-            var received: [SessionEvent] = []
-            for await message in events {
-                received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
-                if message.metadata?.pending == 0 { break }
-            }
-            events.unsubscribe()
-            let mine = received.filter { $0.session.friendlyId == created.session.id }
+            let id = created.session.id
+            _ = try await api.call(.patch, "/api/v1/sessions/\(id)", token: tenants.a.apiKey, json: #"{"tags":["z"]}"#)
+            _ = try await api.call(.post, "/api/v1/sessions/\(id)/close", token: tenants.a.apiKey, json: "{}")
+            _ = try await api.call(.post, "/api/v1/sessions/\(id)/close", token: tenants.a.apiKey, json: "{}")
+            while try await controlPlane.routes.events.relayBatch() > 0 {}
+            let mine = try await events(of: id, environment: tenants.a.environmentId, in: jetStream)
             #expect(mine.map(\.kind) == [.created, .updated, .closed], "one closed event however often it is closed")
             #expect(mine.last?.session.closedAt != nil)
+            #expect(mine.first?.session.closedAt == nil, "each event carries the row as written")
             #expect(mine[1].session.tags == ["z"])
         }
+    }
+
+    @Test func eventsWaitInTheOutboxWhileJetStreamIsUnreachable() async throws {
+        try await withControlPlane { api, tenants, controlPlane, connection in
+            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
+            // A relay whose NATS is down fails, and leaves the events where they are.
+            let nowhere = try NatsConnection.connect(
+                .init(
+                    url: "nats://127.0.0.1:\(try TestServers.freePort())",
+                    name: "down",
+                    requestTimeout: .milliseconds(200)
+                )
+            )
+            let stranded = SessionEventRelay(
+                database: controlPlane.store.database,
+                jetStream: try JetStream(connection: nowhere, timeout: .milliseconds(200)),
+                logger: Logger(label: "test")
+            )
+            await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
+            await nowhere.close()
+            // The real relay then publishes them.
+            while try await controlPlane.routes.events.relayBatch() > 0 {}
+            let jetStream = try JetStream(connection: connection)
+            let mine = try await events(of: created.session.id, environment: tenants.a.environmentId, in: jetStream)
+            #expect(mine.map(\.kind) == [.created])
+        }
+    }
+
+    /// Every event of one session in the stream so far.
+    func events(of session: String, environment: String, in jetStream: JetStream) async throws -> [SessionEvent] {
+        let consumer = try jetStream.orderedConsumer(
+            stream: Subjects.sessionEventsStream,
+            subject: "events.sessions.\(environment).>"
+        )
+        var received: [SessionEvent] = []
+        for await message in consumer {
+            received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
+            if message.metadata?.pending == 0 { break }
+        }
+        consumer.unsubscribe()
+        return received.filter { $0.session.friendlyId == session }
     }
 }

@@ -127,6 +127,31 @@ import Testing
         await http.close()
     }
 
+    @Test func aSlowResponseTimesOut() async throws {
+        let http = HTTPClient()
+        let start = ContinuousClock.now
+        await #expect(throws: HTTPClientError.self) {
+            do {
+                _ = try await http.execute(
+                    HTTPRequest(
+                        method: "POST",
+                        url: try TestServers.clickhouseURL + "/",
+                        body: Data("SELECT sleep(2)".utf8),
+                        timeout: .milliseconds(300)
+                    )
+                )
+            } catch let error as HTTPClientError {
+                #expect(error.code == .timeout)
+                #expect(error.isRetriable)
+                throw error
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        // The handle that timed out is reused cleanly.
+        #expect(try await http.execute(HTTPRequest(url: try TestServers.clickhouseURL + "/ping")).status == 200)
+        await http.close()
+    }
+
     @Test func unreachableServerIsARetriableConnectionError() async throws {
         let http = HTTPClient()
         let port = try TestServers.freePort()

@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import JWTKit
+import Synchronization
 
 /// Who issues public access tokens and for whom; defaults match Trigger.dev's SDK so its tokens verify.
 public struct AccessTokenSettings: Sendable {
@@ -116,9 +117,19 @@ public enum AccessTokens {
         return claims
     }
 
+    /// One key collection per secret key: building one is costly, and every request verifies or
+    /// signs with one of a few environment keys.
     private static func keys(_ secretKey: String) async -> JWTKeyCollection {
-        await JWTKeyCollection().add(hmac: HMACKey(from: secretKey), digestAlgorithm: .sha256)
+        if let keys = keyCache.withLock({ $0[secretKey] }) { return keys }
+        let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secretKey), digestAlgorithm: .sha256)
+        keyCache.withLock { cache in
+            if cache.count > 1_000 { cache.removeAll() }
+            cache[secretKey] = keys
+        }
+        return keys
     }
+
+    private static let keyCache = Mutex<[String: JWTKeyCollection]>([:])
 
     private struct UnverifiedHeader: Decodable {
         var alg: String

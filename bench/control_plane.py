@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Control-plane benchmark: session create and retrieve through the HTTP API (wrk), side by side
+with the raw PostgreSQL INSERT/SELECT of the same rows (pgbench), at the same concurrency, in
+the same run, from the same machine. Both load generators are separate native processes, so the
+numbers measure the servers, not the client.
+
+Usage: control_plane.py --url URL --api-key KEY --database-url URL [--concurrency 32]
+                        [--seconds 10] [--warmup 2] [--output FILE]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+
+
+def wrk(url, script, concurrency, seconds, headers):
+    """Runs wrk with a Lua script; returns (ops/s, p50 ms, p99 ms, non-2xx count)."""
+    command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def percentile(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rate, percentile("50"), percentile("99"), int(errors.group(1)) if errors else 0
+
+
+def pgbench(database_url, script, concurrency, seconds):
+    """Runs pgbench with a custom script; returns (ops/s, p50 ms, p99 ms) from its per-transaction log."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "script.sql")
+        with open(path, "w") as handle:
+            handle.write(script)
+        output = subprocess.run(
+            [PGBENCH, "-n", "-c", str(concurrency), "-j", "2", "-T", str(seconds), "-M", "prepared",
+             "-f", path, "-l", "--log-prefix", os.path.join(folder, "log"), database_url],
+            check=True, capture_output=True, text=True, cwd=folder,
+        ).stdout
+        rate = float(re.search(r"tps = ([\d.]+)", output).group(1))
+        latencies = []
+        for name in os.listdir(folder):
+            if name.startswith("log"):
+                with open(os.path.join(folder, name)) as log:
+                    latencies += [int(line.split()[2]) for line in log if line.strip()]
+    latencies.sort()
+
+    def percentile(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1000.0
+
+    return rate, percentile(50), percentile(99)
+
+
+CREATE_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"type":"bench","externalId":"bench-%s-%d-%d","tags":["bench"]}',
+                             tostring(math.random(1, 1e9)), counter, os.time())
+  -- A headers table replaces those given with -H, so carry them over.
+  local headers = {["Content-Type"] = "application/json"}
+  for name, value in pairs(wrk.headers) do headers[name] = headers[name] or value end
+  return wrk.format("POST", "/api/v1/sessions", headers, body)
+end
+"""
+
+RETRIEVE_LUA = """
+ids = {}
+for line in io.lines("%s") do ids[#ids + 1] = line end
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/api/v1/sessions/" .. ids[(counter %% #ids) + 1])
+end
+"""
+
+INSERT_SQL = r"""\set n random(1, 1000000000000)
+INSERT INTO bench_sessions (id, friendly_id, external_id, type, tags, organization_id, project_id,
+    runtime_environment_id, environment_type)
+VALUES (:client_id || '-' || :n, 'session_' || :client_id || '-' || :n, 'bench-' || :client_id || '-' || :n,
+    'bench', '{bench}', 'o', 'p', 'e', 'DEVELOPMENT')
+ON CONFLICT DO NOTHING;
+"""
+
+SELECT_SQL = r"""\set n random(1, 2000)
+SELECT * FROM bench_sessions WHERE friendly_id = 'session_seed-' || :n;
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output")
+    options = parser.parse_args()
+    auth = {"Authorization": f"Bearer {options.api_key}"}
+    psql = ["psql", "-q", "-v", "ON_ERROR_STOP=1", options.database_url, "-c"]
+    subprocess.run(psql + ["DROP TABLE IF EXISTS bench_sessions; CREATE TABLE bench_sessions (LIKE sessions INCLUDING ALL);"
+                           "INSERT INTO bench_sessions (id, friendly_id, type, organization_id, project_id,"
+                           " runtime_environment_id, environment_type) SELECT 'seed-' || n, 'session_seed-' || n, 'bench',"
+                           " 'o', 'p', 'e', 'DEVELOPMENT' FROM generate_series(1, 2000) n"], check=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        create_script = os.path.join(folder, "create.lua")
+        with open(create_script, "w") as handle:
+            handle.write(CREATE_LUA)
+        # Sessions to retrieve, made through the API.
+        ids_path = os.path.join(folder, "ids.txt")
+        with open(ids_path, "w") as ids:
+            for index in range(200):
+                request = urllib.request.Request(
+                    options.url + "/api/v1/sessions", method="POST",
+                    data=json.dumps({"type": "bench", "externalId": f"seed-{os.getpid()}-{index}"}).encode(),
+                    headers={**auth, "Content-Type": "application/json"})
+                with urllib.request.urlopen(request) as response:
+                    ids.write(json.load(response)["id"] + "\n")
+        retrieve_script = os.path.join(folder, "retrieve.lua")
+        with open(retrieve_script, "w") as handle:
+            handle.write(RETRIEVE_LUA % ids_path)
+
+        def phase(name, run):
+            print(f"[bench] {name}", file=sys.stderr, flush=True)
+            if options.warmup:
+                run(options.warmup)
+            return run(options.seconds)
+
+        rows = []
+        ours = phase("api create (wrk)", lambda s: wrk(options.url, create_script, options.concurrency, s, auth))
+        raw = phase("pg insert (pgbench)", lambda s: pgbench(options.database_url, INSERT_SQL, options.concurrency, s))
+        rows.append(("create", ours, raw))
+        ours = phase("api retrieve (wrk)", lambda s: wrk(options.url, retrieve_script, options.concurrency, s, auth))
+        raw = phase("pg select (pgbench)", lambda s: pgbench(options.database_url, SELECT_SQL, options.concurrency, s))
+        rows.append(("retrieve", ours, raw))
+    subprocess.run(psql + ["DROP TABLE bench_sessions"], check=True)
+
+    print(f"control plane, concurrency {options.concurrency}, {options.seconds} s per phase, {os.cpu_count()} cores")
+    print(f"{'metric':<9}{'ours ops/s':>11}{'p50 ms':>8}{'p99 ms':>8} |{'raw PG ops/s':>13}{'p50 ms':>8}{'p99 ms':>8} |{'ours/raw':>9}")
+    results = []
+    for metric, (rate, p50, p99, errors), (raw_rate, raw_p50, raw_p99) in rows:
+        ratio = rate / raw_rate
+        print(f"{metric:<9}{rate:>11.0f}{p50:>8.2f}{p99:>8.2f} |{raw_rate:>13.0f}{raw_p50:>8.2f}{raw_p99:>8.2f} |{ratio:>8.0%}")
+        if errors:
+            print(f"  ({errors} responses of {metric} were not 2xx)")
+        results.append({"metric": metric, "ours": {"opsPerSecond": rate, "p50Ms": p50, "p99Ms": p99, "errors": errors},
+                        "raw": {"opsPerSecond": raw_rate, "p50Ms": raw_p50, "p99Ms": raw_p99}, "ratio": ratio})
+    if options.output:
+        with open(options.output, "w") as handle:
+            json.dump({"benchmark": "control-plane", "concurrency": options.concurrency, "seconds": options.seconds,
+                       "cores": os.cpu_count(), "results": results}, handle, indent=2)
+    if any(row["ours"]["errors"] for row in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
