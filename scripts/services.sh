@@ -342,7 +342,9 @@ print_summary() {
     Environment    $ENV_ID
 
     Use it:        source $rel_dev/sessions.env
-                   curl -H "Authorization: Bearer \$SESSIONS_API_KEY" \$SESSIONS_URL/api/v1/sessions
+                   curl -H "Authorization: Bearer \$SESSIONS_API_KEY" -H 'Content-Type: application/json' \\
+                        \$SESSIONS_URL/api/v1/sessions -d '{"type":"demo","externalId":"hello"}'
+    API:           $PUBLIC_URL/api/openapi.json (the README has a quickstart)
     Health:        $PUBLIC_URL/healthz/{control-plane,realtime,waitpoints,replicator}
     Readiness:     $PUBLIC_URL/readyz/{control-plane,realtime,waitpoints,replicator}
     Logs:          $rel_dev/logs/  (services, nginx, postgres, redis, nats, clickhouse)

@@ -61,6 +61,8 @@ public enum AccessTokens {
         settings: AccessTokenSettings,
         now: Date = Date()
     ) async throws -> String {
+        // Whole seconds: NumericDate may carry fractions, but common JWT libraries expect integers.
+        let now = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
         let claims = AccessTokenClaims(
             environmentId: environmentId,
             scopes: scopes,
