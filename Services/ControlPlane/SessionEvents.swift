@@ -11,8 +11,9 @@ import ServiceLifecycle
 /// batch that is published again after a crash), even if the service dies in between.
 ///
 /// Writers call ``nudge()`` after a write so events go out at once; the relay also looks every
-/// `pollInterval` for rows left by an instance that died. Several instances share the outbox
-/// (`FOR UPDATE SKIP LOCKED`). While NATS is unreachable the rows wait and are retried.
+/// `pollInterval` for rows left by an instance that died. With several instances, one relays at
+/// a time (a transaction-scoped advisory lock), which keeps every session's events in order.
+/// While NATS is unreachable the rows wait and are retried.
 final class SessionEventRelay: Service, Sendable {
     static let stream = StreamConfiguration(
         name: Subjects.sessionEventsStream,
@@ -82,15 +83,18 @@ final class SessionEventRelay: Service, Sendable {
         _ = try? await relayBatch()
     }
 
-    /// Publishes up to `batchSize` waiting events and deletes them; returns how many.
-    /// Events of one session go out one after another, different sessions concurrently.
+    /// Publishes up to `batchSize` waiting events and deletes them; returns how many (0 also
+    /// when another instance is relaying right now). Events of one session go out one after
+    /// another, different sessions concurrently.
     @discardableResult
     func relayBatch() async throws -> Int {
         try await database.withTransaction { connection in
+            let lock = try await connection.query("SELECT pg_try_advisory_xact_lock(7305002) AS locked")
+            guard try lock[0].decode("locked", as: Bool.self) else { return 0 }
             let rows = try await connection.query(
                 """
                 SELECT id, kind, session_row::text AS session_row FROM session_events_outbox
-                ORDER BY id LIMIT \(batchSize) FOR UPDATE SKIP LOCKED
+                ORDER BY id LIMIT \(batchSize)
                 """
             )
             guard !rows.isEmpty else { return 0 }

@@ -34,7 +34,7 @@ import Testing
                 #expect(response.status == 401, "\(token ?? "nil") → \(response.status)")
                 #expect(response.error?.isEmpty == false)
             }
-            let nearMiss = String(tenants.a.apiKey.dropLast()) + "X"
+            let nearMiss = String(tenants.a.apiKey.dropLast()) + (tenants.a.apiKey.hasSuffix("X") ? "Y" : "X")
             #expect(try await api.call(.get, "/api/v1/sessions/session_x", token: nearMiss).status == 401)
         }
     }

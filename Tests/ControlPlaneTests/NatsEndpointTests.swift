@@ -91,8 +91,13 @@ import Testing
             _ = try await api.call(.patch, "/api/v1/sessions/\(id)", token: tenants.a.apiKey, json: #"{"tags":["z"]}"#)
             _ = try await api.call(.post, "/api/v1/sessions/\(id)/close", token: tenants.a.apiKey, json: "{}")
             _ = try await api.call(.post, "/api/v1/sessions/\(id)/close", token: tenants.a.apiKey, json: "{}")
-            while try await controlPlane.routes.events.relayBatch() > 0 {}
-            let mine = try await events(of: id, environment: tenants.a.environmentId, in: jetStream)
+            // Another relay (a parallel test's) may hold the outbox for a moment: wait for the events.
+            var mine: [SessionEvent] = []
+            _ = try await TestServers.waitUntil {
+                try await controlPlane.routes.events.relayBatch()
+                mine = try await events(of: id, environment: tenants.a.environmentId, in: jetStream)
+                return mine.count >= 3
+            }
             #expect(mine.map(\.kind) == [.created, .updated, .closed], "one closed event however often it is closed")
             #expect(mine.last?.session.closedAt != nil)
             #expect(mine.first?.session.closedAt == nil, "each event carries the row as written")
@@ -119,9 +124,13 @@ import Testing
             await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
             await nowhere.close()
             // The real relay then publishes them.
-            while try await controlPlane.routes.events.relayBatch() > 0 {}
             let jetStream = try JetStream(connection: connection)
-            let mine = try await events(of: created.session.id, environment: tenants.a.environmentId, in: jetStream)
+            var mine: [SessionEvent] = []
+            _ = try await TestServers.waitUntil {
+                try await controlPlane.routes.events.relayBatch()
+                mine = try await events(of: created.session.id, environment: tenants.a.environmentId, in: jetStream)
+                return !mine.isEmpty
+            }
             #expect(mine.map(\.kind) == [.created])
         }
     }

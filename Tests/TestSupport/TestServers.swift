@@ -7,6 +7,8 @@ public enum TestServers {
     public static var databaseURL: String { get throws { try required("SESSIONS_DATABASE_URL") } }
     public static var redisURL: String { get throws { try required("SESSIONS_REDIS_URL") } }
     public static var clickhouseURL: String { get throws { try required("SESSIONS_CLICKHOUSE_URL") } }
+    /// The `nats-server` binary, for tests that stop and restart a server of their own.
+    public static var natsServerBinary: String { get throws { try required("SESSIONS_NATS_SERVER_BIN") } }
 
     /// Every server variable, for starting the services under test.
     public static var environment: [String: String] {
