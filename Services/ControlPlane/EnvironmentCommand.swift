@@ -79,7 +79,7 @@ struct CreateEnvironment: AsyncParsableCommand {
                 slug: slug ?? type.rawValue.lowercased()
             )
             await database.close()
-            FileHandle.standardOutput.write(try JSONEncoder.sorted.encode(created) + Data("\n".utf8))
+            FileHandle.standardOutput.write(try JSONEncoder.sessions.encode(created) + Data("\n".utf8))
         } catch let error as PostgresError {
             await database.close()
             throw ValidationError("the database refused: \(error.message)")

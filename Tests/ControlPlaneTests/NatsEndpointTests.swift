@@ -4,6 +4,7 @@ import HTTPTypes
 import Logging
 import Nats
 import ServiceKit
+import ServiceLifecycleTestKit
 import TestSupport
 import Testing
 
@@ -21,13 +22,18 @@ import Testing
                 endpoints: controlPlane.endpoints,
                 logger: Logger(label: "test")
             )
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await service.run() }
-                _ = try await TestServers.waitUntil {
-                    (try? await connection.request("$SRV.PING.\(service.name)", timeout: .milliseconds(200))) != nil
+            // Other tests serve the same subjects in the same queue group, so this service must
+            // stop the way a real one does — draining, answering what it took — never cancelled.
+            try await testGracefulShutdown { trigger in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await service.run() }
+                    _ = try await TestServers.waitUntil {
+                        (try? await connection.request("$SRV.PING.\(service.name)", timeout: .milliseconds(200))) != nil
+                    }
+                    try await body(api, tenants, connection)
+                    trigger.triggerGracefulShutdown()
+                    try await group.waitForAll()
                 }
-                try await body(api, tenants, connection)
-                group.cancelAll()
             }
         }
     }

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Hummingbird
 import Logging
@@ -62,7 +63,7 @@ extension Router {
                 status: ready ? "ready" : "unavailable",
                 checks: results.mapValues { $0 ? "ok" : "unavailable" }
             )
-            let body = try JSONEncoder.sorted.encode(report)
+            let body = try JSONEncoder.sessions.encode(report)
             return Response(
                 status: ready ? .ok : .serviceUnavailable,
                 headers: [.contentType: "application/json"],
@@ -100,14 +101,5 @@ public func withTimeout<Result: Sendable>(
         defer { group.cancelAll() }
         guard let result = try await group.next() ?? nil else { throw TimeoutError() }
         return result
-    }
-}
-
-extension JSONEncoder {
-    /// An encoder with sorted keys, for stable output.
-    public static var sorted: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        return encoder
     }
 }
