@@ -79,8 +79,18 @@ public final class NatsConnection: @unchecked Sendable {
         }
     }
 
-    /// Connects. Returns at once when the server is not up yet; cnats keeps trying in the background.
-    public static func connect(_ configuration: Configuration) throws -> NatsConnection {
+    /// Connects. Returns as soon as the first attempt is over — when the server is not up yet,
+    /// cnats keeps trying in the background (``isConnected`` tells). The handshake blocks, so it
+    /// runs on a short-lived thread of its own.
+    public static func connect(_ configuration: Configuration) async throws -> NatsConnection {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result { try connectBlocking(configuration) })
+            }.start()
+        }
+    }
+
+    private static func connectBlocking(_ configuration: Configuration) throws -> NatsConnection {
         _ = libraryOpen
         var options: OpaquePointer?
         var status = natsOptions_Create(&options)

@@ -102,15 +102,17 @@ public final class NatsService: Service, Sendable {
 
     public func run() async throws {
         var subscriptions: [(NatsSubscription, NatsEndpoint.Handler, String?)] = []
+        // Endpoints first: the server takes subscriptions in order, so once discovery answers,
+        // every endpoint is in place too.
+        for endpoint in endpoints {
+            let subscription = try connection.subscribe(endpoint.subject, queue: endpoint.queueGroup)
+            subscriptions.append((subscription, endpoint.handler, endpoint.name))
+        }
         for verb in ServiceDiscovery.Verb.allCases {
             for subject in ServiceDiscovery.subjects(for: verb, name: name, id: id) {
                 let subscription = try connection.subscribe(subject)
                 subscriptions.append((subscription, { [self] _ in try discoveryReply(verb) }, nil))
             }
-        }
-        for endpoint in endpoints {
-            let subscription = try connection.subscribe(endpoint.subject, queue: endpoint.queueGroup)
-            subscriptions.append((subscription, endpoint.handler, endpoint.name))
         }
         let served = subscriptions
         logger.debug("Serving NATS endpoints.", metadata: ["nats.service": "\(name)", "nats.service.id": "\(id)"])

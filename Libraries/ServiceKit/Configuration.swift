@@ -64,6 +64,24 @@ public struct Environment: Sendable {
     }
 }
 
+extension Environment {
+    /// `SESSIONS_DATABASE_URL`, a libpq URL (default `postgresql://postgres@127.0.0.1:5432/sessions`).
+    public var databaseURL: String {
+        self["SESSIONS_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/sessions"
+    }
+
+    /// `SESSIONS_DATABASE_POOL_SIZE`: connections per pool, 1–256 (default 8).
+    public func databasePoolSize() throws -> Int {
+        try integer("SESSIONS_DATABASE_POOL_SIZE", default: 8, in: 1...256)
+    }
+
+    /// `SESSIONS_REDIS_URL`, `redis://host:port[/db]` (default `redis://127.0.0.1:6379`).
+    public var redisURL: String { self["SESSIONS_REDIS_URL"] ?? "redis://127.0.0.1:6379" }
+
+    /// `SESSIONS_CLICKHOUSE_URL`, the ClickHouse HTTP interface (default `http://127.0.0.1:8123`).
+    public var clickhouseURL: String { self["SESSIONS_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123" }
+}
+
 /// A configuration value that cannot be used.
 public struct ConfigurationError: Error, CustomStringConvertible {
     public var key: String

@@ -26,7 +26,7 @@ func buildServiceGroup(
         try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
     }
     let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
-    let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "control-plane"))
+    let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "control-plane"))
     let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
         try await events.prepare()

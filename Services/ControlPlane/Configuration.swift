@@ -16,17 +16,13 @@ struct ControlPlaneConfiguration: Sendable {
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3001)
-        databaseURL = Self.databaseURL(environment)
-        databasePoolSize = try environment.integer("SESSIONS_DATABASE_POOL_SIZE", default: 8, in: 1...256)
-        clickhouseURL = environment["SESSIONS_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123"
+        databaseURL = environment.databaseURL
+        databasePoolSize = try environment.databasePoolSize()
+        clickhouseURL = environment.clickhouseURL
         let defaults = AccessTokenSettings()
         tokens = AccessTokenSettings(
             issuer: environment["SESSIONS_JWT_ISSUER"] ?? defaults.issuer,
             audience: environment["SESSIONS_JWT_AUDIENCE"] ?? defaults.audience
         )
-    }
-
-    static func databaseURL(_ environment: Environment) -> String {
-        environment["SESSIONS_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/sessions"
     }
 }

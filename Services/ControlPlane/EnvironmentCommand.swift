@@ -68,7 +68,7 @@ struct CreateEnvironment: AsyncParsableCommand {
     func run() async throws {
         let logger = Logger(label: "control-plane.env")
         let database = PostgresClient(
-            configuration: .init(url: ControlPlaneConfiguration.databaseURL(Environment()), poolSize: 1)
+            configuration: .init(url: Environment().databaseURL, poolSize: 1)
         )
         do {
             try await ControlPlaneSchema.migrator.run(on: database, logger: logger)

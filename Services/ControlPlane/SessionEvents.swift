@@ -113,7 +113,8 @@ final class SessionEventRelay: Service, Sendable {
                             _ = try await jetStream.publish(
                                 Subjects.sessionEvent(environmentId: event.session.environmentId, kind: event.kind),
                                 payload: try JSONEncoder.sessions.encode(event),
-                                messageID: "session-event-\(id)"
+                                // Unique beyond this database: outbox ids restart with a new one.
+                                messageID: "\(event.session.id):\(event.kind.rawValue):\(id)"
                             )
                         }
                     }

@@ -10,8 +10,8 @@ func buildServiceGroup(
     _ configuration: RealtimeConfiguration,
     registry: PrometheusCollectorRegistry,
     logger: Logger
-) throws -> ServiceGroup {
-    let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "realtime"))
+) async throws -> ServiceGroup {
+    let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "realtime"))
     let jetStream = try JetStream(connection: connection)
     let host = ServiceHost(
         name: .realtime,

@@ -14,11 +14,11 @@ func buildServiceGroup(
     _ configuration: ReplicatorConfiguration,
     registry: PrometheusCollectorRegistry,
     logger: Logger
-) throws -> ServiceGroup {
+) async throws -> ServiceGroup {
     let database = PostgresClient(configuration: .init(url: configuration.databaseURL, poolSize: 2))
     let redis = try RedisClient(configuration: .init(url: configuration.redisURL, poolSize: 2))
     let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
-    let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "replicator"))
+    let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "replicator"))
     let host = ServiceHost(
         name: .replicator,
         configuration: configuration.common,

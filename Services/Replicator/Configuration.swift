@@ -14,8 +14,8 @@ struct ReplicatorConfiguration: Sendable {
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3004)
-        databaseURL = environment["SESSIONS_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/sessions"
-        redisURL = environment["SESSIONS_REDIS_URL"] ?? "redis://127.0.0.1:6379"
-        clickhouseURL = environment["SESSIONS_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123"
+        databaseURL = environment.databaseURL
+        redisURL = environment.redisURL
+        clickhouseURL = environment.clickhouseURL
     }
 }

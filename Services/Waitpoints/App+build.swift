@@ -12,12 +12,12 @@ func buildServiceGroup(
     _ configuration: WaitpointsConfiguration,
     registry: PrometheusCollectorRegistry,
     logger: Logger
-) throws -> ServiceGroup {
+) async throws -> ServiceGroup {
     let database = PostgresClient(
         configuration: .init(url: configuration.databaseURL, poolSize: configuration.databasePoolSize)
     )
     let redis = try RedisClient(configuration: .init(url: configuration.redisURL))
-    let connection = try NatsConnection.connect(.init(url: configuration.common.natsURL, name: "waitpoints"))
+    let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "waitpoints"))
     let host = ServiceHost(
         name: .waitpoints,
         configuration: configuration.common,

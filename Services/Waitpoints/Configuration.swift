@@ -13,8 +13,8 @@ struct WaitpointsConfiguration: Sendable {
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3003)
-        databaseURL = environment["SESSIONS_DATABASE_URL"] ?? "postgresql://postgres@127.0.0.1:5432/sessions"
-        databasePoolSize = try environment.integer("SESSIONS_DATABASE_POOL_SIZE", default: 8, in: 1...256)
-        redisURL = environment["SESSIONS_REDIS_URL"] ?? "redis://127.0.0.1:6379"
+        databaseURL = environment.databaseURL
+        databasePoolSize = try environment.databasePoolSize()
+        redisURL = environment.redisURL
     }
 }

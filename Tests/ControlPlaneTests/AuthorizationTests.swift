@@ -274,7 +274,7 @@ import Testing
 /// Builds the control plane's router (without serving it), for route introspection.
 func withControlPlaneRouter(_ body: (Router<APIRequestContext>) async throws -> Void) async throws {
     let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
-    let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
+    let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
     let events = SessionEventRelay(
         database: database,
         jetStream: try JetStream(connection: connection),

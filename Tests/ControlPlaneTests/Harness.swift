@@ -90,7 +90,7 @@ func withControlPlane(
             slug: "production"
         )
     )
-    let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "control-plane-tests"))
+    let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "control-plane-tests"))
     let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     _ = try await TestServers.waitUntil { connection.isConnected }
     try await events.prepare()

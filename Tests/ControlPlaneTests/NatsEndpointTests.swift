@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import Nats
+import Postgres
 import ServiceKit
 import ServiceLifecycleTestKit
 import TestSupport
@@ -112,47 +113,81 @@ import Testing
     }
 
     @Test func eventsWaitInTheOutboxWhileJetStreamIsUnreachable() async throws {
-        try await withControlPlane { api, tenants, controlPlane, connection in
-            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
-            // A relay whose NATS is down fails, and leaves the events where they are.
-            let nowhere = try NatsConnection.connect(
-                .init(
-                    url: "nats://127.0.0.1:\(try TestServers.freePort())",
-                    name: "down",
-                    requestTimeout: .milliseconds(200)
-                )
+        // A database of its own: other tests' relays (and the end-to-end binaries') must not
+        // drain this outbox behind the test's back.
+        let baseURL = try TestServers.databaseURL
+        let name = TestServers.uniqueName("outbox")
+        let admin = PostgresClient(configuration: .init(url: baseURL, poolSize: 1))
+        try await admin.query("CREATE DATABASE \(identifier: name)")
+        let server = baseURL.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+        let url = server.joined(separator: "/") + "/" + name
+        let database = PostgresClient(configuration: .init(url: url, poolSize: 2))
+        let logger = Logger(label: "test")
+        try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
+        let environment = try await Tenancy(database: database)
+            .createEnvironment(organization: "o", project: "p", type: .development, slug: "development")
+        let principal = Principal(
+            environmentId: environment.environmentId,
+            organizationId: environment.organizationId,
+            projectId: environment.projectId,
+            environmentType: .development,
+            scopes: nil
+        )
+        let (session, _) = try await SessionStore(database: database).create(
+            NewSession(type: "t", tags: []),
+            in: principal
+        )
+
+        // A relay whose NATS is down fails, and leaves the event where it is.
+        let nowhere = try await NatsConnection.connect(
+            .init(
+                url: "nats://127.0.0.1:\(try TestServers.freePort())",
+                name: "down",
+                requestTimeout: .milliseconds(200)
             )
-            let stranded = SessionEventRelay(
-                database: controlPlane.store.database,
-                jetStream: try JetStream(connection: nowhere, timeout: .milliseconds(200)),
-                logger: Logger(label: "test")
-            )
-            await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
-            await nowhere.close()
-            // The real relay then publishes them.
-            let jetStream = try JetStream(connection: connection)
-            var mine: [SessionEvent] = []
-            _ = try await TestServers.waitUntil {
-                try await controlPlane.routes.events.relayBatch()
-                mine = try await events(of: created.session.id, environment: tenants.a.environmentId, in: jetStream)
-                return !mine.isEmpty
-            }
-            #expect(mine.map(\.kind) == [.created])
-        }
+        )
+        let stranded = SessionEventRelay(
+            database: database,
+            jetStream: try JetStream(connection: nowhere, timeout: .milliseconds(200)),
+            logger: logger
+        )
+        await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
+        await nowhere.close()
+        let waiting = try await database.query("SELECT count(*) AS n FROM session_events_outbox")
+        #expect(try waiting[0].decode("n", as: Int.self) == 1)
+
+        // A relay that reaches JetStream publishes it and empties the outbox.
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
+        let jetStream = try JetStream(connection: connection)
+        let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
+        try await relay.prepare()
+        #expect(try await relay.relayBatch() == 1)
+        let left = try await database.query("SELECT count(*) AS n FROM session_events_outbox")
+        #expect(try left[0].decode("n", as: Int.self) == 0)
+        let published = try await events(of: session.friendlyId, environment: environment.environmentId, in: jetStream)
+        #expect(published.map(\.kind) == [.created])
+
+        await connection.close()
+        await database.close()
+        try await admin.query("DROP DATABASE \(identifier: name) WITH (FORCE)")
+        await admin.close()
     }
 
-    /// Every event of one session in the stream so far.
+    /// Every event of one session in the stream so far (none when nothing arrives within 5 s).
     func events(of session: String, environment: String, in jetStream: JetStream) async throws -> [SessionEvent] {
         let consumer = try jetStream.orderedConsumer(
             stream: Subjects.sessionEventsStream,
             subject: "events.sessions.\(environment).>"
         )
-        var received: [SessionEvent] = []
-        for await message in consumer {
-            received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
-            if message.metadata?.pending == 0 { break }
+        defer { consumer.unsubscribe() }
+        let received = try? await withTimeout(.seconds(5)) {
+            var received: [SessionEvent] = []
+            for await message in consumer {
+                received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
+                if message.metadata?.pending == 0 { break }
+            }
+            return received
         }
-        consumer.unsubscribe()
-        return received.filter { $0.session.friendlyId == session }
+        return (received ?? []).filter { $0.session.friendlyId == session }
     }
 }

@@ -96,7 +96,7 @@ final class ServiceProcess: @unchecked Sendable {
         )
         #expect(echoed.headers["X-Request-Id"] == "req-42")
 
-        let connection = try NatsConnection.connect(.init(url: try TestServers.natsURL, name: "e2e"))
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "e2e"))
         let ping = try JSONDecoder().decode(
             ServiceDiscovery.Ping.self,
             from: try await connection.request("$SRV.PING.\(name.rawValue)", timeout: .seconds(2)).payload

@@ -6,7 +6,7 @@ import Testing
 @Suite(.timeLimit(.minutes(1))) struct JetStreamTests {
     /// A fresh stream over `<prefix>.>` for one test, deleted afterwards.
     func withStream(_ body: (JetStream, String, String) async throws -> Void) async throws {
-        let connection = try connect("jetstream-tests")
+        let connection = try await connect("jetstream-tests")
         try await waitConnected(connection)
         let jetStream = try JetStream(connection: connection)
         let name = TestServers.uniqueName("TEST").uppercased()

@@ -4,8 +4,8 @@ import Nats
 import TestSupport
 import Testing
 
-func connect(_ name: String = "nats-tests") throws -> NatsConnection {
-    try NatsConnection.connect(.init(url: try TestServers.natsURL, name: name, requestTimeout: .seconds(2)))
+func connect(_ name: String = "nats-tests") async throws -> NatsConnection {
+    try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: name, requestTimeout: .seconds(2)))
 }
 
 func waitConnected(_ connection: NatsConnection) async throws {
@@ -14,7 +14,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
 
 @Suite(.timeLimit(.minutes(1))) struct NatsConnectionTests {
     @Test func publishAndSubscribeCarryHeadersAndPayload() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         let subject = TestServers.uniqueName("test.pubsub")
         let subscription = try connection.subscribe(subject)
@@ -29,7 +29,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
     }
 
     @Test func requestReplyRoundTrips() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         let subject = TestServers.uniqueName("test.echo")
         let subscription = try connection.subscribe(subject)
@@ -44,7 +44,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
     }
 
     @Test func requestWithoutSubscriberIsNoResponders() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         await #expect(throws: NatsError.self) {
             do {
@@ -59,7 +59,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
     }
 
     @Test func requestThatIsNeverAnsweredTimesOut() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         let subject = TestServers.uniqueName("test.silent")
         let subscription = try connection.subscribe(subject)
@@ -79,7 +79,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
     }
 
     @Test func queueGroupDeliversEachMessageToOneMember() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         let subject = TestServers.uniqueName("test.queue")
         let first = try connection.subscribe(subject, queue: "workers")
@@ -107,7 +107,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
     }
 
     @Test func drainEndsTheSubscriptionAfterPendingMessages() async throws {
-        let connection = try connect()
+        let connection = try await connect()
         try await waitConnected(connection)
         let subject = TestServers.uniqueName("test.drain")
         let subscription = try connection.subscribe(subject)
@@ -123,7 +123,7 @@ func waitConnected(_ connection: NatsConnection) async throws {
 
     @Test func connectingToNothingKeepsRetryingAndReportsDisconnected() async throws {
         let port = try TestServers.freePort()
-        let connection = try NatsConnection.connect(.init(url: "nats://127.0.0.1:\(port)", name: "nobody"))
+        let connection = try await NatsConnection.connect(.init(url: "nats://127.0.0.1:\(port)", name: "nobody"))
         #expect(!connection.isConnected)
         await #expect(throws: NatsError.self) { try await connection.flush(timeout: .milliseconds(200)) }
         await connection.close()

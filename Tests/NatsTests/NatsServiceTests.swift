@@ -13,7 +13,7 @@ import Testing
         name: String,
         _ body: (NatsConnection, NatsService) async throws -> Void
     ) async throws {
-        let connection = try connect(name)
+        let connection = try await connect(name)
         try await waitConnected(connection)
         let service = NatsService(
             connection: connection,
@@ -100,7 +100,7 @@ import Testing
 
     @Test func gracefulShutdownDrainsAndEndsRun() async throws {
         let name = TestServers.uniqueName("svc")
-        let connection = try connect(name)
+        let connection = try await connect(name)
         try await waitConnected(connection)
         let service = NatsService(
             connection: connection,

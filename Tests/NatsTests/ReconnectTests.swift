@@ -34,7 +34,7 @@ final class OwnNatsServer: @unchecked Sendable {
     @Test func reconnectsAfterTheServerRestartsAndKeepsSubscriptions() async throws {
         let server = try OwnNatsServer()
         try server.start()
-        let connection = try NatsConnection.connect(
+        let connection = try await NatsConnection.connect(
             .init(url: server.url, name: "reconnect", reconnectWait: .milliseconds(100), requestTimeout: .seconds(1))
         )
         #expect(try await TestServers.waitUntil { connection.isConnected }, "never connected")
