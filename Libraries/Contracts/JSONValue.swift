@@ -41,10 +41,4 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
         case .object(let value): try container.encode(value)
         }
     }
-
-    /// The members, when this is an object.
-    public var object: [String: JSONValue]? {
-        if case .object(let members) = self { return members }
-        return nil
-    }
 }

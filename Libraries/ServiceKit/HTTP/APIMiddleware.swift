@@ -62,7 +62,6 @@ public struct APIMiddleware: RouterMiddleware {
     ) async throws -> Response {
         let id = request.headers[.requestID].flatMap(Self.acceptRequestID) ?? UUID().uuidString.lowercased()
         var context = context
-        context.requestID = id
         context.logger[metadataKey: "request.id"] = "\(id)"
         var response: Response
         if request.method == .options, let methods = routes.methods(for: request.uri.path) {

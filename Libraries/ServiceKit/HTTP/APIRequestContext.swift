@@ -3,14 +3,12 @@ import Foundation
 import Hummingbird
 import Logging
 
-/// The request context of every service: who is calling (after authentication) and the
-/// request's id. JSON bodies use ISO-8601 dates with milliseconds.
+/// The request context of every service: who is calling (after authentication). The request's
+/// id is in the logger's metadata. JSON bodies use ISO-8601 dates with milliseconds.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The authenticated caller; set by ``AuthenticationMiddleware``.
     public var principal: Principal?
-    /// The request's id, echoed as `X-Request-Id`.
-    public var requestID = ""
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
