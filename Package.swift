@@ -88,7 +88,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        service("Realtime"),
+        service(
+            "Realtime",
+            [
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
         service("Waitpoints", ["Postgres", "Redis"]),
 

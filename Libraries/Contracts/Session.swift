@@ -269,8 +269,8 @@ public enum ISO8601 {
             ?? (try? Date.ISO8601FormatStyle().parse(text))
     }
 
-    /// `YYYY-MM-DDTHH:MM:SS[.s{1,6}](Z|+00:00)`: UTC, as this API and PostgreSQL (with
-    /// `TimeZone=UTC`) write it; milliseconds are kept.
+    /// `YYYY-MM-DDTHH:MM:SS[.s{1,9}](Z|+00:00)`: UTC, as this API, PostgreSQL (with
+    /// `TimeZone=UTC`) and NATS write it; milliseconds are kept.
     private static func fastDate(from text: String) -> Date? {
         var bytes = Array(text.utf8)
         if bytes.count > 6, bytes.suffix(6).elementsEqual("+00:00".utf8) {
@@ -281,7 +281,7 @@ public enum ISO8601 {
             return nil
         }
         if bytes.count == 19 { bytes += Array(".000".utf8) }
-        guard bytes.count >= 21, bytes.count <= 26, bytes[19] == 46 else { return nil }
+        guard bytes.count >= 21, bytes.count <= 29, bytes[19] == 46 else { return nil }
         bytes = Array((bytes + Array("00".utf8)).prefix(23)) + [90]
         guard bytes.count == 24, bytes[4] == 45, bytes[7] == 45, bytes[10] == 84, bytes[13] == 58,
             bytes[16] == 58, bytes[19] == 46, bytes[23] == 90

@@ -1,4 +1,5 @@
 internal import CNats
+import Contracts
 import Foundation
 
 /// JetStream on a ``NatsConnection``: stream management, publish with ack, direct get, ordered
@@ -81,6 +82,57 @@ public final class JetStream: @unchecked Sendable {
         return try Self.decode(PublishAck.self, from: reply, subject: subject)
     }
 
+    /// One message of an atomic batch.
+    public struct BatchMessage: Sendable {
+        public var subject: String
+        public var payload: Data
+        public var headers: [String: String]
+        /// Like ``JetStream/publish(_:payload:headers:messageID:expectedLastSubjectSequence:)``'s:
+        /// the whole batch is refused when it does not match.
+        public var expectedLastSubjectSequence: UInt64?
+
+        public init(
+            subject: String,
+            payload: Data,
+            headers: [String: String] = [:],
+            expectedLastSubjectSequence: UInt64? = nil
+        ) {
+            self.subject = subject
+            self.payload = payload
+            self.headers = headers
+            self.expectedLastSubjectSequence = expectedLastSubjectSequence
+        }
+    }
+
+    /// Publishes up to 1,000 messages that the stream stores all together or not at all, in
+    /// order and with consecutive stream sequences (the stream needs `allowAtomic`). The
+    /// acknowledgement carries the sequence of the last message.
+    public func publishBatch(_ messages: [BatchMessage]) async throws -> PublishAck {
+        precondition(!messages.isEmpty && messages.count <= 1000, "an atomic batch holds 1 to 1,000 messages")
+        let batchID = UUID().uuidString
+        for (index, message) in messages.enumerated() {
+            var headers = message.headers
+            headers["Nats-Batch-Id"] = batchID
+            headers["Nats-Batch-Sequence"] = String(index + 1)
+            if let expected = message.expectedLastSubjectSequence {
+                headers["Nats-Expected-Last-Subject-Sequence"] = String(expected)
+            }
+            if index == messages.count - 1 {
+                headers["Nats-Batch-Commit"] = "1"
+                let reply = try await connection.request(
+                    message.subject,
+                    payload: message.payload,
+                    headers: headers,
+                    timeout: timeout
+                )
+                return try Self.decode(PublishAck.self, from: reply, subject: message.subject)
+            }
+            // Only the commit asks for a reply; messages of one connection reach the server in order.
+            try connection.publish(message.subject, payload: message.payload, headers: headers)
+        }
+        preconditionFailure("unreachable: the last message commits")
+    }
+
     // MARK: Direct get
 
     /// Which message ``directGet(stream:_:)`` reads.
@@ -108,17 +160,7 @@ public final class JetStream: @unchecked Sendable {
             timeout: timeout
         )
         switch reply.status {
-        case nil:
-            var message = reply
-            message.subject = reply.headers["Nats-Subject"] ?? reply.subject
-            message.metadata = JetStreamMetadata(
-                stream: reply.headers["Nats-Stream"] ?? stream,
-                streamSequence: UInt64(reply.headers["Nats-Sequence"] ?? "") ?? 0,
-                timestamp: reply.headers["Nats-Time-Stamp"].flatMap(JetStreamMetadata.parseTimestamp) ?? Date(),
-                deliveries: 1,
-                pending: UInt64(reply.headers["Nats-Num-Pending"] ?? "") ?? 0
-            )
-            return message
+        case nil: return Self.directMessage(reply, stream: stream)
         case 404: return nil
         default:
             throw NatsError(
@@ -126,6 +168,68 @@ public final class JetStream: @unchecked Sendable {
                 message: "direct get failed: \(reply.headers["Description"] ?? "status \(reply.status!)")"
             )
         }
+    }
+
+    /// Reads up to `maxCount` messages on `subject` from stream sequence `from` on, in one
+    /// request (batch direct get; nats-server 2.11+, the stream needs `allowDirect`).
+    public func directGetBatch(
+        stream: String,
+        subject: String,
+        from: UInt64,
+        maxCount: Int
+    ) async throws -> [NatsMessage] {
+        let inbox = "_INBOX.\(UUID().uuidString)"
+        let replies = try connection.subscribe(inbox)
+        defer { replies.unsubscribe() }
+        let body: [String: JSONValue] = [
+            "seq": .number(max(from, 1)), "next_by_subj": .string(subject), "batch": .number(UInt64(maxCount)),
+        ]
+        try connection.publish(
+            "$JS.API.DIRECT.GET.\(stream)",
+            payload: try JSONEncoder().encode(body),
+            replySubject: inbox
+        )
+        let timeout = self.timeout
+        return try await withThrowingTaskGroup(of: [NatsMessage]?.self) { group in
+            group.addTask {
+                var messages: [NatsMessage] = []
+                for await reply in replies {
+                    switch reply.status {
+                    case nil: messages.append(Self.directMessage(reply, stream: stream))
+                    case 204, 404: return messages
+                    default:
+                        throw NatsError(
+                            .jetStream,
+                            message: "direct get failed: \(reply.headers["Description"] ?? "status \(reply.status!)")"
+                        )
+                    }
+                    if messages.count == maxCount { return messages }
+                }
+                throw NatsError(.closed, message: "the connection closed during a direct get")
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let messages = try await group.next() ?? nil else {
+                throw NatsError(.timeout, message: "no complete direct get reply from \(stream) within \(timeout)")
+            }
+            return messages
+        }
+    }
+
+    static func directMessage(_ reply: NatsMessage, stream: String) -> NatsMessage {
+        var message = reply
+        message.subject = reply.headers["Nats-Subject"] ?? reply.subject
+        message.metadata = JetStreamMetadata(
+            stream: reply.headers["Nats-Stream"] ?? stream,
+            streamSequence: UInt64(reply.headers["Nats-Sequence"] ?? "") ?? 0,
+            timestamp: reply.headers["Nats-Time-Stamp"].flatMap(JetStreamMetadata.parseTimestamp) ?? Date(),
+            deliveries: 1,
+            pending: UInt64(reply.headers["Nats-Num-Pending"] ?? "") ?? 0
+        )
+        return message
     }
 
     // MARK: API plumbing
@@ -191,12 +295,7 @@ public struct JetStreamMetadata: Sendable, Equatable {
     /// Messages still to come after this one, as the server counted when it sent it.
     public var pending: UInt64
 
-    static func parseTimestamp(_ text: String) -> Date? {
-        // RFC 3339 with nanoseconds: keep milliseconds, which is all Date needs here.
-        let trimmed = text.replacingOccurrences(of: #"(\.\d{3})\d*"#, with: "$1", options: .regularExpression)
-        return (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(trimmed))
-            ?? (try? Date.ISO8601FormatStyle().parse(trimmed))
-    }
+    static func parseTimestamp(_ text: String) -> Date? { ISO8601.date(from: text) }
 }
 
 /// A stream's configuration, as the JetStream API takes it (durations in nanoseconds).
@@ -214,11 +313,14 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
     /// Messages older than this are removed; 0 keeps them forever. Default 0.
     public var maxAge: Int64
     public var numReplicas: Int
+    /// Accepts atomic batches (``JetStream/publishBatch(_:)``; nats-server 2.12+). Default false.
+    public var allowAtomic: Bool?
 
     enum CodingKeys: String, CodingKey {
         case name, subjects, storage, retention
         case duplicateWindow = "duplicate_window"
         case allowDirect = "allow_direct"
+        case allowAtomic = "allow_atomic"
         case maxAge = "max_age"
         case numReplicas = "num_replicas"
     }
@@ -231,8 +333,10 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         duplicateWindow: Duration = .seconds(120),
         allowDirect: Bool = true,
         maxAge: Duration = .zero,
-        numReplicas: Int = 1
+        numReplicas: Int = 1,
+        allowAtomic: Bool = false
     ) {
+        self.allowAtomic = allowAtomic
         self.name = name
         self.subjects = subjects
         self.storage = storage

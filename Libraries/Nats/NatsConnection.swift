@@ -50,8 +50,8 @@ public final class NatsConnection: @unchecked Sendable {
     private let pendingRequests: PendingRequests
     private let nextRequestID = Atomic<UInt64>(0)
 
-    /// Connection events; a single consumer should read them (to log them).
-    public var events: AsyncStream<Event> { callbacks.events }
+    /// Connection events from now on; each call gives its reader its own stream.
+    public var events: AsyncStream<Event> { callbacks.makeEvents() }
 
     private static let libraryOpen: Void = {
         _ = nats_Open(-1)
@@ -249,18 +249,34 @@ final class PendingRequests: Sendable {
 
 /// The state cnats' connection callbacks write to.
 ///
-/// `@unchecked Sendable`: its state is behind a `Mutex`; the stream continuation is Sendable.
+/// `@unchecked Sendable`: its state is behind `Mutex`es; stream continuations are Sendable.
 final class ConnectionCallbacks: @unchecked Sendable {
-    let events: AsyncStream<NatsConnection.Event>
-    private let continuation: AsyncStream<NatsConnection.Event>.Continuation
+    private typealias Reader = AsyncStream<NatsConnection.Event>.Continuation
+    private let readers = Mutex<(isClosed: Bool, last: UInt64, readers: [UInt64: Reader])>((false, 0, [:]))
     private let closed = Mutex<(isClosed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init() {
-        (events, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(64))
+    func makeEvents() -> AsyncStream<NatsConnection.Event> {
+        let (events, continuation) = AsyncStream<NatsConnection.Event>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let id = readers.withLock { state -> UInt64? in
+            guard !state.isClosed else { return nil }
+            state.last += 1
+            state.readers[state.last] = continuation
+            return state.last
+        }
+        guard let id else {
+            continuation.finish()
+            return events
+        }
+        continuation.onTermination = { [weak self] _ in _ = self?.readers.withLock { $0.readers.removeValue(forKey: id) } }
+        return events
     }
 
     func emit(_ event: NatsConnection.Event) {
-        continuation.yield(event)
+        let readers = self.readers.withLock { state in
+            if event == .closed { state.isClosed = true }
+            return Array(state.readers.values)
+        }
+        for reader in readers { reader.yield(event) }
         guard event == .closed else { return }
         let waiters = closed.withLock { state in
             state.isClosed = true
@@ -268,7 +284,7 @@ final class ConnectionCallbacks: @unchecked Sendable {
             return state.waiters
         }
         waiters.forEach { $0.resume() }
-        continuation.finish()
+        for reader in readers { reader.finish() }
     }
 
     func waitUntilClosed() async {

@@ -25,6 +25,7 @@ public struct ServiceHost {
 
     /// - Parameters:
     ///   - checks: the dependencies `GET /readyz` checks; NATS is always checked.
+    ///   - exposedHeaders: response headers browsers may read (CORS), besides `X-Request-Id`.
     public init(
         name: ServiceName,
         configuration: CommonConfiguration,
@@ -32,6 +33,7 @@ public struct ServiceHost {
         checks: [ReadinessCheck],
         endpoints: [NatsEndpoint] = [],
         work: [any Service] = [],
+        exposedHeaders: [String] = [],
         registry: PrometheusCollectorRegistry,
         logger: Logger
     ) {
@@ -46,7 +48,7 @@ public struct ServiceHost {
         let natsCheck = ReadinessCheck("nats") {
             guard connection.isConnected else { throw NatsError(.connectionFailed, message: "not connected") }
         }
-        router.add(middleware: APIMiddleware(routes: routeTable))
+        router.add(middleware: APIMiddleware(routes: routeTable, exposedHeaders: exposedHeaders))
         router.add(middleware: MetricsMiddleware())
         router.addHealthRoutes(checks: [natsCheck] + checks, registry: registry, logger: logger)
     }

@@ -4,15 +4,22 @@ import HTTPTypes
 import Hummingbird
 
 extension Request {
+    /// Reads a body of at most `limit` bytes.
+    ///
+    /// - Throws: 413 when `Content-Length` is missing or over the limit.
+    public func limitedBody(limit: Int) async throws -> ByteBuffer {
+        guard let length = headers[.contentLength].flatMap(Int.init), length <= limit else {
+            throw APIError(.payloadTooLarge, "Request body too large")
+        }
+        return try await body.collect(upTo: limit)
+    }
+
     /// Reads a JSON object body of at most `limit` bytes.
     ///
     /// - Throws: 413 when `Content-Length` is missing or over the limit; 400 when the body is
     ///   empty, not JSON, or not a JSON object.
     public func jsonObject(limit: Int) async throws -> [String: JSONValue] {
-        guard let length = headers[.contentLength].flatMap(Int.init), length <= limit else {
-            throw APIError(.payloadTooLarge, "Request body too large")
-        }
-        let buffer = try await body.collect(upTo: limit)
+        let buffer = try await limitedBody(limit: limit)
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "Request body is empty") }
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)) else {
             throw APIError(.badRequest, "Invalid JSON")

@@ -1,0 +1,247 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ServiceKit
+import ServiceLifecycle
+import Synchronization
+
+/// `/realtime/v1/sessions/:session/:io…` (SPEC §5): initialize for direct writes, append, SSE
+/// replay and live tail, and the tail position.
+///
+/// Every route authenticates, then resolves the session and authorizes against the id of the
+/// path and both of the session's ids — so a caller without access gets 403 whether or not the
+/// session exists — and only then answers 404.
+struct ChannelRoutes: Sendable {
+    let directory: SessionDirectory
+    let store: any StreamStore
+    let hub: ChannelHub
+    let tokens: ChannelTokens
+    let directWrites: DirectWriteSettings
+    let pingInterval: Duration
+    let logger: Logger
+
+    static let appendLimit = 512 * 1024
+    static let exposedHeaders = [
+        "X-S2-Access-Token", "X-S2-Stream-Name", "X-S2-Basin", "X-S2-Endpoint", "X-S2-Flush-Interval-Ms",
+        "X-S2-Max-Retries", "X-Last-Seq-Num", "X-Stream-Version",
+    ]
+
+    /// What `PUT` tells a direct writer besides its token.
+    struct DirectWriteSettings: Sendable {
+        var endpoint: String
+        var basin: String
+        var flushIntervalMilliseconds: Int
+        var maxRetries: Int
+    }
+
+    func add(to router: Router<APIRequestContext>, authenticator: any Authenticator) {
+        let channels = router.group("realtime/v1/sessions").add(middleware: AuthenticationMiddleware(authenticator))
+        channels.put("{session}/{io}", use: initialize)
+        channels.post("{session}/{io}/append", use: append)
+        channels.get("{session}/{io}", use: subscribe)
+        channels.head("{session}/{io}", use: tail)
+    }
+
+    // MARK: Routes
+
+    @Sendable func initialize(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let (session, channel) = try await authorizedChannel(context, .write)
+        guard session.closedAt == nil else {
+            throw APIError(.badRequest, "Cannot initialize a channel on a closed session")
+        }
+        var headers = HTTPFields()
+        headers[.s2AccessToken] = try await tokens.mint(for: channel)
+        headers[.s2StreamName] = ChannelTokens.streamName(channel)
+        headers[.s2Basin] = directWrites.basin
+        headers[.s2Endpoint] = directWrites.endpoint
+        headers[.s2FlushInterval] = String(directWrites.flushIntervalMilliseconds)
+        headers[.s2MaxRetries] = String(directWrites.maxRetries)
+        return try .json(["version": "v2"], status: .accepted, headers: headers)
+    }
+
+    @Sendable func append(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        let body = try await request.limitedBody(limit: Self.appendLimit)
+        guard let text = body.getString(at: body.readerIndex, length: body.readableBytes),
+            text.utf8.count == body.readableBytes
+        else { throw APIError(.badRequest, "The request body must be UTF-8 text") }
+        let partId = try Self.partId(request)
+        let (session, channel) = try await authorizedChannel(context, .write)
+        switch session.status() {
+        case .closed: return Self.appendFailure("Cannot append to a closed session")
+        case .expired: return Self.appendFailure("Cannot append to an expired session")
+        case .active: break
+        }
+        let envelope = String(
+            decoding: try JSONEncoder.sessions.encode(Envelope(data: text, id: partId ?? Self.generatedPartId())),
+            as: UTF8.self
+        )
+        let ack = try await storeCall { try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil) }
+        return try .json(AppendResponse(ok: true, seqNum: ack.start))
+    }
+
+    @Sendable func tail(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let (_, channel) = try await authorizedChannel(context, .read)
+        let tail = try await storeCall { try await store.tail(channel) }
+        var headers = HTTPFields()
+        headers[.lastSeqNum] = String(Int64(tail.nextSeqNum) - 1)
+        return Response(status: .ok, headers: headers)
+    }
+
+    @Sendable func subscribe(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let timeout = try Self.timeout(request)
+        let start = try Self.start(request)
+        let key = try Self.sessionKey(context)
+        let io = try Self.io(context)
+        let found = try await directory.session(key, environmentId: principal.environmentId)
+        try authorize(principal, .read, key: key, session: found)
+        if found == nil, key.hasPrefix("session_") { throw APIError(.notFound, "Session not found") }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache, no-transform"
+        headers[.accelBuffering] = "no"
+        headers[.streamVersion] = "v2"
+        let stream = EventStream(
+            hub: hub,
+            pingInterval: pingInterval,
+            idleTimeout: timeout,
+            logger: logger
+        )
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody { writer in
+                // An externalId may be subscribed to before its session exists: wait for it.
+                let session: SessionRecord? =
+                    if let found { found } else {
+                        try await directory.waitForSession(key, environmentId: principal.environmentId, timeout: timeout)
+                    }
+                if let session {
+                    let channel = ChannelAddress(environmentId: session.environmentId, friendlyId: session.friendlyId, io: io)
+                    try await stream.run(channel, from: start, writer: &writer)
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    // MARK: Helpers
+
+    private func authorizedChannel(_ context: APIRequestContext, _ action: AccessRequirement.Action) async throws
+        -> (SessionRecord, ChannelAddress)
+    {
+        let principal = try context.requirePrincipal()
+        let key = try Self.sessionKey(context)
+        let io = try Self.io(context)
+        let session = try await directory.session(key, environmentId: principal.environmentId)
+        try authorize(principal, action, key: key, session: session)
+        guard let session else { throw APIError(.notFound, "Session not found") }
+        return (session, ChannelAddress(environmentId: session.environmentId, friendlyId: session.friendlyId, io: io))
+    }
+
+    private func authorize(
+        _ principal: Principal,
+        _ action: AccessRequirement.Action,
+        key: String,
+        session: SessionRecord?
+    ) throws {
+        try principal.authorize(
+            AccessRequirement(
+                action,
+                .sessions,
+                ids: [key, session?.friendlyId, session?.externalId],
+                superScopes: ["\(action.rawValue):sessions", "\(action.rawValue):all", "admin"]
+            )
+        )
+    }
+
+    private func storeCall<Result>(_ body: () async throws -> Result) async throws -> Result {
+        do {
+            return try await body()
+        } catch let error as StreamStoreError {
+            logger.error("The channel store failed.", metadata: ["error": "\(error)"])
+            throw APIError(.unavailable, "Channels are unavailable; try again")
+        }
+    }
+
+    private static func sessionKey(_ context: APIRequestContext) throws -> String {
+        let key = try context.parameters.require("session")
+        guard !key.isEmpty, key.count <= 256 else { throw APIError(.badRequest, "Invalid session id") }
+        return key
+    }
+
+    private static func io(_ context: APIRequestContext) throws -> ChannelIO {
+        guard let io = ChannelIO(rawValue: try context.parameters.require("io")) else {
+            throw APIError(.badRequest, "Invalid channel: must be out or in")
+        }
+        return io
+    }
+
+    /// `X-Part-Id`: 1–256 characters when present.
+    private static func partId(_ request: Request) throws -> String? {
+        guard let partId = request.headers[.partId] else { return nil }
+        guard (1...256).contains(partId.count) else {
+            throw APIError(.badRequest, "Invalid X-Part-Id header: must be 1 to 256 characters")
+        }
+        return partId
+    }
+
+    private static func generatedPartId() -> String { String(Identifier.secret(length: 12)) }
+
+    /// `Timeout-Seconds`: an integer 1–600, default 60.
+    static func timeout(_ request: Request) throws -> Duration {
+        guard let text = request.headers[.timeoutSeconds] else { return .seconds(60) }
+        guard !text.isEmpty, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber), let seconds = Int(text),
+            (1...600).contains(seconds)
+        else { throw APIError(.badRequest, "Invalid Timeout-Seconds header: must be an integer from 1 to 600") }
+        return .seconds(seconds)
+    }
+
+    /// The first sequence number to send: after `Last-Event-ID` (`N` or S2's `N,count,bytes`;
+    /// negative means from the start), or 0.
+    static func start(_ request: Request) throws -> UInt64 {
+        guard let text = request.headers[.lastEventID], !text.isEmpty else { return 0 }
+        guard let last = Int64(text.prefix { $0 != "," }.trimmingCharacters(in: .whitespaces)) else {
+            throw APIError(.badRequest, "Invalid Last-Event-ID header: must be a sequence number")
+        }
+        return last < 0 ? 0 : UInt64(last) + 1
+    }
+
+    private static func appendFailure(_ message: String) -> Response {
+        let body = try! JSONEncoder.sessions.encode(AppendResponse(ok: false, error: message))
+        return Response(
+            status: .badRequest,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body))
+        )
+    }
+
+    private struct Envelope: Encodable {
+        var data: String
+        var id: String
+    }
+
+    private struct AppendResponse: Encodable {
+        var ok: Bool
+        var seqNum: UInt64?
+        var error: String?
+    }
+}
+
+extension HTTPField.Name {
+    static let s2AccessToken = Self("X-S2-Access-Token")!
+    static let s2StreamName = Self("X-S2-Stream-Name")!
+    static let s2Basin = Self("X-S2-Basin")!
+    static let s2Endpoint = Self("X-S2-Endpoint")!
+    static let s2FlushInterval = Self("X-S2-Flush-Interval-Ms")!
+    static let s2MaxRetries = Self("X-S2-Max-Retries")!
+    static let lastSeqNum = Self("X-Last-Seq-Num")!
+    static let streamVersion = Self("X-Stream-Version")!
+    static let partId = Self("X-Part-Id")!
+    static let timeoutSeconds = Self("Timeout-Seconds")!
+    static let lastEventID = Self("Last-Event-ID")!
+    static let accelBuffering = Self("X-Accel-Buffering")!
+}

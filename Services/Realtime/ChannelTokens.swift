@@ -1,0 +1,66 @@
+import Contracts
+import Foundation
+import JWTKit
+import ServiceKit
+
+/// Channel-scoped tokens for direct writers: `PUT …/:io` hands one out, the S2 REST subset
+/// accepts it for that one channel only (append and read), until it expires.
+///
+/// HS256 JWTs signed with `SESSIONS_REALTIME_TOKEN_SECRET`, which every realtime instance
+/// shares so that a token from one works on all.
+struct ChannelTokens: Sendable {
+    struct Claims: JWTPayload {
+        /// The environment id.
+        var sub: SubjectClaim
+        /// The stream name (``ChannelTokens/streamName(_:)``).
+        var stream: String
+        var exp: ExpirationClaim
+        var aud: AudienceClaim
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {
+            try exp.verifyNotExpired()
+            try aud.verifyIntendedAudience(includes: ChannelTokens.audience)
+        }
+    }
+
+    static let audience = "sessions-channel"
+    let keys: JWTKeyCollection
+    let lifetime: Duration
+
+    init(secret: String, lifetime: Duration) async {
+        keys = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        self.lifetime = lifetime
+    }
+
+    func mint(for channel: ChannelAddress, now: Date = Date()) async throws -> String {
+        try await keys.sign(
+            Claims(
+                sub: .init(value: channel.environmentId),
+                stream: Self.streamName(channel),
+                exp: .init(value: Date(timeIntervalSince1970: (now.timeIntervalSince1970 + Double(lifetime.components.seconds)).rounded(.down))),
+                aud: .init(value: [Self.audience])
+            )
+        )
+    }
+
+    /// The channel a token grants, when it is valid and names `streamName`.
+    func channel(token: String, streamName: String) async -> ChannelAddress? {
+        guard let claims = try? await keys.verify(token, as: Claims.self), claims.stream == streamName else {
+            return nil
+        }
+        return Self.channel(streamName: streamName, environmentId: claims.sub.value)
+    }
+
+    /// `sessions/{friendlyId}/{io}`: a channel's name in the S2 REST subset.
+    static func streamName(_ channel: ChannelAddress) -> String {
+        "sessions/\(channel.friendlyId)/\(channel.io.rawValue)"
+    }
+
+    static func channel(streamName: String, environmentId: String) -> ChannelAddress? {
+        let parts = streamName.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "sessions", parts[1].hasPrefix("session_"),
+            let io = ChannelIO(rawValue: String(parts[2]))
+        else { return nil }
+        return ChannelAddress(environmentId: environmentId, friendlyId: String(parts[1]), io: io)
+    }
+}

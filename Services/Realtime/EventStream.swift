@@ -1,0 +1,108 @@
+import Contracts
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Writes one SSE response: batches of records in order, heartbeats, and an end after
+/// `idleTimeout` without records, on graceful shutdown, or when the subscriber falls behind
+/// (the client resumes with Last-Event-ID).
+struct EventStream: Sendable {
+    enum Style: Sendable {
+        /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
+        case sessions
+        /// The S2 subset: `id: seq,count,bytes`, at most `limit` records, `[DONE]` at the end.
+        case s2(format: S2Routes.BodyFormat, limit: Int?, delivered: Int)
+    }
+
+    let hub: ChannelHub
+    let pingInterval: Duration
+    let idleTimeout: Duration
+    let logger: Logger
+    var style: Style = .sessions
+
+    func run(_ channel: ChannelAddress, from start: UInt64, writer: inout any ResponseBodyWriter) async throws {
+        let subscription = try hub.subscribe(channel, from: start)
+        defer { subscription.cancel() }
+        let clock = ContinuousClock()
+        let deadlines = Mutex((ping: clock.now + pingInterval, idle: clock.now + idleTimeout))
+        let ticker = Task {
+            while !Task.isCancelled {
+                let next = deadlines.withLock { min($0.ping, $0.idle) }
+                try? await Task.sleep(until: max(next, clock.now + .milliseconds(10)), clock: clock)
+                subscription.mailbox.wake()
+            }
+        }
+        defer { ticker.cancel() }
+        var counter = Counter(style: style)
+        try await withGracefulShutdownHandler {
+            while !counter.isDone {
+                let records: [ChannelRecord]
+                do {
+                    guard let next = try await subscription.next() else { return }
+                    records = next
+                } catch is Mailbox.Ending {
+                    break
+                }
+                let now = clock.now
+                if records.isEmpty {
+                    let (ping, idle) = deadlines.withLock { ($0.ping, $0.idle) }
+                    if now >= idle { break }
+                    if now >= ping {
+                        try await writer.write(Self.ping())
+                        deadlines.withLock { $0.ping = now + pingInterval }
+                    }
+                    continue
+                }
+                try await writer.write(try counter.batch(records))
+                deadlines.withLock { $0 = (now + pingInterval, now + idleTimeout) }
+            }
+            if case .s2 = style { try await writer.write(ByteBuffer(string: "data: [DONE]\n\n")) }
+        } onGracefulShutdown: {
+            subscription.mailbox.end(.shutdown)
+        }
+    }
+
+    /// Formats batches and counts what was sent.
+    struct Counter {
+        let style: Style
+        var delivered = 0
+        var bytes = 0
+
+        init(style: Style) {
+            self.style = style
+            if case .s2(_, _, let delivered) = style { self.delivered = delivered }
+        }
+
+        var isDone: Bool {
+            if case .s2(_, let limit?, _) = style { return delivered >= limit }
+            return false
+        }
+
+        mutating func batch(_ records: [ChannelRecord]) throws -> ByteBuffer {
+            var buffer = ByteBuffer()
+            switch style {
+            case .sessions:
+                buffer.writeString("event: batch\nid: \(records.last!.seqNum)\ndata: ")
+                buffer.writeBytes(try JSONEncoder.sessions.encode(["records": records]))
+            case .s2(let format, let limit, _):
+                let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
+                delivered += records.count
+                bytes += records.reduce(0) { $0 + 8 + $1.body.utf8.count }
+                buffer.writeString("event: batch\nid: \(records.last!.seqNum),\(delivered),\(bytes)\ndata: ")
+                buffer.writeBytes(
+                    try JSONEncoder.sessions.encode(
+                        ["records": try records.map { try S2Routes.SequencedRecord($0, format: format) }]
+                    )
+                )
+            }
+            buffer.writeString("\n\n")
+            return buffer
+        }
+    }
+
+    static func ping() -> ByteBuffer {
+        ByteBuffer(string: "event: ping\ndata: {\"timestamp\":\(Int64(Date().timeIntervalSince1970 * 1000))}\n\n")
+    }
+}

@@ -1,0 +1,332 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ServiceKit
+
+/// The subset of S2's REST API a direct writer needs, served over the JetStream store at
+/// `/realtime/s2/v1/streams/{stream}/records[/tail]` (see `reference/s2-api.md`), so a client
+/// written for S2 works unchanged. Authenticated by the channel token `PUT …/:io` issued; a
+/// token reaches its own channel only. Errors are S2's: `{"code": …, "message": …}`.
+struct S2Routes: Sendable {
+    let store: any StreamStore
+    let hub: ChannelHub
+    let tokens: ChannelTokens
+    let pingInterval: Duration
+    let logger: Logger
+
+    /// S2's limits: 1,000 records and 1 MiB (metered) per append.
+    static let maxBatchRecords = 1000
+    static let maxBatchBytes = 1024 * 1024
+
+    func add(to router: Router<APIRequestContext>) {
+        let streams = router.group("realtime/s2/v1/streams")
+        streams.post("{stream}/records", use: s2 { try await append($0, $1) })
+        streams.get("{stream}/records", use: s2 { try await read($0, $1) })
+        streams.get("{stream}/records/tail", use: s2 { try await checkTail($0, $1) })
+    }
+
+    // MARK: Routes
+
+    func append(_ request: Request, _ context: APIRequestContext) async throws -> Response {
+        let channel = try await authorizedChannel(request, context)
+        let buffer = try await request.limitedBody(limit: 8 * Self.maxBatchBytes)
+        guard let input = try? JSONDecoder().decode(AppendInput.self, from: Data(buffer.readableBytesView)) else {
+            throw S2Error(.badRequest, "bad_json", "The body must be an append input: {\"records\": [{\"body\": …}]}")
+        }
+        guard (1...Self.maxBatchRecords).contains(input.records.count) else {
+            throw S2Error(.unprocessableContent, "invalid", "An append holds 1 to 1000 records")
+        }
+        guard input.fencingToken == nil else {
+            throw S2Error(.unprocessableContent, "invalid", "Fencing tokens are not supported")
+        }
+        let format = try Self.format(request)
+        var bodies: [String] = []
+        var metered = 0
+        for record in input.records {
+            guard record.headers?.isEmpty ?? true else {
+                throw S2Error(.unprocessableContent, "invalid", "Record headers are not supported")
+            }
+            let body = try format.decode(record.body ?? "")
+            metered += 8 + body.utf8.count
+            bodies.append(body)
+        }
+        guard metered <= Self.maxBatchBytes else {
+            throw S2Error(.unprocessableContent, "invalid", "An append may hold at most 1 MiB of records")
+        }
+        let ack: AppendAck
+        do {
+            ack = try await store.append(channel, bodies: bodies, partId: nil, matchSeqNum: input.matchSeqNum)
+        } catch StreamStoreError.seqNumMismatch(let next) {
+            return try Self.json(["seq_num_mismatch": next], status: .preconditionFailed)
+        }
+        let end = Position(seqNum: ack.end, timestamp: ack.timestamp)
+        return try Self.json(
+            AppendOutput(start: Position(seqNum: ack.start, timestamp: ack.timestamp), end: end, tail: end)
+        )
+    }
+
+    func checkTail(_ request: Request, _ context: APIRequestContext) async throws -> Response {
+        let channel = try await authorizedChannel(request, context)
+        let tail = try await store.tail(channel)
+        return try Self.json(["tail": Position(seqNum: tail.nextSeqNum, timestamp: tail.timestamp)])
+    }
+
+    func read(_ request: Request, _ context: APIRequestContext) async throws -> Response {
+        let channel = try await authorizedChannel(request, context)
+        let query = request.uri.queryParameters
+        let format = try Self.format(request)
+        let starts = ["seq_num", "tail_offset", "timestamp"].filter { query[$0] != nil }
+        guard starts.count <= 1 else {
+            throw S2Error(.badRequest, "bad_query", "Give at most one of seq_num, tail_offset and timestamp")
+        }
+        guard query["timestamp"] == nil else {
+            throw S2Error(.unprocessableContent, "invalid", "Reading from a timestamp is not supported")
+        }
+        let count = try Self.integer(query, "count", in: 1...Int.max)
+        let wait = try Self.integer(query, "wait", in: 0...600)
+        let clamp = query["clamp"].map { $0 == "true" || $0 == "1" } ?? false
+        let isStream = request.headers[.accept]?.contains("text/event-stream") == true
+        let tail = try await store.tail(channel)
+        var start: UInt64
+        var delivered = 0
+        if isStream, let lastEventID = request.headers[.lastEventID], !lastEventID.isEmpty {
+            // S2's `seq,count,bytes`: resume after seq, keeping a bounded read bounded.
+            let parts = lastEventID.split(separator: ",").map { Int64($0.trimmingCharacters(in: .whitespaces)) }
+            guard let last = parts.first ?? nil else {
+                throw S2Error(.badRequest, "bad_header", "Invalid Last-Event-ID")
+            }
+            start = last < 0 ? 0 : UInt64(last) + 1
+            delivered = parts.count > 1 ? Int(parts[1] ?? 0) : 0
+        } else if let seqNum = try Self.integer(query, "seq_num", in: 0...Int.max) {
+            start = UInt64(seqNum)
+        } else if let offset = try Self.integer(query, "tail_offset", in: 0...Int.max) {
+            start = tail.nextSeqNum - min(tail.nextSeqNum, UInt64(offset))
+        } else {
+            start = tail.nextSeqNum
+        }
+        if start > tail.nextSeqNum {
+            guard clamp else {
+                return try Self.json(
+                    ["tail": Position(seqNum: tail.nextSeqNum, timestamp: tail.timestamp)],
+                    status: .rangeNotSatisfiable
+                )
+            }
+            start = tail.nextSeqNum
+        }
+        if isStream {
+            let stream = EventStream(
+                hub: hub,
+                pingInterval: pingInterval,
+                idleTimeout: wait.map { .seconds(max($0, 1)) } ?? .seconds(600),
+                logger: logger,
+                style: .s2(format: format, limit: count.map { max(0, $0 - delivered) }, delivered: delivered)
+            )
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache, no-transform"
+            headers[.accelBuffering] = "no"
+            let from = start
+            return Response(
+                status: .ok,
+                headers: headers,
+                body: ResponseBody { writer in
+                    try await stream.run(channel, from: from, writer: &writer)
+                    try await writer.finish(nil)
+                }
+            )
+        }
+        let limit = min(count ?? Self.maxBatchRecords, Self.maxBatchRecords)
+        var records = try await store.read(channel, from: start, limit: limit)
+        if records.isEmpty, let wait, wait > 0 {
+            records = try await waitForRecords(channel, from: start, limit: limit, timeout: .seconds(min(wait, 60)))
+        }
+        let latest = try await store.tail(channel)
+        return try Self.json(
+            ReadBatch(
+                records: try records.map { try SequencedRecord($0, format: format) },
+                tail: Position(seqNum: latest.nextSeqNum, timestamp: latest.timestamp)
+            )
+        )
+    }
+
+    // MARK: Helpers
+
+    /// Waits up to `timeout` for the first records from `start` (a long-polling unary read).
+    private func waitForRecords(_ channel: ChannelAddress, from start: UInt64, limit: Int, timeout: Duration) async throws
+        -> [ChannelRecord]
+    {
+        let subscription = try hub.subscribe(channel, from: start)
+        defer { subscription.cancel() }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            subscription.mailbox.end(.shutdown)
+        }
+        defer { timer.cancel() }
+        while true {
+            do {
+                guard let records = try await subscription.next() else { return [] }
+                if !records.isEmpty { return Array(records.prefix(limit)) }
+            } catch is Mailbox.Ending {
+                return []
+            }
+        }
+    }
+
+    private func authorizedChannel(_ request: Request, _ context: APIRequestContext) async throws -> ChannelAddress {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw S2Error(.unauthorized, "authn", "A bearer access token is required")
+        }
+        let raw = try context.parameters.require("stream")
+        let name = raw.removingPercentEncoding ?? raw
+        guard let channel = await tokens.channel(token: String(header.dropFirst(7)), streamName: name) else {
+            throw S2Error(.forbidden, "permission_denied", "The access token does not grant this stream")
+        }
+        return channel
+    }
+
+    /// Runs an S2 route, answering its errors in S2's format.
+    private func s2(
+        _ handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Response
+    ) -> @Sendable (Request, APIRequestContext) async throws -> Response {
+        let logger = self.logger
+        return { request, context in
+            do {
+                return try await handler(request, context)
+            } catch let error as S2Error {
+                return error.response()
+            } catch let error as APIError where error.code == .payloadTooLarge {
+                return S2Error(.contentTooLarge, "invalid", "Request body too large").response()
+            } catch let error as StreamStoreError {
+                logger.error("The channel store failed.", metadata: ["error": "\(error)"])
+                return S2Error(.serviceUnavailable, "unavailable", "The stream store is unavailable; try again")
+                    .response()
+            }
+        }
+    }
+
+    private static func integer(_ query: Parameters, _ name: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let text = query[name[...]] else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw S2Error(.badRequest, "bad_query", "Invalid \(name)")
+        }
+        return value
+    }
+
+    static func format(_ request: Request) throws -> BodyFormat {
+        switch request.headers[.s2Format]?.lowercased() {
+        case nil, "raw", "json": return .raw
+        case "base64", "json-binsafe": return .base64
+        default: throw S2Error(.badRequest, "bad_header", "Invalid s2-format: use raw or base64")
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.sessions.encode(value)))
+        )
+    }
+
+    // MARK: Wire types
+
+    enum BodyFormat: Sendable {
+        case raw, base64
+
+        func decode(_ text: String) throws -> String {
+            switch self {
+            case .raw: return text
+            case .base64:
+                guard let data = Data(base64Encoded: text), let body = String(data: data, encoding: .utf8) else {
+                    throw S2Error(.unprocessableContent, "invalid", "Record bodies must be base64 of UTF-8 text")
+                }
+                return body
+            }
+        }
+
+        func encode(_ body: String) -> String {
+            switch self {
+            case .raw: body
+            case .base64: Data(body.utf8).base64EncodedString()
+            }
+        }
+    }
+
+    struct AppendInput: Decodable {
+        struct Record: Decodable {
+            var body: String?
+            var headers: [[String]]?
+        }
+        var records: [Record]
+        var matchSeqNum: UInt64?
+        var fencingToken: String?
+
+        enum CodingKeys: String, CodingKey {
+            case records
+            case matchSeqNum = "match_seq_num"
+            case fencingToken = "fencing_token"
+        }
+    }
+
+    struct Position: Codable, Sendable {
+        var seqNum: UInt64
+        var timestamp: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case seqNum = "seq_num"
+            case timestamp
+        }
+    }
+
+    struct AppendOutput: Encodable {
+        var start: Position
+        var end: Position
+        var tail: Position
+    }
+
+    struct SequencedRecord: Encodable {
+        var seqNum: UInt64
+        var timestamp: Int64
+        var body: String
+        var headers: [[String]] = []
+
+        init(_ record: ChannelRecord, format: BodyFormat) throws {
+            seqNum = record.seqNum
+            timestamp = record.timestamp
+            body = format.encode(record.body)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case seqNum = "seq_num"
+            case timestamp, body, headers
+        }
+    }
+
+    struct ReadBatch: Encodable {
+        var records: [SequencedRecord]
+        var tail: Position?
+    }
+}
+
+/// An error answered in S2's format.
+struct S2Error: Error {
+    var status: HTTPResponse.Status
+    var code: String
+    var message: String
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    func response() -> Response {
+        (try? S2Routes.json(["code": code, "message": message], status: status)) ?? Response(status: status)
+    }
+}
+
+extension HTTPField.Name {
+    static let s2Format = Self("S2-Format")!
+}

@@ -1,0 +1,52 @@
+import Contracts
+
+/// Where channel records are kept: dense sequence numbers from 0 per channel, appends that are
+/// durable when they return, reads from any point and live follow.
+protocol StreamStore: Sendable {
+    /// Appends `bodies` as consecutive records after the channel's last one, all or none.
+    ///
+    /// - Parameters:
+    ///   - partId: an idempotency key for the life of the channel: a second append with the same
+    ///     part id writes nothing and returns the first one's acknowledgement.
+    ///   - matchSeqNum: when given, the first record must get exactly this sequence number, else
+    ///     ``StreamStoreError/seqNumMismatch(nextSeqNum:)``.
+    func append(_ channel: ChannelAddress, bodies: [String], partId: String?, matchSeqNum: UInt64?) async throws
+        -> AppendAck
+
+    /// Up to `limit` records from `seqNum` on (fewer at the tail), without waiting.
+    func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord]
+
+    /// The sequence number the next record will get (0 for an empty channel) and the last
+    /// record's timestamp.
+    func tail(_ channel: ChannelAddress) async throws -> ChannelTail
+
+    /// Every record from `seqNum` on, then each new one as it is appended, in order; ends only
+    /// when cancelled or on an error.
+    func follow(_ channel: ChannelAddress, from seqNum: UInt64) async throws -> AsyncThrowingStream<ChannelRecord, any Error>
+}
+
+/// An append's acknowledgement: records `start..<end` were written.
+struct AppendAck: Sendable, Equatable, Codable {
+    var start: UInt64
+    var end: UInt64
+    /// Milliseconds since the epoch.
+    var timestamp: Int64
+}
+
+/// Where a channel ends.
+struct ChannelTail: Sendable, Equatable {
+    var nextSeqNum: UInt64
+    /// Milliseconds since the epoch of the last record; 0 when the channel is empty.
+    var timestamp: Int64
+}
+
+enum StreamStoreError: Error, Equatable {
+    /// `matchSeqNum` did not match; the channel's next sequence number is given.
+    case seqNumMismatch(nextSeqNum: UInt64)
+    /// Too many records (over 1,000) or bytes in one append.
+    case batchTooLarge
+    /// Another writer got there first; the store retries these itself.
+    case conflict
+    /// The store did not answer or refused for a reason a retry may fix.
+    case unavailable(String)
+}
