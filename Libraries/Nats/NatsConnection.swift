@@ -267,7 +267,9 @@ final class ConnectionCallbacks: @unchecked Sendable {
             continuation.finish()
             return events
         }
-        continuation.onTermination = { [weak self] _ in _ = self?.readers.withLock { $0.readers.removeValue(forKey: id) } }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.readers.withLock { $0.readers.removeValue(forKey: id) }
+        }
         return events
     }
 

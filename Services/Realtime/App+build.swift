@@ -52,10 +52,14 @@ struct RealtimeAPI: Sendable {
     let channels: ChannelRoutes
     let s2: S2Routes
 
-    init(configuration: RealtimeConfiguration, connection: NatsConnection, store: any StreamStore, logger: Logger) async {
+    init(configuration: RealtimeConfiguration, connection: NatsConnection, store: any StreamStore, logger: Logger) async
+    {
         directory = SessionDirectory(connection: connection, logger: logger)
         hub = ChannelHub(store: store, mailboxLimit: configuration.subscriberBuffer, logger: logger)
-        let tokens = await ChannelTokens(secret: configuration.tokenSecret, lifetime: configuration.channelTokenLifetime)
+        let tokens = await ChannelTokens(
+            secret: configuration.tokenSecret,
+            lifetime: configuration.channelTokenLifetime
+        )
         channels = ChannelRoutes(
             directory: directory,
             store: store,

@@ -77,7 +77,8 @@ final class ChannelHub: Sendable {
             for try await record in try await store.follow(channel, from: tail.nextSeqNum) {
                 let slow = feeds.withLock { feeds -> [UInt64] in
                     guard let feed = feeds[channel] else { return [] }
-                    return feed.subscribers.compactMap { id, mailbox in mailbox.push(CollectionOfOne(record)) ? nil : id }
+                    return feed.subscribers.compactMap { id, mailbox in mailbox.push(CollectionOfOne(record)) ? nil : id
+                    }
                 }
                 for id in slow { unsubscribe(channel, id: id) }
             }

@@ -78,7 +78,9 @@ struct ChannelRoutes: Sendable {
             decoding: try JSONEncoder.sessions.encode(Envelope(data: text, id: partId ?? Self.generatedPartId())),
             as: UTF8.self
         )
-        let ack = try await storeCall { try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil) }
+        let ack = try await storeCall {
+            try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
+        }
         return try .json(AppendResponse(ok: true, seqNum: ack.start))
     }
 
@@ -117,10 +119,18 @@ struct ChannelRoutes: Sendable {
                 // An externalId may be subscribed to before its session exists: wait for it.
                 let session: SessionRecord? =
                     if let found { found } else {
-                        try await directory.waitForSession(key, environmentId: principal.environmentId, timeout: timeout)
+                        try await directory.waitForSession(
+                            key,
+                            environmentId: principal.environmentId,
+                            timeout: timeout
+                        )
                     }
                 if let session {
-                    let channel = ChannelAddress(environmentId: session.environmentId, friendlyId: session.friendlyId, io: io)
+                    let channel = ChannelAddress(
+                        environmentId: session.environmentId,
+                        friendlyId: session.friendlyId,
+                        io: io
+                    )
                     try await stream.run(channel, from: start, writer: &writer)
                 }
                 try await writer.finish(nil)
@@ -130,7 +140,10 @@ struct ChannelRoutes: Sendable {
 
     // MARK: Helpers
 
-    private func authorizedChannel(_ context: APIRequestContext, _ action: AccessRequirement.Action) async throws
+    private func authorizedChannel(
+        _ context: APIRequestContext,
+        _ action: AccessRequirement.Action
+    ) async throws
         -> (SessionRecord, ChannelAddress)
     {
         let principal = try context.requirePrincipal()

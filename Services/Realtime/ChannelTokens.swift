@@ -37,7 +37,12 @@ struct ChannelTokens: Sendable {
             Claims(
                 sub: .init(value: channel.environmentId),
                 stream: Self.streamName(channel),
-                exp: .init(value: Date(timeIntervalSince1970: (now.timeIntervalSince1970 + Double(lifetime.components.seconds)).rounded(.down))),
+                exp: .init(
+                    value: Date(
+                        timeIntervalSince1970: (now.timeIntervalSince1970 + Double(lifetime.components.seconds))
+                            .rounded(.down)
+                    )
+                ),
                 aud: .init(value: [Self.audience])
             )
         )

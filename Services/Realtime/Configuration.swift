@@ -43,7 +43,11 @@ struct RealtimeConfiguration: Sendable {
         pingInterval = .seconds(try environment.integer("SESSIONS_SSE_PING_SECONDS", default: 15, in: 1...300))
         subscriberBuffer = try environment.integer("SESSIONS_SSE_BUFFER_RECORDS", default: 1000, in: 16...1_000_000)
         basin = environment["SESSIONS_S2_BASIN"] ?? "sessions"
-        flushIntervalMilliseconds = try environment.integer("SESSIONS_S2_FLUSH_INTERVAL_MS", default: 100, in: 1...60_000)
+        flushIntervalMilliseconds = try environment.integer(
+            "SESSIONS_S2_FLUSH_INTERVAL_MS",
+            default: 100,
+            in: 1...60_000
+        )
         maxRetries = try environment.integer("SESSIONS_S2_MAX_RETRIES", default: 10, in: 0...1000)
     }
 }

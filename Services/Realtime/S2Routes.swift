@@ -154,7 +154,12 @@ struct S2Routes: Sendable {
     // MARK: Helpers
 
     /// Waits up to `timeout` for the first records from `start` (a long-polling unary read).
-    private func waitForRecords(_ channel: ChannelAddress, from start: UInt64, limit: Int, timeout: Duration) async throws
+    private func waitForRecords(
+        _ channel: ChannelAddress,
+        from start: UInt64,
+        limit: Int,
+        timeout: Duration
+    ) async throws
         -> [ChannelRecord]
     {
         let subscription = try hub.subscribe(channel, from: start)

@@ -46,7 +46,9 @@ final class SessionDirectory: Service, Sendable {
         do {
             let reply = try await connection.serviceRequest(
                 Subjects.resolveSession,
-                payload: try JSONEncoder.sessions.encode(ResolveSessionRequest(environmentId: environmentId, session: session)),
+                payload: try JSONEncoder.sessions.encode(
+                    ResolveSessionRequest(environmentId: environmentId, session: session)
+                ),
                 timeout: .seconds(2)
             )
             record = try JSONDecoder.sessions.decode(SessionRecord.self, from: reply)
@@ -96,7 +98,8 @@ final class SessionDirectory: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await message in events {
-                        guard let event = try? JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload) else {
+                        guard let event = try? JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload)
+                        else {
                             continue
                         }
                         self.changed(event.session)

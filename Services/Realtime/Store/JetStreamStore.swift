@@ -46,14 +46,23 @@ final class JetStreamStore: StreamStore {
 
     // MARK: StreamStore
 
-    func append(_ channel: ChannelAddress, bodies: [String], partId: String?, matchSeqNum: UInt64?) async throws
+    func append(
+        _ channel: ChannelAddress,
+        bodies: [String],
+        partId: String?,
+        matchSeqNum: UInt64?
+    ) async throws
         -> AppendAck
     {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
         let marker = partId.map { partSubject(channel, partId: $0) }
         return try await writers.withLock(channel) {
             for _ in 0..<Self.maxAttempts {
-                if let marker, let existing = try await nats({ try await jetStream.directGet(stream: stream, .lastBySubject(marker)) }) {
+                if let marker,
+                    let existing = try await nats({
+                        try await jetStream.directGet(stream: stream, .lastBySubject(marker))
+                    })
+                {
                     return try JSONDecoder().decode(AppendAck.self, from: existing.payload)
                 }
                 let position = try await position(channel)
@@ -125,7 +134,10 @@ final class JetStreamStore: StreamStore {
         return ChannelTail(nextSeqNum: position.nextSeqNum, timestamp: position.timestamp)
     }
 
-    func follow(_ channel: ChannelAddress, from seqNum: UInt64) async throws -> AsyncThrowingStream<
+    func follow(
+        _ channel: ChannelAddress,
+        from seqNum: UInt64
+    ) async throws -> AsyncThrowingStream<
         ChannelRecord, any Error
     > {
         let position = try await position(channel)
@@ -182,7 +194,11 @@ final class JetStreamStore: StreamStore {
     /// known record when `seqNum` is beyond it. Binary search over direct gets: record `n` sits at
     /// or after stream sequence `n + 1` (every earlier record of the channel takes one before it)
     /// and at or before `last - (lastSeqNum - n)`.
-    private func streamSequence(of seqNum: UInt64, in channel: ChannelAddress, position: Position) async throws
+    private func streamSequence(
+        of seqNum: UInt64,
+        in channel: ChannelAddress,
+        position: Position
+    ) async throws
         -> UInt64
     {
         guard position.lastStreamSequence > 0 else { return 1 }

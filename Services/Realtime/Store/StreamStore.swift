@@ -10,7 +10,12 @@ protocol StreamStore: Sendable {
     ///     part id writes nothing and returns the first one's acknowledgement.
     ///   - matchSeqNum: when given, the first record must get exactly this sequence number, else
     ///     ``StreamStoreError/seqNumMismatch(nextSeqNum:)``.
-    func append(_ channel: ChannelAddress, bodies: [String], partId: String?, matchSeqNum: UInt64?) async throws
+    func append(
+        _ channel: ChannelAddress,
+        bodies: [String],
+        partId: String?,
+        matchSeqNum: UInt64?
+    ) async throws
         -> AppendAck
 
     /// Up to `limit` records from `seqNum` on (fewer at the tail), without waiting.
@@ -22,7 +27,10 @@ protocol StreamStore: Sendable {
 
     /// Every record from `seqNum` on, then each new one as it is appended, in order; ends only
     /// when cancelled or on an error.
-    func follow(_ channel: ChannelAddress, from seqNum: UInt64) async throws -> AsyncThrowingStream<ChannelRecord, any Error>
+    func follow(
+        _ channel: ChannelAddress,
+        from seqNum: UInt64
+    ) async throws -> AsyncThrowingStream<ChannelRecord, any Error>
 }
 
 /// An append's acknowledgement: records `start..<end` were written.

@@ -1,0 +1,239 @@
+import Contracts
+import Foundation
+import HTTPClient
+import TestSupport
+import Testing
+
+@Suite(.timeLimit(.minutes(2))) struct RealtimeChannelTests {
+    @Test func appendsGetDenseSequenceNumbersAndReplayInOrder() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        for index in 0..<5 {
+            #expect(try await stack.appended(session.id, "message \(index)") == UInt64(index))
+        }
+        let (status, events) = try await stack.subscribe(session.id)
+        #expect(status == 200)
+        let records = events.flatMap(\.records)
+        #expect(records.map(\.seqNum) == [0, 1, 2, 3, 4])
+        #expect(records.map { $0.envelope?.data } == (0..<5).map { "message \($0)" })
+        #expect(records.allSatisfy { ($0.envelope?.id.isEmpty ?? true) == false })
+        #expect(events.first { $0.event == "batch" }?.id == "4", "id is the batch's last seq_num")
+        let head = try await stack.http.execute(
+            HTTPRequest(method: "HEAD", url: stack.channelURL(session.id), headers: stack.auth)
+        )
+        #expect(head.headers["X-Last-Seq-Num"] == "4")
+        let empty = try await stack.http.execute(
+            HTTPRequest(method: "HEAD", url: stack.channelURL(session.id, "in"), headers: stack.auth)
+        )
+        #expect(empty.headers["X-Last-Seq-Num"] == "-1")
+    }
+
+    @Test func eightConcurrentWritersOnTwoInstancesNeverForkOrSkip() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let perWriter = 25
+        let acknowledged = try await withThrowingTaskGroup(of: [(UInt64, String)].self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    var acks: [(UInt64, String)] = []
+                    for index in 0..<perWriter {
+                        let body = "w\(writer)-\(index)"
+                        acks.append((try await stack.appended(session.id, body, instance: writer % 2), body))
+                    }
+                    return acks
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let total = 8 * perWriter
+        #expect(Set(acknowledged.map(\.0)) == Set((0..<UInt64(total))), "no gaps, no duplicates")
+        let (_, events) = try await stack.subscribe(session.id, instance: 1) { $0.count >= total }
+        let records = events.flatMap(\.records)
+        #expect(records.map(\.seqNum) == Array(0..<UInt64(total)))
+        let bodyBySeq = Dictionary(uniqueKeysWithValues: acknowledged)
+        #expect(records.allSatisfy { bodyBySeq[$0.seqNum] == $0.envelope?.data }, "each ack names its own record")
+    }
+
+    @Test func resumingFromEveryPositionReturnsExactlyTheRemainder() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let count: UInt64 = 12
+        for index in 0..<count { _ = try await stack.appended(session.id, "r\(index)") }
+        let positions: [String] = ["-1", "-5"] + (0..<count).map(String.init) + ["3,4,100", "11,12,500"]
+        try await withThrowingTaskGroup(of: (String, [UInt64]).self) { group in
+            for position in positions {
+                group.addTask {
+                    let (_, events) = try await stack.subscribe(session.id, lastEventID: position)
+                    return (position, events.flatMap(\.records).map(\.seqNum))
+                }
+            }
+            for try await (position, seqNums) in group {
+                let last = Int64(position.split(separator: ",")[0])!
+                let expected = Array(UInt64(max(last + 1, 0))..<count)
+                #expect(seqNums == expected, "Last-Event-ID \(position)")
+            }
+        }
+    }
+
+    @Test func aRetriedPartIdWritesOnceForTheLifeOfTheSession() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        _ = try await stack.appended(session.id, "before")
+        let seqNums = try await withThrowingTaskGroup(of: UInt64.self) { group in
+            for attempt in 0..<10 {
+                group.addTask { try await stack.appended(session.id, "once", partId: "part-1", instance: attempt % 2) }
+            }
+            return try await group.reduce(into: Set<UInt64>()) { $0.insert($1) }
+        }
+        #expect(seqNums == [1])
+        _ = try await stack.appended(session.id, "after")
+        #expect(try await stack.appended(session.id, "once", partId: "part-1") == 1, "still the original later on")
+        let records = try await stack.subscribe(session.id).events.flatMap(\.records)
+        #expect(records.map { $0.envelope?.data } == ["before", "once", "after"])
+        #expect(records[1].envelope?.id == "part-1")
+        // The same part id on the other channel is a different record.
+        #expect(try await stack.appended(session.id, "in", io: "in", partId: "part-1") == 0)
+    }
+
+    @Test func liveSubscribersOfOneChannelAllGetEveryRecordInOrder() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let total = 30
+        try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for subscriber in 0..<6 {
+                group.addTask {
+                    let (_, events) = try await stack.subscribe(
+                        session.id,
+                        timeoutSeconds: 10,
+                        instance: subscriber % 2
+                    ) {
+                        $0.count >= total
+                    }
+                    return events.flatMap(\.records).map(\.seqNum)
+                }
+            }
+            // Subscribers attach while the appends run: whether a record reaches one by replay or
+            // live, each must get every record, in order, once.
+            group.addTask {
+                for index in 0..<total { _ = try await stack.appended(session.id, "live \(index)") }
+                return []
+            }
+            for try await seqNums in group where !seqNums.isEmpty {
+                #expect(seqNums == Array(0..<UInt64(total)))
+            }
+        }
+    }
+
+    @Test func aReconnectingSubscriberMissesNothing() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        for index in 0..<5 { _ = try await stack.appended(session.id, "a\(index)") }
+        let first = try await stack.subscribe(session.id, timeoutSeconds: 10) { $0.count >= 3 }
+        let seen = first.events.flatMap(\.records)
+        let lastID = try #require(first.events.last { $0.event == "batch" }?.id)
+        for index in 0..<5 { _ = try await stack.appended(session.id, "b\(index)") }
+        let second = try await stack.subscribe(session.id, lastEventID: lastID, instance: 1)
+        let all = seen + second.events.flatMap(\.records)
+        #expect(all.map(\.seqNum) == Array(0..<10))
+    }
+
+    @Test func anExternalIdSubscribedBeforeItsSessionExistsGetsItsRecords() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let externalId = TestServers.uniqueName("later")
+        async let subscribed = stack.subscribe(externalId, timeoutSeconds: 15) { $0.count >= 1 }
+        // The subscriber may attach before or after this create: either way it must see the record.
+        try await Task.sleep(for: .milliseconds(300))
+        let session = try await stack.createSession(externalId: externalId)
+        _ = try await stack.appended(session.id, "first")
+        let (status, events) = try await subscribed
+        #expect(status == 200)
+        #expect(events.flatMap(\.records).map { $0.envelope?.data } == ["first"])
+    }
+
+    @Test func pingsKeepAnIdleStreamAliveUntilItsTimeout() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let start = ContinuousClock.now
+        let (_, events) = try await stack.subscribe(session.id, timeoutSeconds: 3)
+        let elapsed = ContinuousClock.now - start
+        #expect(events.contains { $0.event == "ping" }, "SESSIONS_SSE_PING_SECONDS=1 in the fixture")
+        #expect(elapsed >= .seconds(3) && elapsed < .seconds(6), "ended after the idle timeout: \(elapsed)")
+    }
+
+    @Test func appendsStopAtTheCloseWithin100Milliseconds() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        #expect(try await stack.appended(session.id, "open") == 0)
+        let close = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session.id)/close",
+                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
+                body: Data("{}".utf8)
+            )
+        )
+        #expect(close.status == 200)
+        // The bound under test: an append that starts 100 ms after the close is refused on every instance.
+        try await Task.sleep(for: .milliseconds(100))
+        for instance in 0..<2 {
+            let refused = try await stack.append(session.id, "late", instance: instance)
+            #expect(refused.status == 400)
+            #expect(
+                String(decoding: refused.body, as: UTF8.self)
+                    == #"{"error":"Cannot append to a closed session","ok":false}"#
+            )
+        }
+        let put = try await stack.http.execute(
+            HTTPRequest(method: "PUT", url: stack.channelURL(session.id), headers: stack.auth)
+        )
+        #expect(put.status == 400)
+        let history = try await stack.subscribe(session.id)
+        #expect(history.events.flatMap(\.records).map(\.seqNum) == [0], "a closed session stays readable")
+    }
+
+    @Test func badRequestsGetClearErrors() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let url = stack.channelURL(session.id)
+        for value in ["10abc", "0", "601", "-1", "+5", "1.5"] {
+            let response = try await stack.http.execute(
+                HTTPRequest(url: url, headers: ["Authorization": "Bearer \(stack.apiKey)", "Timeout-Seconds": value])
+            )
+            #expect(response.status == 400, "Timeout-Seconds \(value)")
+            #expect(String(decoding: response.body, as: UTF8.self).contains("Timeout-Seconds"))
+        }
+        let badID = try await stack.http.execute(
+            HTTPRequest(url: url, headers: ["Authorization": "Bearer \(stack.apiKey)", "Last-Event-ID": "abc"])
+        )
+        #expect(badID.status == 400)
+        let badIO = try await stack.append(session.id, "x", io: "sideways")
+        #expect(badIO.status == 400)
+        #expect(String(decoding: badIO.body, as: UTF8.self).contains("out or in"))
+        let tooLarge = try await stack.append(session.id, String(repeating: "x", count: 512 * 1024 + 1))
+        #expect(tooLarge.status == 413)
+        let largest = try await stack.append(session.id, String(repeating: "x", count: 512 * 1024))
+        #expect(largest.status == 200)
+        let missing = try await stack.append("session_doesnotexist", "x")
+        #expect(missing.status == 404)
+        let unauthenticated = try await stack.http.execute(HTTPRequest(url: url))
+        #expect(unauthenticated.status == 401)
+        #expect(unauthenticated.headers["X-Request-Id"] != nil)
+        let preflight = try await stack.http.execute(HTTPRequest(method: "OPTIONS", url: url + "/append"))
+        #expect(preflight.status == 204 || preflight.status == 200)
+        #expect(preflight.headers["Access-Control-Allow-Methods"]?.contains("POST") == true)
+    }
+
+    @Test func sessionTokensReachTheirOwnSessionOnly() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let mine = try await stack.createSession()
+        let other = try await stack.createSession()
+        #expect(try await stack.append(mine.id, "mine", token: mine.token).status == 200)
+        let foreign = try await stack.append(other.id, "theirs", token: mine.token)
+        #expect(foreign.status == 403)
+        let unknown = try await stack.append("session_nosuchsession", "x", token: mine.token)
+        #expect(unknown.status == 403, "403 whether or not the session exists")
+        let read = try await stack.subscribe(mine.id, token: mine.token)
+        #expect(read.status == 200 && read.events.flatMap(\.records).count == 1)
+        #expect(try await stack.subscribe(other.id, token: mine.token).status == 403)
+    }
+}

@@ -1,0 +1,183 @@
+import Contracts
+import Foundation
+import HTTPClient
+import TestSupport
+import Testing
+
+/// The S2 REST subset realtime serves for direct writers, with the channel token from `PUT`.
+@Suite(.timeLimit(.minutes(2))) struct S2SubsetTests {
+    struct Initialized {
+        var token: String
+        var streamName: String
+        var endpoint: String
+    }
+
+    func initialize(_ stack: RealtimeFixture, _ session: String, io: String = "out") async throws -> Initialized {
+        let response = try await stack.http.execute(
+            HTTPRequest(method: "PUT", url: stack.channelURL(session, io), headers: stack.auth)
+        )
+        #expect(response.status == 202)
+        #expect(String(decoding: response.body, as: UTF8.self) == #"{"version":"v2"}"#)
+        #expect(response.headers["X-S2-Basin"] == "sessions")
+        #expect(response.headers["X-S2-Flush-Interval-Ms"] == "100")
+        #expect(response.headers["X-S2-Max-Retries"] == "10")
+        #expect(response.headers["Access-Control-Expose-Headers"]?.contains("X-S2-Access-Token") == true)
+        return Initialized(
+            token: try #require(response.headers["X-S2-Access-Token"]),
+            streamName: try #require(response.headers["X-S2-Stream-Name"]),
+            endpoint: try #require(response.headers["X-S2-Endpoint"])
+        )
+    }
+
+    func recordsURL(_ stack: RealtimeFixture, _ streamName: String, instance: Int = 0) -> String {
+        let encoded = streamName.addingPercentEncoding(
+            withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "_-"))
+        )!
+        return stack.realtime[instance].baseURL + "/realtime/s2/v1/streams/\(encoded)/records"
+    }
+
+    @Test func aDirectWriterAppendsAndReadsItsChannel() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        #expect(channel.streamName == "sessions/\(session.id)/out")
+        #expect(channel.endpoint.hasSuffix("/realtime/s2"))
+        let url = recordsURL(stack, channel.streamName)
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Content-Type": "application/json"]
+
+        let append = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: auth,
+                body: Data(#"{"records":[{"body":"a"},{"body":"b"}]}"#.utf8)
+            )
+        )
+        #expect(append.status == 200)
+        let ack = try JSONDecoder().decode([String: Position].self, from: append.body)
+        #expect(ack["start"]?.seq_num == 0 && ack["end"]?.seq_num == 2)
+
+        let conditional = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: auth,
+                body: Data(#"{"records":[{"body":"c"}],"match_seq_num":1}"#.utf8)
+            )
+        )
+        #expect(conditional.status == 412)
+        #expect(String(decoding: conditional.body, as: UTF8.self) == #"{"seq_num_mismatch":2}"#)
+
+        let base64 = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: ["Authorization": "Bearer \(channel.token)", "S2-Format": "base64"],
+                body: Data(#"{"records":[{"body":"Yw=="}],"match_seq_num":2}"#.utf8)
+            )
+        )
+        #expect(base64.status == 200)
+
+        let read = try await stack.http.execute(
+            HTTPRequest(url: url + "?seq_num=1&count=5", headers: auth, timeout: .seconds(5))
+        )
+        #expect(read.status == 200)
+        let batch = try JSONDecoder().decode(ReadBatch.self, from: read.body)
+        #expect(batch.records.map(\.body) == ["b", "c"])
+        #expect(batch.records.map(\.seqNum) == [1, 2])
+        #expect(batch.tail?.seq_num == 3)
+
+        let tail = try await stack.http.execute(HTTPRequest(url: url + "/tail", headers: auth))
+        #expect(String(decoding: tail.body, as: UTF8.self).contains(#""seq_num":3"#))
+
+        let beyond = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=9", headers: auth))
+        #expect(beyond.status == 416)
+        let clamped = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=9&clamp=true", headers: auth))
+        #expect(clamped.status == 200)
+
+        // The sessions API sees the same records, and so do SSE readers of the S2 subset.
+        let viaSessions = try await stack.subscribe(session.id).events.flatMap(\.records)
+        #expect(viaSessions.map(\.body) == ["a", "b", "c"])
+        let sse = try await stack.http.stream(
+            HTTPRequest(
+                url: url + "?seq_num=0&wait=1",
+                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
+            )
+        )
+        var parser = ServerSentEventParser()
+        var events: [ServerSentEvent] = []
+        for try await chunk in sse.body { events += parser.feed(chunk) }
+        #expect(events.flatMap(\.records).map(\.seqNum) == [0, 1, 2])
+        #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
+        #expect(events.last?.data == "[DONE]")
+    }
+
+    @Test func aChannelTokenCannotTouchAnotherChannel() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let other = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)"]
+        for name in ["sessions/\(session.id)/in", "sessions/\(other.id)/out"] {
+            let append = try await stack.http.execute(
+                HTTPRequest(
+                    method: "POST",
+                    url: recordsURL(stack, name),
+                    headers: auth,
+                    body: Data(#"{"records":[{"body":"x"}]}"#.utf8)
+                )
+            )
+            #expect(append.status == 403, "\(name)")
+            #expect(String(decoding: append.body, as: UTF8.self).contains("permission_denied"))
+            let read = try await stack.http.execute(HTTPRequest(url: recordsURL(stack, name), headers: auth))
+            #expect(read.status == 403)
+        }
+        let forged = try await stack.http.execute(
+            HTTPRequest(
+                url: recordsURL(stack, channel.streamName),
+                headers: ["Authorization": "Bearer \(stack.apiKey)"]
+            )
+        )
+        #expect(forged.status == 403, "an API key is not a channel token")
+        let none = try await stack.http.execute(HTTPRequest(url: recordsURL(stack, channel.streamName)))
+        #expect(none.status == 401)
+        // The token works on every instance: they share the signing secret.
+        let elsewhere = try await stack.http.execute(
+            HTTPRequest(url: recordsURL(stack, channel.streamName, instance: 1) + "/tail", headers: auth)
+        )
+        #expect(elsewhere.status == 200)
+    }
+
+    @Test func badAppendsGetS2Errors() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let session = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        let url = recordsURL(stack, channel.streamName)
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)"]
+        let cases: [(String, Int, String)] = [
+            ("not json", 400, "bad_json"),
+            (#"{"records":[]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"x","headers":[["k","v"]]}]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"x"}],"fencing_token":"f"}"#, 422, "invalid"),
+        ]
+        for (body, status, code) in cases {
+            let response = try await stack.http.execute(
+                HTTPRequest(method: "POST", url: url, headers: auth, body: Data(body.utf8))
+            )
+            #expect(response.status == status, "\(body)")
+            #expect(String(decoding: response.body, as: UTF8.self).contains(#""code":"\#(code)""#), "\(body)")
+        }
+        let query = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=1&tail_offset=1", headers: auth))
+        #expect(query.status == 400)
+    }
+
+    struct Position: Decodable {
+        var seq_num: UInt64
+        var timestamp: Int64
+    }
+
+    struct ReadBatch: Decodable {
+        var records: [SSERecord]
+        var tail: Position?
+    }
+}
