@@ -126,7 +126,7 @@ let package = Package(
             "EndToEndTests",
             [
                 "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
-                "TestSupport",
+                "ServiceKit", "TestSupport", hummingbird, log,
             ]
         ),
     ]

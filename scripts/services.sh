@@ -111,6 +111,13 @@ load_stack_env() {
 # services
 # --------------------------------------------------------------------------------------------
 
+# One secret for channel tokens, kept across restarts so tokens handed out stay valid.
+token_secret() {
+    local file=$DEV/realtime-token-secret
+    [[ -s $file ]] || (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '/+=\n' >"$file")
+    cat "$file"
+}
+
 launch_service() { # name
     local name=$1 bin=$BIN/$1
     mkdir -p "$LOGS"
@@ -126,6 +133,7 @@ launch_service() { # name
             SESSIONS_HTTP_PORT="${PORT[$name]}" \
             SESSIONS_PUBLIC_URL="$PUBLIC_URL" \
             SESSIONS_LOG_LEVEL="$LOG_LEVEL" \
+            SESSIONS_REALTIME_TOKEN_SECRET="$(token_secret)" \
             setsid "$bin" </dev/null >>"$LOGS/$name.log" 2>&1
     ) &
     echo $! >"$DEV/$name.pid"

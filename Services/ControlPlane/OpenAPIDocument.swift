@@ -93,6 +93,124 @@ enum OpenAPIDocument {
                 }
               }
             },
+            "/realtime/v1/sessions/{session}/{io}": {
+              "parameters": [{ "$ref": "#/components/parameters/Session" }, { "$ref": "#/components/parameters/IO" }],
+              "put": {
+                "operationId": "initializeChannel",
+                "summary": "Initialize a channel for direct writes: a token for this one channel and where to write (S2 REST)",
+                "responses": {
+                  "202": {
+                    "description": "Direct-write settings in the X-S2-* headers",
+                    "headers": {
+                      "X-S2-Access-Token": { "schema": { "type": "string" }, "description": "Bearer token for this channel only; expires" },
+                      "X-S2-Stream-Name": { "schema": { "type": "string" } },
+                      "X-S2-Basin": { "schema": { "type": "string" } },
+                      "X-S2-Endpoint": { "schema": { "type": "string" }, "description": "{public URL}/realtime/s2" },
+                      "X-S2-Flush-Interval-Ms": { "schema": { "type": "integer" } },
+                      "X-S2-Max-Retries": { "schema": { "type": "integer" } }
+                    },
+                    "content": { "application/json": { "schema": { "type": "object", "properties": { "version": { "const": "v2" } } } } }
+                  },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" }
+                }
+              },
+              "get": {
+                "operationId": "subscribeChannel",
+                "summary": "Server-Sent Events: replay from the start or after Last-Event-ID, then follow live",
+                "parameters": [
+                  { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "N or N,count,bytes; negative = from the start" },
+                  { "name": "Timeout-Seconds", "in": "header", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 60 }, "description": "End after this long idle at the tail" }
+                ],
+                "responses": {
+                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" }
+                }
+              },
+              "head": {
+                "operationId": "channelTail",
+                "summary": "The channel's last sequence number in X-Last-Seq-Num (-1 when empty)",
+                "responses": {
+                  "200": { "description": "Tail position", "headers": { "X-Last-Seq-Num": { "schema": { "type": "integer" } } } },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" }
+                }
+              }
+            },
+            "/realtime/v1/sessions/{session}/{io}/append": {
+              "parameters": [{ "$ref": "#/components/parameters/Session" }, { "$ref": "#/components/parameters/IO" }],
+              "post": {
+                "operationId": "appendRecord",
+                "summary": "Append the raw body (at most 512 KiB) as one record; 200 once durable",
+                "parameters": [
+                  { "name": "X-Part-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 256 }, "description": "Idempotency key for the life of the session" }
+                ],
+                "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string", "maxLength": 524288 } } } },
+                "responses": {
+                  "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
+                  "400": { "description": "Closed or expired session, or a bad header", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" },
+                  "413": { "$ref": "#/components/responses/TooLarge" }
+                }
+              }
+            },
+            "/realtime/s2/v1/streams/{stream}/records": {
+              "parameters": [{ "$ref": "#/components/parameters/Stream" }],
+              "post": {
+                "operationId": "s2Append",
+                "summary": "S2 append (JSON), with the channel token from PUT",
+                "security": [{ "channelToken": [] }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" } } } }, "match_seq_num": { "type": "integer", "minimum": 0 } } } } } },
+                "responses": {
+                  "200": { "description": "AppendAck {start, end, tail}", "content": { "application/json": { "schema": { "type": "object" } } } },
+                  "400": { "$ref": "#/components/responses/S2Error" },
+                  "401": { "$ref": "#/components/responses/S2Error" },
+                  "403": { "$ref": "#/components/responses/S2Error" },
+                  "412": { "description": "match_seq_num did not match", "content": { "application/json": { "schema": { "type": "object", "properties": { "seq_num_mismatch": { "type": "integer" } } } } } },
+                  "422": { "$ref": "#/components/responses/S2Error" }
+                }
+              },
+              "get": {
+                "operationId": "s2Read",
+                "summary": "S2 read: JSON, or SSE with Accept: text/event-stream",
+                "security": [{ "channelToken": [] }],
+                "parameters": [
+                  { "name": "seq_num", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                  { "name": "tail_offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                  { "name": "count", "in": "query", "schema": { "type": "integer", "minimum": 1 } },
+                  { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 600 } },
+                  { "name": "clamp", "in": "query", "schema": { "type": "boolean" } }
+                ],
+                "responses": {
+                  "200": { "description": "ReadBatch {records, tail}, or an event stream", "content": { "application/json": { "schema": { "type": "object" } }, "text/event-stream": { "schema": { "type": "string" } } } },
+                  "400": { "$ref": "#/components/responses/S2Error" },
+                  "401": { "$ref": "#/components/responses/S2Error" },
+                  "403": { "$ref": "#/components/responses/S2Error" },
+                  "416": { "description": "Start beyond the tail (without clamp)", "content": { "application/json": { "schema": { "type": "object" } } } }
+                }
+              }
+            },
+            "/realtime/s2/v1/streams/{stream}/records/tail": {
+              "parameters": [{ "$ref": "#/components/parameters/Stream" }],
+              "get": {
+                "operationId": "s2CheckTail",
+                "summary": "S2 check-tail: {tail: {seq_num, timestamp}}",
+                "security": [{ "channelToken": [] }],
+                "responses": {
+                  "200": { "description": "The tail", "content": { "application/json": { "schema": { "type": "object" } } } },
+                  "401": { "$ref": "#/components/responses/S2Error" },
+                  "403": { "$ref": "#/components/responses/S2Error" }
+                }
+              }
+            },
             "/api/openapi.json": {
               "get": {
                 "operationId": "openAPIDocument",
@@ -104,10 +222,13 @@ enum OpenAPIDocument {
           },
           "components": {
             "securitySchemes": {
-              "bearer": { "type": "http", "scheme": "bearer", "description": "An environment's secret key (tr_dev_…, tr_stg_…, tr_prod_…, tr_prev_…) or a public access token (HS256 JWT)." }
+              "bearer": { "type": "http", "scheme": "bearer", "description": "An environment's secret key (tr_dev_…, tr_stg_…, tr_prod_…, tr_prev_…) or a public access token (HS256 JWT)." },
+              "channelToken": { "type": "http", "scheme": "bearer", "description": "The X-S2-Access-Token from PUT /realtime/v1/sessions/{session}/{io}: this one channel, until it expires." }
             },
             "parameters": {
-              "Session": { "name": "session", "in": "path", "required": true, "description": "friendlyId (session_…) or externalId", "schema": { "type": "string", "minLength": 1, "maxLength": 256 } }
+              "Session": { "name": "session", "in": "path", "required": true, "description": "friendlyId (session_…) or externalId", "schema": { "type": "string", "minLength": 1, "maxLength": 256 } },
+              "IO": { "name": "io", "in": "path", "required": true, "description": "The channel: out (task → clients) or in (clients → task)", "schema": { "enum": ["out", "in"] } },
+              "Stream": { "name": "stream", "in": "path", "required": true, "description": "X-S2-Stream-Name, percent-encoded (sessions%2F{friendlyId}%2F{io})", "schema": { "type": "string" } }
             },
             "schemas": {
               "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
@@ -163,6 +284,11 @@ enum OpenAPIDocument {
               "CloseSession": {
                 "type": "object",
                 "properties": { "reason": { "type": "string", "maxLength": 256 } }
+              },
+              "AppendResult": {
+                "type": "object",
+                "required": ["ok"],
+                "properties": { "ok": { "type": "boolean" }, "seqNum": { "type": "integer", "minimum": 0 }, "error": { "type": "string" } }
               }
             },
             "responses": {
@@ -171,7 +297,8 @@ enum OpenAPIDocument {
               "Forbidden": { "description": "The token's scopes do not allow this", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "NotFound": { "description": "No such session in this environment", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "Conflict": { "description": "Closed or expired session, or externalId taken", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-              "TooLarge": { "description": "Body over the limit or without Content-Length", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+              "TooLarge": { "description": "Body over the limit or without Content-Length", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+              "S2Error": { "description": "S2's error body", "content": { "application/json": { "schema": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } } }
             }
           }
         }

@@ -54,6 +54,8 @@ struct RealtimeFixture: Sendable {
         ["SESSIONS_REALTIME_TOKEN_SECRET": tokenSecret, "SESSIONS_SSE_PING_SECONDS": "1"]
     }
 
+    func get(_ url: String) async throws -> HTTPResponse { try await http.execute(HTTPRequest(url: url)) }
+
     var auth: HTTPHeaders { ["Authorization": "Bearer \(apiKey)"] }
 
     /// Creates a session; returns its friendlyId and public access token.

@@ -1,0 +1,132 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Hummingbird
+import Logging
+import Nats
+import ServiceKit
+import TestSupport
+import Testing
+
+@testable import Realtime
+
+@Suite(.timeLimit(.minutes(1))) struct RealtimeUnitTests {
+    /// An in-process JetStream store and hub on the test NATS server.
+    func withHub(
+        mailboxLimit: Int = 1000,
+        _ body: (JetStreamStore, ChannelHub) async throws -> Void
+    ) async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "hub-test"))
+        let store = JetStreamStore(jetStream: try JetStream(connection: connection))
+        try await store.prepare()
+        try await body(store, ChannelHub(store: store, mailboxLimit: mailboxLimit, logger: Logger(label: "test")))
+        await connection.close()
+    }
+
+    func channel() -> ChannelAddress {
+        ChannelAddress(
+            environmentId: TestServers.uniqueName("env"),
+            friendlyId: TestServers.uniqueName("session"),
+            io: .out
+        )
+    }
+
+    @Test func oneUpstreamFeedServesEverySubscriberOfAChannel() async throws {
+        try await withHub { store, hub in
+            let channel = channel()
+            let subscriptions = try (0..<50).map { _ in try hub.subscribe(channel, from: 0) }
+            #expect(hub.counts.channels == 1 && hub.counts.subscribers == 50)
+            for index in 0..<20 {
+                _ = try await store.append(channel, bodies: ["r\(index)"], partId: nil, matchSeqNum: nil)
+            }
+            for subscription in subscriptions {
+                var received: [UInt64] = []
+                while received.count < 20, let records = try await subscription.next() {
+                    received += records.map(\.seqNum)
+                }
+                #expect(received == Array(0..<20))
+            }
+            subscriptions.forEach { $0.cancel() }
+            #expect(hub.counts.channels == 0 && hub.counts.subscribers == 0, "the feed stops with its last subscriber")
+        }
+    }
+
+    @Test func aSubscriberThatFallsBehindIsEndedInsteadOfBuffering() async throws {
+        try await withHub(mailboxLimit: 16) { store, hub in
+            let channel = channel()
+            let slow = try hub.subscribe(channel, from: 0)
+            let fast = try hub.subscribe(channel, from: 0)
+            // The fast subscriber keeps reading while 40 records arrive; the slow one never reads.
+            let reader = Task {
+                var received: [UInt64] = []
+                while received.count < 40, let records = try await fast.next() { received += records.map(\.seqNum) }
+                return received
+            }
+            for index in 0..<40 {
+                _ = try await store.append(channel, bodies: ["r\(index)"], partId: nil, matchSeqNum: nil)
+            }
+            #expect(try await reader.value == Array(0..<40))
+            await #expect(throws: Mailbox.Ending.tooSlow) {
+                while try await slow.next() != nil {}
+            }
+            #expect(hub.counts.subscribers == 1)
+            fast.cancel()
+        }
+    }
+
+    @Test func storeReadsFindAnyPositionAmongOtherChannels() async throws {
+        try await withHub { store, _ in
+            let channels = (0..<3).map { _ in channel() }
+            // Interleave three channels so stream sequences and channel sequence numbers differ.
+            for index in 0..<60 {
+                _ = try await store.append(channels[index % 3], bodies: ["\(index)"], partId: nil, matchSeqNum: nil)
+            }
+            for seqNum in UInt64(0)..<20 {
+                let records = try await store.read(channels[1], from: seqNum, limit: 5)
+                #expect(records.map(\.seqNum) == Array(seqNum..<min(seqNum + 5, 20)))
+                #expect(records.first?.body == String(Int(seqNum) * 3 + 1))
+            }
+            #expect(try await store.read(channels[1], from: 20, limit: 5).isEmpty)
+            #expect(try await store.tail(channels[2]).nextSeqNum == 20)
+            let batch = try await store.append(channels[0], bodies: ["a", "b", "c"], partId: nil, matchSeqNum: 20)
+            #expect(batch.start == 20 && batch.end == 23)
+            await #expect(throws: StreamStoreError.seqNumMismatch(nextSeqNum: 23)) {
+                try await store.append(channels[0], bodies: ["d"], partId: nil, matchSeqNum: 20)
+            }
+        }
+    }
+
+    @Test func theOpenAPIDocumentDescribesEveryRealtimeRoute() async throws {
+        let stack = try await RealtimeFixture.shared.value
+        let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
+        let document = try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
+        let paths = try #require(document["paths"] as? [String: [String: Any]])
+        let methods = ["get", "put", "post", "patch", "delete", "head"]
+        let documented = Set(
+            paths.filter { $0.key.hasPrefix("/realtime/") }.flatMap { path, item in
+                item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" }
+            }
+        )
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
+        let configuration = try RealtimeConfiguration(environment: Environment([:]))
+        let api = await RealtimeAPI(
+            configuration: configuration,
+            connection: connection,
+            store: JetStreamStore(jetStream: try JetStream(connection: connection)),
+            logger: Logger(label: "routes")
+        )
+        let router = Router(context: APIRequestContext.self)
+        api.addRoutes(to: router, authenticator: NatsAuthenticator(connection: connection))
+        let routed = Set(
+            router.routes.map { route in
+                let path = "\(route.path)"
+                return "\(route.method.rawValue) \(path.hasPrefix("/") ? path : "/" + path)"
+            }
+        )
+        await connection.close()
+        #expect(
+            documented == routed,
+            "only documented: \(documented.subtracting(routed)); only routed: \(routed.subtracting(documented))"
+        )
+    }
+}
