@@ -91,6 +91,7 @@ let package = Package(
         service(
             "Realtime",
             [
+                "HTTPClient",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -1,0 +1,330 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Logging
+
+/// Channel records in S2 (s2.dev, s2-lite, or any server speaking S2's REST API: JSON appends
+/// and reads, SSE follow), over libcurl. S2 keeps the dense sequence numbers and durability;
+/// appends with a part id use `match_seq_num` after looking for the part id among the channel's
+/// last `partIdWindow` records, so a retry within that window writes nothing (S2 has no append
+/// idempotency key of its own).
+final class S2Store: StreamStore {
+    struct Settings: Sendable {
+        /// The basin's data plane, up to and including `/v1` (`https://{basin}.b.s2.dev/v1`).
+        var endpoint: String
+        var basin: String
+        /// Put before `sessions/{friendlyId}/{io}` in stream names.
+        var streamPrefix: String = ""
+        /// How many of a channel's latest records a part id is looked for in.
+        var partIdWindow: Int = 1000
+    }
+
+    let settings: Settings
+    let http: HTTPClient
+    /// The bearer token for a channel's stream.
+    let credentials: @Sendable (ChannelAddress) async throws -> String
+    let logger: Logger
+    private static let maxAttempts = 50
+
+    init(
+        settings: Settings,
+        http: HTTPClient,
+        logger: Logger,
+        credentials: @escaping @Sendable (ChannelAddress) async throws -> String
+    ) {
+        self.settings = settings
+        self.http = http
+        self.logger = logger
+        self.credentials = credentials
+    }
+
+    func streamName(_ channel: ChannelAddress) -> String {
+        settings.streamPrefix + "sessions/\(channel.friendlyId)/\(channel.io.rawValue)"
+    }
+
+    // MARK: StreamStore
+
+    func append(
+        _ channel: ChannelAddress,
+        bodies: [String],
+        partId: String?,
+        matchSeqNum: UInt64?
+    ) async throws
+        -> AppendAck
+    {
+        guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
+        guard let partId else { return try await post(channel, bodies: bodies, matchSeqNum: matchSeqNum) }
+        for _ in 0..<Self.maxAttempts {
+            let tail = try await tail(channel)
+            if let existing = try await recentRecord(channel, partId: partId, tail: tail.nextSeqNum) {
+                return AppendAck(start: existing.seqNum, end: existing.seqNum + 1, timestamp: existing.timestamp)
+            }
+            if let matchSeqNum, matchSeqNum != tail.nextSeqNum {
+                throw StreamStoreError.seqNumMismatch(nextSeqNum: tail.nextSeqNum)
+            }
+            do {
+                return try await post(channel, bodies: bodies, matchSeqNum: tail.nextSeqNum)
+            } catch StreamStoreError.seqNumMismatch {
+                continue  // Someone appended since the look: look again.
+            }
+        }
+        throw StreamStoreError.unavailable("too many concurrent appends to \(channel)")
+    }
+
+    func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {
+        let response = try await send(
+            channel,
+            path: "/records?seq_num=\(seqNum)&count=\(min(limit, 1000))&clamp=true",
+            accept: "application/json"
+        )
+        switch response.status {
+        case 200: return try decode(ReadBatch.self, response).records.map(\.record)
+        case 404, 416: return []
+        default: throw failure(response)
+        }
+    }
+
+    func tail(_ channel: ChannelAddress) async throws -> ChannelTail {
+        let response = try await send(channel, path: "/records/tail", accept: "application/json")
+        switch response.status {
+        case 200:
+            let tail = try decode(TailBody.self, response).tail
+            return ChannelTail(nextSeqNum: tail.seqNum, timestamp: tail.timestamp)
+        case 404: return ChannelTail(nextSeqNum: 0, timestamp: 0)
+        default: throw failure(response)
+        }
+    }
+
+    func follow(
+        _ channel: ChannelAddress,
+        from seqNum: UInt64
+    ) async throws -> AsyncThrowingStream<
+        ChannelRecord, any Error
+    > {
+        let (records, continuation) = AsyncThrowingStream<ChannelRecord, any Error>.makeStream()
+        let task = Task {
+            var next = seqNum
+            var backoff = Duration.milliseconds(100)
+            while !Task.isCancelled {
+                do {
+                    // S2 ends a session after `wait` idle or on its own terms: reconnect from `next`.
+                    let response = try await http.stream(
+                        HTTPRequest(
+                            url: url(channel, "/records?seq_num=\(next)&clamp=true&wait=60"),
+                            headers: try await headers(channel, accept: "text/event-stream"),
+                            timeout: .seconds(10)
+                        )
+                    )
+                    guard response.status == 200 else {
+                        throw StreamStoreError.unavailable("S2 read answered \(response.status)")
+                    }
+                    var parser = EventParser()
+                    for try await chunk in response.body {
+                        for event in parser.feed(chunk) {
+                            switch event.name {
+                            case "batch":
+                                let batch = try JSONDecoder().decode(ReadBatch.self, from: Data(event.data.utf8))
+                                for record in batch.records.map(\.record) where record.seqNum >= next {
+                                    continuation.yield(record)
+                                    next = record.seqNum + 1
+                                }
+                            case "error":
+                                throw StreamStoreError.unavailable("S2 read failed: \(event.data)")
+                            default: break
+                            }
+                        }
+                        backoff = .milliseconds(100)
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning(
+                        "An S2 read session failed; reconnecting.",
+                        metadata: ["channel": "\(channel)", "error": "\(error)"]
+                    )
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(5))
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return records
+    }
+
+    // MARK: HTTP
+
+    private func post(_ channel: ChannelAddress, bodies: [String], matchSeqNum: UInt64?) async throws -> AppendAck {
+        let input = AppendInput(records: bodies.map { .init(body: $0) }, matchSeqNum: matchSeqNum)
+        let response = try await send(
+            channel,
+            method: "POST",
+            path: "/records",
+            accept: "application/json",
+            body: try JSONEncoder().encode(input)
+        )
+        switch response.status {
+        case 200:
+            let ack = try decode(AppendOutput.self, response)
+            return AppendAck(start: ack.start.seqNum, end: ack.end.seqNum, timestamp: ack.start.timestamp)
+        case 412:
+            let mismatch = try decode(Mismatch.self, response)
+            guard let next = mismatch.seqNumMismatch else { throw failure(response) }
+            throw StreamStoreError.seqNumMismatch(nextSeqNum: next)
+        default: throw failure(response)
+        }
+    }
+
+    /// The record with envelope id `partId` among the channel's latest records, if any.
+    private func recentRecord(_ channel: ChannelAddress, partId: String, tail: UInt64) async throws -> ChannelRecord? {
+        guard tail > 0 else { return nil }
+        let window = UInt64(settings.partIdWindow)
+        var next = tail - min(tail, window)
+        while next < tail {
+            let records = try await read(channel, from: next, limit: 1000)
+            guard let last = records.last else { return nil }
+            if let match = records.first(where: { Envelope.id(of: $0.body) == partId }) { return match }
+            next = last.seqNum + 1
+        }
+        return nil
+    }
+
+    private func send(
+        _ channel: ChannelAddress,
+        method: String = "GET",
+        path: String,
+        accept: String,
+        body: Data? = nil
+    ) async throws -> HTTPResponse {
+        do {
+            return try await http.execute(
+                HTTPRequest(
+                    method: method,
+                    url: url(channel, path),
+                    headers: try await headers(channel, accept: accept),
+                    body: body,
+                    timeout: .seconds(10)
+                )
+            )
+        } catch let error as HTTPClientError {
+            throw StreamStoreError.unavailable("S2 is unreachable: \(error)")
+        }
+    }
+
+    private func url(_ channel: ChannelAddress, _ path: String) -> String {
+        let name = streamName(channel).addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? ""
+        return settings.endpoint + "/streams/" + name + path
+    }
+
+    private func headers(_ channel: ChannelAddress, accept: String) async throws -> HTTPHeaders {
+        [
+            "Authorization": "Bearer \(try await credentials(channel))",
+            "S2-Basin": settings.basin,
+            "S2-Format": "raw",
+            "Accept": accept,
+            "Content-Type": "application/json",
+        ]
+    }
+
+    private func decode<Body: Decodable>(_ type: Body.Type, _ response: HTTPResponse) throws -> Body {
+        do {
+            return try JSONDecoder().decode(type, from: response.body)
+        } catch {
+            throw StreamStoreError.unavailable("unreadable S2 answer (\(response.status))")
+        }
+    }
+
+    private func failure(_ response: HTTPResponse) -> StreamStoreError {
+        let error = try? JSONDecoder().decode(ErrorBody.self, from: response.body)
+        return .unavailable("S2 answered \(response.status) \(error?.code ?? ""): \(error?.message ?? "")")
+    }
+
+    private static let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+
+    // MARK: Wire types
+
+    private struct AppendInput: Encodable {
+        struct Record: Encodable { var body: String }
+        var records: [Record]
+        var matchSeqNum: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case records
+            case matchSeqNum = "match_seq_num"
+        }
+    }
+
+    private struct Position: Decodable {
+        var seqNum: UInt64
+        var timestamp: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case seqNum = "seq_num"
+            case timestamp
+        }
+    }
+
+    private struct AppendOutput: Decodable {
+        var start: Position
+        var end: Position
+    }
+
+    private struct TailBody: Decodable { var tail: Position }
+
+    private struct Mismatch: Decodable {
+        var seqNumMismatch: UInt64?
+        enum CodingKeys: String, CodingKey { case seqNumMismatch = "seq_num_mismatch" }
+    }
+
+    private struct SequencedRecord: Decodable {
+        var seqNum: UInt64
+        var timestamp: Int64
+        var body: String?
+        var headers: [[String]]?
+
+        enum CodingKeys: String, CodingKey {
+            case seqNum = "seq_num"
+            case timestamp, body, headers
+        }
+
+        var record: ChannelRecord { ChannelRecord(seqNum: seqNum, timestamp: timestamp, body: body ?? "") }
+    }
+
+    private struct ReadBatch: Decodable { var records: [SequencedRecord] }
+
+    private struct ErrorBody: Decodable {
+        var code: String?
+        var message: String?
+    }
+
+    private enum Envelope {
+        struct Identified: Decodable { var id: String? }
+        static func id(of body: String) -> String? {
+            try? JSONDecoder().decode(Identified.self, from: Data(body.utf8)).id
+        }
+    }
+
+    /// Splits an SSE byte stream into named events.
+    struct EventParser {
+        struct Event {
+            var name: String?
+            var data: String
+        }
+
+        private var buffer = ""
+
+        mutating func feed(_ chunk: Data) -> [Event] {
+            buffer += String(decoding: chunk, as: UTF8.self)
+            var events: [Event] = []
+            while let end = buffer.range(of: "\n\n") {
+                var event = Event(data: "")
+                for line in buffer[..<end.lowerBound].split(separator: "\n") {
+                    if line.hasPrefix("event:") { event.name = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
+                    if line.hasPrefix("data:") { event.data += line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+                }
+                buffer.removeSubrange(..<end.upperBound)
+                events.append(event)
+            }
+            return events
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Logging
+import Nats
+import TestSupport
+import Testing
+
+@testable import Realtime
+
+/// One contract, every store: the JetStream store on the test NATS server, and the S2 store
+/// speaking S2's REST protocol to a real server — realtime's own S2 subset (s2.dev itself cannot
+/// be reached from here).
+@Suite(.timeLimit(.minutes(1))) struct StreamStoreContractTests {
+    enum Kind: String, CaseIterable, CustomTestStringConvertible {
+        case jetStream
+        case s2AgainstRealtimeS2Subset
+
+        var testDescription: String { rawValue }
+    }
+
+    func withStore(_ kind: Kind, _ body: (any StreamStore) async throws -> Void) async throws {
+        switch kind {
+        case .jetStream:
+            let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
+            let store = JetStreamStore(jetStream: try JetStream(connection: connection))
+            try await store.prepare()
+            try await body(store)
+            await connection.close()
+        case .s2AgainstRealtimeS2Subset:
+            let stack = try await RealtimeFixture.shared.value
+            let tokens = await ChannelTokens(secret: RealtimeFixture.tokenSecret, lifetime: .seconds(3600))
+            let store = S2Store(
+                settings: .init(endpoint: stack.realtime[0].baseURL + "/realtime/s2/v1", basin: "sessions"),
+                http: stack.http,
+                logger: Logger(label: "contract"),
+                credentials: { try await tokens.mint(for: $0) }
+            )
+            try await body(store)
+        }
+    }
+
+    func channel() -> ChannelAddress {
+        ChannelAddress(
+            environmentId: TestServers.uniqueName("env"),
+            friendlyId: TestServers.uniqueName("session"),
+            io: .in
+        )
+    }
+
+    @Test(arguments: Kind.allCases) func appendsAreDenseFromZeroAndBatchesAtomic(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            let channel = channel()
+            #expect(try await store.tail(channel).nextSeqNum == 0)
+            #expect(try await store.read(channel, from: 0, limit: 10).isEmpty)
+            let one = try await store.append(channel, bodies: ["a"], partId: nil, matchSeqNum: nil)
+            #expect(one.start == 0 && one.end == 1)
+            let batch = try await store.append(channel, bodies: ["b", "c", "d"], partId: nil, matchSeqNum: 1)
+            #expect(batch.start == 1 && batch.end == 4)
+            await #expect(throws: StreamStoreError.seqNumMismatch(nextSeqNum: 4)) {
+                try await store.append(channel, bodies: ["e"], partId: nil, matchSeqNum: 1)
+            }
+            let tail = try await store.tail(channel)
+            #expect(tail.nextSeqNum == 4 && tail.timestamp > 0)
+            #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["a", "b", "c", "d"])
+            #expect(try await store.read(channel, from: 2, limit: 1).map(\.seqNum) == [2])
+            #expect(try await store.read(channel, from: 4, limit: 10).isEmpty)
+            await #expect(throws: StreamStoreError.batchTooLarge) {
+                try await store.append(channel, bodies: [], partId: nil, matchSeqNum: nil)
+            }
+        }
+    }
+
+    @Test(arguments: Kind.allCases) func aPartIdIsStoredOnce(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            let channel = channel()
+            _ = try await store.append(channel, bodies: [#"{"data":"x","id":"p0"}"#], partId: "p0", matchSeqNum: nil)
+            let body = #"{"data":"y","id":"p1"}"#
+            let acks = try await withThrowingTaskGroup(of: UInt64.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        try await store.append(channel, bodies: [body], partId: "p1", matchSeqNum: nil).start
+                    }
+                }
+                return try await group.reduce(into: Set<UInt64>()) { $0.insert($1) }
+            }
+            #expect(acks == [1])
+            #expect(try await store.append(channel, bodies: [body], partId: "p1", matchSeqNum: nil).start == 1)
+            #expect(try await store.tail(channel).nextSeqNum == 2)
+        }
+    }
+
+    @Test(arguments: Kind.allCases) func concurrentWritersNeverForkOrSkip(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            let channel = channel()
+            let starts = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+                for writer in 0..<8 {
+                    group.addTask {
+                        var starts: [UInt64] = []
+                        for index in 0..<10 {
+                            starts.append(
+                                try await store.append(
+                                    channel,
+                                    bodies: ["\(writer)-\(index)"],
+                                    partId: nil,
+                                    matchSeqNum: nil
+                                ).start
+                            )
+                        }
+                        return starts
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(starts.sorted() == Array(0..<80))
+            let records = try await store.read(channel, from: 0, limit: 100)
+            #expect(records.map(\.seqNum) == Array(0..<80))
+        }
+    }
+
+    @Test(arguments: Kind.allCases) func followReplaysThenDeliversNewRecords(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            let channel = channel()
+            for index in 0..<5 {
+                _ = try await store.append(channel, bodies: ["\(index)"], partId: nil, matchSeqNum: nil)
+            }
+            let follower = Task {
+                var received: [ChannelRecord] = []
+                for try await record in try await store.follow(channel, from: 2) {
+                    received.append(record)
+                    if received.count == 6 { break }
+                }
+                return received
+            }
+            for index in 5..<9 {
+                _ = try await store.append(channel, bodies: ["\(index)"], partId: nil, matchSeqNum: nil)
+            }
+            let received = try await follower.value
+            #expect(received.map(\.seqNum) == Array(2..<8))
+            #expect(received.map(\.body) == (2..<8).map(String.init))
+        }
+    }
+}
