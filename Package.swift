@@ -128,6 +128,7 @@ let package = Package(
             [
                 "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
                 "ServiceKit", "TestSupport", hummingbird, log,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
     ]

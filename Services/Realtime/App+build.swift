@@ -1,4 +1,5 @@
 import Contracts
+import HTTPClient
 import Hummingbird
 import Logging
 import Nats
@@ -20,22 +21,16 @@ func buildServiceGroup(
     }
     let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "realtime"))
     let jetStream = try JetStream(connection: connection)
-    let store = JetStreamStore(jetStream: jetStream)
+    let api = try await RealtimeAPI(configuration: configuration, connection: connection, logger: logger)
     try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
-        try await store.prepare()
+        try await api.prepare()
     }
-    let api = await RealtimeAPI(
-        configuration: configuration,
-        connection: connection,
-        store: store,
-        logger: logger
-    )
     let host = ServiceHost(
         name: .realtime,
         configuration: configuration.common,
         connection: connection,
         checks: [ReadinessCheck("jetstream") { try await jetStream.ping() }],
-        endpoints: RealtimeEndpoints.make(store: store),
+        endpoints: RealtimeEndpoints.make(store: api.store),
         work: [api.directory, HubShutdown(hub: api.hub)],
         exposedHeaders: ChannelRoutes.exposedHeaders,
         registry: registry,
@@ -45,41 +40,80 @@ func buildServiceGroup(
     return host.makeServiceGroup()
 }
 
-/// Realtime's public routes over its store, hub and session directory.
+/// Realtime's store and public routes: JetStream (with the S2 subset served for direct writers)
+/// or S2 (direct writers go to S2; appends are copied to JetStream for waitpoints).
 struct RealtimeAPI: Sendable {
+    let store: any StreamStore
     let directory: SessionDirectory
     let hub: ChannelHub
     let channels: ChannelRoutes
-    let s2: S2Routes
+    /// Served only over the JetStream store.
+    let s2: S2Routes?
+    let prepare: @Sendable () async throws -> Void
 
-    init(configuration: RealtimeConfiguration, connection: NatsConnection, store: any StreamStore, logger: Logger) async
-    {
-        directory = SessionDirectory(connection: connection, logger: logger)
-        hub = ChannelHub(store: store, mailboxLimit: configuration.subscriberBuffer, logger: logger)
+    init(configuration: RealtimeConfiguration, connection: NatsConnection, logger: Logger) async throws {
+        let jetStream = try JetStream(connection: connection)
+        let directWrites: any DirectWriteIssuer
+        let appended: AppendNotifier?
         let tokens = await ChannelTokens(
             secret: configuration.tokenSecret,
             lifetime: configuration.channelTokenLifetime
         )
+        if let s2 = configuration.s2 {
+            let http = HTTPClient(configuration: .init(poolSize: 32))
+            let s2Store = S2Store(
+                settings: .init(endpoint: s2.endpoint, basin: configuration.basin, streamPrefix: s2.streamPrefix),
+                http: http,
+                logger: logger,
+                credentials: { _ in s2.accessToken }
+            )
+            store = s2Store
+            directWrites = S2DirectWrites(
+                settings: .init(
+                    accountEndpoint: s2.accountEndpoint,
+                    endpoint: s2.endpoint,
+                    basin: configuration.basin,
+                    rootToken: s2.accessToken,
+                    skipAccessTokens: s2.skipAccessTokens,
+                    lifetime: configuration.channelTokenLifetime
+                ),
+                http: http,
+                streamName: { s2Store.streamName($0) }
+            )
+            appended = AppendNotifier(jetStream: jetStream)
+            prepare = { _ = try await jetStream.createOrUpdateStream(AppendNotifier.streamConfiguration()) }
+        } else {
+            let jetStreamStore = JetStreamStore(jetStream: jetStream)
+            store = jetStreamStore
+            directWrites = LocalDirectWrites(tokens: tokens, endpoint: configuration.common.publicURL + "/realtime/s2")
+            appended = nil
+            prepare = { try await jetStreamStore.prepare() }
+        }
+        directory = SessionDirectory(connection: connection, logger: logger)
+        hub = ChannelHub(store: store, mailboxLimit: configuration.subscriberBuffer, logger: logger)
         channels = ChannelRoutes(
             directory: directory,
             store: store,
             hub: hub,
-            tokens: tokens,
-            directWrites: .init(
-                endpoint: configuration.common.publicURL + "/realtime/s2",
+            directWrites: directWrites,
+            writerSettings: .init(
                 basin: configuration.basin,
                 flushIntervalMilliseconds: configuration.flushIntervalMilliseconds,
                 maxRetries: configuration.maxRetries
             ),
+            appended: appended,
             pingInterval: configuration.pingInterval,
             logger: logger
         )
-        s2 = S2Routes(store: store, hub: hub, tokens: tokens, pingInterval: configuration.pingInterval, logger: logger)
+        s2 =
+            configuration.s2 == nil
+            ? S2Routes(store: store, hub: hub, tokens: tokens, pingInterval: configuration.pingInterval, logger: logger)
+            : nil
     }
 
     func addRoutes(to router: Router<APIRequestContext>, authenticator: any Authenticator) {
         channels.add(to: router, authenticator: authenticator)
-        s2.add(to: router)
+        s2?.add(to: router)
     }
 }
 

@@ -17,8 +17,10 @@ struct ChannelRoutes: Sendable {
     let directory: SessionDirectory
     let store: any StreamStore
     let hub: ChannelHub
-    let tokens: ChannelTokens
-    let directWrites: DirectWriteSettings
+    let directWrites: any DirectWriteIssuer
+    let writerSettings: DirectWriteSettings
+    /// Set when the store is not JetStream: appends are copied there for waitpoints.
+    let appended: AppendNotifier?
     let pingInterval: Duration
     let logger: Logger
 
@@ -28,9 +30,8 @@ struct ChannelRoutes: Sendable {
         "X-S2-Max-Retries", "X-Last-Seq-Num", "X-Stream-Version",
     ]
 
-    /// What `PUT` tells a direct writer besides its token.
+    /// What `PUT` tells a direct writer besides its credentials.
     struct DirectWriteSettings: Sendable {
-        var endpoint: String
         var basin: String
         var flushIntervalMilliseconds: Int
         var maxRetries: Int
@@ -51,13 +52,14 @@ struct ChannelRoutes: Sendable {
         guard session.closedAt == nil else {
             throw APIError(.badRequest, "Cannot initialize a channel on a closed session")
         }
+        let credentials = try await storeCall { try await directWrites.credentials(for: channel) }
         var headers = HTTPFields()
-        headers[.s2AccessToken] = try await tokens.mint(for: channel)
-        headers[.s2StreamName] = ChannelTokens.streamName(channel)
-        headers[.s2Basin] = directWrites.basin
-        headers[.s2Endpoint] = directWrites.endpoint
-        headers[.s2FlushInterval] = String(directWrites.flushIntervalMilliseconds)
-        headers[.s2MaxRetries] = String(directWrites.maxRetries)
+        headers[.s2AccessToken] = credentials.token
+        headers[.s2StreamName] = credentials.streamName
+        headers[.s2Basin] = writerSettings.basin
+        headers[.s2Endpoint] = credentials.endpoint
+        headers[.s2FlushInterval] = String(writerSettings.flushIntervalMilliseconds)
+        headers[.s2MaxRetries] = String(writerSettings.maxRetries)
         return try .json(["version": "v2"], status: .accepted, headers: headers)
     }
 
@@ -79,7 +81,9 @@ struct ChannelRoutes: Sendable {
             as: UTF8.self
         )
         let ack = try await storeCall {
-            try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
+            let ack = try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
+            try await appended?.appended(channel, ack: ack, bodies: [envelope])
+            return ack
         }
         return try .json(AppendResponse(ok: true, seqNum: ack.start))
     }

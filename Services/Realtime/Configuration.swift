@@ -11,7 +11,13 @@ import ServiceKit
 /// - `SESSIONS_SSE_PING_SECONDS`: heartbeat interval of SSE streams, 1–300 (default 15).
 /// - `SESSIONS_SSE_BUFFER_RECORDS`: records a subscriber may fall behind before it is
 ///   disconnected to resume, 16–1000000 (default 1000).
-/// - `SESSIONS_S2_BASIN`: the basin name reported to direct writers (default `sessions`).
+/// - `SESSIONS_STREAM_STORE`: `jetstream` (default) or `s2`.
+/// - `SESSIONS_S2_BASIN`: the basin (default `sessions`).
+/// - With `s2`: `SESSIONS_S2_ENDPOINT` (required: the basin's data plane up to `/v1`, e.g.
+///   `https://{basin}.b.s2.dev/v1`), `SESSIONS_S2_ACCESS_TOKEN` (required),
+///   `SESSIONS_S2_ACCOUNT_ENDPOINT` (default `https://aws.s2.dev/v1`), `SESSIONS_S2_STREAM_PREFIX`
+///   (default empty), `SESSIONS_S2_SKIP_ACCESS_TOKENS` (`true` hands writers the root token, for
+///   s2-lite; default `false`).
 /// - `SESSIONS_S2_FLUSH_INTERVAL_MS` (default 100) and `SESSIONS_S2_MAX_RETRIES` (default 10):
 ///   passed to direct writers.
 struct RealtimeConfiguration: Sendable {
@@ -24,6 +30,16 @@ struct RealtimeConfiguration: Sendable {
     var basin: String
     var flushIntervalMilliseconds: Int
     var maxRetries: Int
+    /// Set when S2 is the store.
+    var s2: S2Configuration?
+
+    struct S2Configuration: Sendable {
+        var endpoint: String
+        var accountEndpoint: String
+        var accessToken: String
+        var streamPrefix: String
+        var skipAccessTokens: Bool
+    }
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3002)
@@ -49,5 +65,28 @@ struct RealtimeConfiguration: Sendable {
             in: 1...60_000
         )
         maxRetries = try environment.integer("SESSIONS_S2_MAX_RETRIES", default: 10, in: 0...1000)
+        switch try environment.oneOf("SESSIONS_STREAM_STORE", default: "jetstream", ["jetstream", "s2"]) {
+        case "s2":
+            func required(_ key: String) throws -> String {
+                guard let value = environment[key] else {
+                    throw ConfigurationError(key: key, message: "is required when SESSIONS_STREAM_STORE=s2")
+                }
+                return value
+            }
+            s2 = S2Configuration(
+                endpoint: try required("SESSIONS_S2_ENDPOINT"),
+                accountEndpoint: environment["SESSIONS_S2_ACCOUNT_ENDPOINT"] ?? "https://aws.s2.dev/v1",
+                accessToken: try required("SESSIONS_S2_ACCESS_TOKEN"),
+                streamPrefix: environment["SESSIONS_S2_STREAM_PREFIX"] ?? "",
+                skipAccessTokens: try environment.oneOf(
+                    "SESSIONS_S2_SKIP_ACCESS_TOKENS",
+                    default: "false",
+                    ["true", "false"]
+                )
+                    == "true"
+            )
+        default:
+            s2 = nil
+        }
     }
 }

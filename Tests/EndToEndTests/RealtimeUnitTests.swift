@@ -109,10 +109,9 @@ import Testing
         )
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
         let configuration = try RealtimeConfiguration(environment: Environment([:]))
-        let api = await RealtimeAPI(
+        let api = try await RealtimeAPI(
             configuration: configuration,
             connection: connection,
-            store: JetStreamStore(jetStream: try JetStream(connection: connection)),
             logger: Logger(label: "routes")
         )
         let router = Router(context: APIRequestContext.self)

@@ -1,0 +1,166 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Nats
+import Synchronization
+
+/// What `PUT …/:io` hands a direct writer: a token for the one channel and where to write.
+struct DirectWriteCredentials: Sendable, Equatable {
+    var token: String
+    var streamName: String
+    var endpoint: String
+}
+
+protocol DirectWriteIssuer: Sendable {
+    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials
+}
+
+/// With the JetStream store: our own channel tokens, for the S2 subset realtime serves.
+struct LocalDirectWrites: DirectWriteIssuer {
+    let tokens: ChannelTokens
+    /// `{public URL}/realtime/s2`.
+    let endpoint: String
+
+    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials {
+        DirectWriteCredentials(
+            token: try await tokens.mint(for: channel),
+            streamName: ChannelTokens.streamName(channel),
+            endpoint: endpoint
+        )
+    }
+}
+
+/// With the S2 store: access tokens minted through S2's account API (`POST /access-tokens`),
+/// scoped to the channel's stream in the basin (append, read, check-tail), cached for half
+/// their lifetime. With `skipAccessTokens` (s2-lite, which has no token API) the root token is
+/// handed out instead.
+final class S2DirectWrites: DirectWriteIssuer {
+    struct Settings: Sendable {
+        /// The account plane, up to and including `/v1` (`https://aws.s2.dev/v1`).
+        var accountEndpoint: String
+        /// What writers use: the basin's data plane.
+        var endpoint: String
+        var basin: String
+        var rootToken: String
+        var skipAccessTokens: Bool
+        var lifetime: Duration
+    }
+
+    let settings: Settings
+    let http: HTTPClient
+    let streamName: @Sendable (ChannelAddress) -> String
+    private let cache = Mutex<[ChannelAddress: (token: String, freshUntil: Date)]>([:])
+
+    init(settings: Settings, http: HTTPClient, streamName: @escaping @Sendable (ChannelAddress) -> String) {
+        self.settings = settings
+        self.http = http
+        self.streamName = streamName
+    }
+
+    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials {
+        let name = streamName(channel)
+        let token = settings.skipAccessTokens ? settings.rootToken : try await scopedToken(channel, streamName: name)
+        return DirectWriteCredentials(token: token, streamName: name, endpoint: settings.endpoint)
+    }
+
+    private func scopedToken(_ channel: ChannelAddress, streamName: String) async throws -> String {
+        let now = Date()
+        if let cached = cache.withLock({ $0[channel] }), cached.freshUntil > now { return cached.token }
+        let seconds = Double(settings.lifetime.components.seconds)
+        let request = IssueRequest(
+            id: UUID().uuidString.lowercased(),
+            expiresAt: ISO8601.string(from: now.addingTimeInterval(seconds)),
+            scope: .init(
+                basins: ["exact": settings.basin],
+                streams: ["exact": streamName],
+                ops: ["append", "read", "check-tail"]
+            )
+        )
+        let response: HTTPResponse
+        do {
+            response = try await http.execute(
+                HTTPRequest(
+                    method: "POST",
+                    url: settings.accountEndpoint + "/access-tokens",
+                    headers: ["Authorization": "Bearer \(settings.rootToken)", "Content-Type": "application/json"],
+                    body: try JSONEncoder().encode(request),
+                    timeout: .seconds(10)
+                )
+            )
+        } catch {
+            throw StreamStoreError.unavailable("S2's account API is unreachable: \(error)")
+        }
+        guard response.status == 200 || response.status == 201,
+            let issued = try? JSONDecoder().decode(Issued.self, from: response.body)
+        else { throw StreamStoreError.unavailable("S2 did not issue an access token (\(response.status))") }
+        cache.withLock { cache in
+            if cache.count >= 100_000 { cache.removeAll() }
+            cache[channel] = (issued.accessToken, now.addingTimeInterval(seconds / 2))
+        }
+        return issued.accessToken
+    }
+
+    private struct IssueRequest: Encodable {
+        struct Scope: Encodable {
+            var basins: [String: String]
+            var streams: [String: String]
+            var ops: [String]
+        }
+        var id: String
+        var expiresAt: String
+        var scope: Scope
+
+        enum CodingKeys: String, CodingKey {
+            case id, scope
+            case expiresAt = "expires_at"
+        }
+    }
+
+    private struct Issued: Decodable {
+        var accessToken: String
+        enum CodingKeys: String, CodingKey { case accessToken = "access_token" }
+    }
+}
+
+/// With a store other than JetStream, copies each appended record to the channel stream on
+/// JetStream, where consumers such as waitpoints read appends durably.
+struct AppendNotifier: Sendable {
+    let jetStream: JetStream
+
+    /// Publishes each record (deduplicated by channel and sequence number, so a retry after a
+    /// failure publishes nothing twice).
+    ///
+    /// - Throws: ``StreamStoreError/unavailable(_:)`` when JetStream does not take them after
+    ///   three tries; the caller answers 503 and the client retries (with its part id).
+    func appended(_ channel: ChannelAddress, ack: AppendAck, bodies: [String]) async throws {
+        for (offset, body) in bodies.enumerated() {
+            let seqNum = ack.start + UInt64(offset)
+            var attempt = 0
+            while true {
+                do {
+                    _ = try await jetStream.publish(
+                        channel.subject,
+                        payload: Data(body.utf8),
+                        headers: [Subjects.channelSeqHeader: String(seqNum)],
+                        messageID: "\(channel.subject):\(seqNum)"
+                    )
+                    break
+                } catch let error as NatsError {
+                    attempt += 1
+                    guard attempt < 3 else {
+                        throw StreamStoreError.unavailable("append notification failed: \(error)")
+                    }
+                    try await Task.sleep(for: .milliseconds(50 * attempt))
+                }
+            }
+        }
+    }
+
+    static func streamConfiguration() -> StreamConfiguration {
+        StreamConfiguration(
+            name: Subjects.channelStream,
+            subjects: [Subjects.allChannels],
+            maxAge: .seconds(7 * 86_400)
+        )
+    }
+}
