@@ -91,7 +91,7 @@ let package = Package(
         service(
             "Realtime",
             [
-                "HTTPClient",
+                "HTTPClient", metrics,
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

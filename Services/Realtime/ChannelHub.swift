@@ -1,5 +1,6 @@
 import Contracts
 import Logging
+import Metrics
 import Synchronization
 
 /// Fans each channel's new records out to every local subscriber from one upstream follow per
@@ -39,6 +40,7 @@ final class ChannelHub: Sendable {
         let isNew = feeds.withLock { feeds in
             let isNew = feeds[channel] == nil
             feeds[channel, default: Feed()].subscribers[id] = mailbox
+            recordCounts(feeds)
             return isNew
         }
         if isNew {
@@ -63,11 +65,17 @@ final class ChannelHub: Sendable {
     fileprivate func unsubscribe(_ channel: ChannelAddress, id: UInt64) {
         let pump = feeds.withLock { feeds -> Task<Void, Never>? in
             feeds[channel]?.subscribers[id] = nil
+            defer { recordCounts(feeds) }
             guard let feed = feeds[channel], feed.subscribers.isEmpty else { return nil }
             feeds[channel] = nil
             return feed.pump
         }
         pump?.cancel()
+    }
+
+    private func recordCounts(_ feeds: [ChannelAddress: Feed]) {
+        RealtimeMetrics.feeds.record(feeds.count)
+        RealtimeMetrics.subscribers.record(feeds.values.reduce(0) { $0 + $1.subscribers.count })
     }
 
     /// Follows the channel from its current tail and hands every record to every subscriber.
@@ -81,6 +89,7 @@ final class ChannelHub: Sendable {
                     }
                 }
                 for id in slow { unsubscribe(channel, id: id) }
+                if !slow.isEmpty { RealtimeMetrics.slowSubscribers.increment(by: slow.count) }
             }
         } catch {
             if Task.isCancelled { return }
@@ -90,7 +99,10 @@ final class ChannelHub: Sendable {
             )
         }
         let mailboxes = feeds.withLock { feeds -> [Mailbox] in
-            defer { feeds[channel] = nil }
+            defer {
+                feeds[channel] = nil
+                recordCounts(feeds)
+            }
             return feeds[channel].map { Array($0.subscribers.values) } ?? []
         }
         for mailbox in mailboxes { mailbox.end(.upstreamFailed) }

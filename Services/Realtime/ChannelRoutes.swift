@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Metrics
 import ServiceKit
 import ServiceLifecycle
 import Synchronization
@@ -85,6 +86,7 @@ struct ChannelRoutes: Sendable {
             try await appended?.appended(channel, ack: ack, bodies: [envelope])
             return ack
         }
+        RealtimeMetrics.appendedRecords.increment()
         return try .json(AppendResponse(ok: true, seqNum: ack.start))
     }
 

@@ -35,7 +35,7 @@ struct EventStream: Sendable {
             }
         }
         defer { ticker.cancel() }
-        var counter = Counter(style: style)
+        var counter = BatchWriter(style: style)
         try await withGracefulShutdownHandler {
             while !counter.isDone {
                 let records: [ChannelRecord]
@@ -65,7 +65,7 @@ struct EventStream: Sendable {
     }
 
     /// Formats batches and counts what was sent.
-    struct Counter {
+    struct BatchWriter {
         let style: Style
         var delivered = 0
         var bytes = 0

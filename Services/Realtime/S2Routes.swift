@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Metrics
 import ServiceKit
 
 /// The subset of S2's REST API a direct writer needs, served over the JetStream store at
@@ -61,6 +62,7 @@ struct S2Routes: Sendable {
         } catch StreamStoreError.seqNumMismatch(let next) {
             return try Self.json(["seq_num_mismatch": next], status: .preconditionFailed)
         }
+        RealtimeMetrics.appendedRecords.increment(by: bodies.count)
         let end = Position(seqNum: ack.end, timestamp: ack.timestamp)
         return try Self.json(
             AppendOutput(start: Position(seqNum: ack.start, timestamp: ack.timestamp), end: end, tail: end)
