@@ -43,6 +43,7 @@ let package = Package(
         .executable(name: "realtime", targets: ["Realtime"]),
         .executable(name: "replicator", targets: ["Replicator"]),
         .executable(name: "waitpoints", targets: ["Waitpoints"]),
+        .executable(name: "sessions-bench", targets: ["SessionsBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -55,6 +56,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         library("Contracts", []),
@@ -98,6 +100,17 @@ let package = Package(
         ),
         service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
         service("Waitpoints", ["Postgres", "Redis"]),
+
+        .executableTarget(
+            name: "SessionsBench",
+            dependencies: [
+                "Nats",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/SessionsBench",
+            swiftSettings: swiftSettings
+        ),
 
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         tests("ContractsTests", ["Contracts"]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks in release mode against a throwaway stack on free ports; prints a table per
-# benchmark and writes JSON under bench/results/. Today: the control plane (issue 3).
+# benchmark and writes JSON under bench/results/: the control plane and realtime.
+# BENCH_ONLY=control-plane|realtime runs one of them; BENCH_SECONDS sets each phase's length.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -9,11 +10,11 @@ STACK=$ROOT/scripts/stack.sh
 say() { printf '[bench] %s\n' "$*" >&2; }
 
 DIR=
-SERVICE_PID=
+PIDS=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    [[ -n $SERVICE_PID ]] && kill -TERM "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
     if [[ -n $DIR ]]; then
         "$STACK" stop "$DIR" --purge >/dev/null 2>&1 || true
         rm -rf "$DIR"
@@ -24,13 +25,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A thousand SSE subscribers need more descriptors than the default 1024.
+ulimit -n 65536 2>/dev/null || true
 "$STACK" install
 command -v wrk >/dev/null || {
     say "installing wrk"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 }
 say "building in release mode"
-swift build -c release --product control-plane
+for product in control-plane realtime sessions-bench; do swift build -c release --product "$product"; done
 BIN=$(swift build -c release --show-bin-path)
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/sessions-bench.XXXXXX")
@@ -39,21 +42,40 @@ chmod 755 "$DIR"
 # shellcheck source=/dev/null
 source "$DIR/stack.env"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-SESSIONS_HTTP_PORT=$PORT SESSIONS_LOG_LEVEL=warning SESSIONS_DATABASE_POOL_SIZE=16 \
-    "$BIN/control-plane" >"$DIR/control-plane.log" 2>&1 &
-SERVICE_PID=$!
-for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { tail -20 "$DIR/control-plane.log"; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_service() { # name port
+    SESSIONS_HTTP_PORT=$2 SESSIONS_LOG_LEVEL=warning SESSIONS_DATABASE_POOL_SIZE=16 \
+        "$BIN/$1" >"$DIR/$1.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 300); do
+        curl -fs "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    tail -20 "$DIR/$1.log"
+    exit 1
+}
+PORT=$(free_port)
+REALTIME_PORT=$(free_port)
+start_service control-plane "$PORT"
+start_service realtime "$REALTIME_PORT"
+REALTIME_PID=${PIDS[1]}
 KEY=$("$BIN/control-plane" env create --organization bench --project bench |
     python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["apiKey"])')
 
 mkdir -p bench/results
-OUT=bench/results/control-plane-$(date -u +%Y%m%dT%H%M%SZ).json
-say "control plane: create and retrieve at concurrency 32 (wrk) vs raw PostgreSQL (pgbench)"
-python3 bench/control_plane.py --url "http://127.0.0.1:$PORT" --api-key "$KEY" \
-    --database-url "$SESSIONS_DATABASE_URL" --concurrency 32 --seconds "${BENCH_SECONDS:-10}" --output "$OUT"
-say "results: $OUT"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control-plane ]]; then
+    OUT=bench/results/control-plane-$STAMP.json
+    say "control plane: create and retrieve at concurrency 32 (wrk) vs raw PostgreSQL (pgbench)"
+    python3 bench/control_plane.py --url "http://127.0.0.1:$PORT" --api-key "$KEY" \
+        --database-url "$SESSIONS_DATABASE_URL" --concurrency 32 --seconds "${BENCH_SECONDS:-10}" --output "$OUT"
+    say "results: $OUT"
+fi
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
+    OUT=bench/results/realtime-$STAMP.json
+    say "realtime: appends vs raw JetStream, SSE delivery, fan-out"
+    python3 bench/realtime.py --url "http://127.0.0.1:$REALTIME_PORT" --control-plane "http://127.0.0.1:$PORT" \
+        --api-key "$KEY" --nats "$SESSIONS_NATS_URL" --bench "$BIN/sessions-bench" --pid "$REALTIME_PID" \
+        --seconds "${BENCH_SECONDS:-10}" --subscribers "${BENCH_SUBSCRIBERS:-1000}" --output "$OUT"
+    say "results: $OUT"
+fi

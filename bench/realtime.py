@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Realtime benchmark: appends through the HTTP API (wrk) side by side with raw JetStream
+publish-with-ack (sessions-bench, the same NATS client library realtime uses) in the same run;
+append -> SSE delivery latency at a fixed rate; fan-out of one channel to many SSE subscribers
+(every record to every subscriber, delivery percentiles, resident memory per idle subscriber).
+
+Usage: realtime.py --url URL --control-plane URL --api-key KEY --nats URL --bench BIN --pid PID
+                   [--seconds 10] [--subscribers 1000] [--output FILE]
+"""
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))] if values else float("nan")
+
+
+def create_session(control_plane, key, external_id):
+    request = urllib.request.Request(
+        control_plane + "/api/v1/sessions", method="POST",
+        data=json.dumps({"type": "bench", "externalId": external_id}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["id"]
+
+
+def wrk(url, script, concurrency, seconds, key):
+    command = ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script,
+               "-H", f"Authorization: Bearer {key}", url]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def pct(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"opsPerSecond": rate, "p50Ms": pct("50"), "p99Ms": pct("99"), "errors": int(errors.group(1)) if errors else 0}
+
+
+APPEND_LUA = """
+paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+request = function()
+  local path = paths[math.random(1, #paths)]
+  return wrk.format("POST", path, {["Content-Type"] = "text/plain", ["Authorization"] = wrk.headers["Authorization"]},
+                    '{"bench":"0123456789012345678901234567890123456789"}')
+end
+"""
+
+
+def raw_jetstream(bench, nats, concurrency, seconds):
+    output = subprocess.run([bench, "--nats", nats, "--concurrency", str(concurrency), "--seconds", str(seconds)],
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+# ---- a minimal asyncio HTTP/1.1 client: keep-alive requests and SSE streams ----
+
+async def open_connection(base):
+    parts = urllib.parse.urlsplit(base)
+    return await asyncio.open_connection(parts.hostname, parts.port)
+
+
+async def read_head(reader):
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def post(reader, writer, host, path, key, body):
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                  f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    await writer.drain()
+    status, headers = await read_head(reader)
+    payload = await reader.readexactly(int(headers.get("content-length", "0")))
+    if status != 200:
+        raise RuntimeError(f"append answered {status}: {payload[:200]}")
+
+
+class Subscriber:
+    """One SSE stream; records the delivery latency of every record it receives."""
+
+    def __init__(self):
+        self.latencies = []
+        self.seq_nums = []
+        self.connected = asyncio.Event()
+        self.pinged = asyncio.Event()
+
+    async def run(self, base, path, key, timeout_seconds):
+        reader, writer = await open_connection(base)
+        host = urllib.parse.urlsplit(base).netloc
+        writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                      f"Timeout-Seconds: {timeout_seconds}\r\nAccept: text/event-stream\r\n\r\n").encode())
+        await writer.drain()
+        status, headers = await read_head(reader)
+        if status != 200:
+            raise RuntimeError(f"subscribe answered {status}")
+        self.connected.set()
+        chunked = headers.get("transfer-encoding") == "chunked"
+        buffer = b""
+        while True:
+            if chunked:
+                size = int((await reader.readline()).strip() or b"0", 16)
+                if size == 0:
+                    break
+                buffer += await reader.readexactly(size)
+                await reader.readline()
+            else:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                buffer += data
+            while b"\n\n" in buffer:
+                block, buffer = buffer.split(b"\n\n", 1)
+                now = time.time_ns()
+                event = data = None
+                for line in block.split(b"\n"):
+                    if line.startswith(b"event: "):
+                        event = line[7:]
+                    elif line.startswith(b"data: "):
+                        data = line[6:]
+                if event == b"ping":
+                    self.pinged.set()
+                elif event == b"batch":
+                    for record in json.loads(data)["records"]:
+                        sent = json.loads(json.loads(record["body"])["data"])["t"]
+                        self.latencies.append((now - sent) / 1e6)
+                        self.seq_nums.append(record["seq_num"])
+        writer.close()
+
+
+async def produce(base, path, key, rate, seconds, connections=4):
+    """Appends at `rate` per second for `seconds`, spread over a few keep-alive connections."""
+    host = urllib.parse.urlsplit(base).netloc
+    interval = connections / rate
+    total = int(rate * seconds)
+
+    async def worker(index):
+        reader, writer = await open_connection(base)
+        start = time.monotonic() + index / rate
+        for n in range(index, total, connections):
+            delay = start + (n // connections) * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await post(reader, writer, host, path, key, json.dumps({"t": time.time_ns()}).encode())
+        writer.close()
+
+    await asyncio.gather(*(worker(index) for index in range(connections)))
+    return total
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+
+
+async def delivery(options, session, rate):
+    base, key = options.url, options.api_key
+    subscriber = Subscriber()
+    task = asyncio.create_task(subscriber.run(base, f"/realtime/v1/sessions/{session}/out", key, 5))
+    await subscriber.connected.wait()
+    total = await produce(base, f"/realtime/v1/sessions/{session}/out/append", key, rate, options.seconds)
+    await asyncio.wait_for(task, options.seconds + 30)
+    return total, subscriber
+
+
+async def fanout(options, session, count, rate):
+    base, key = options.url, options.api_key
+    before = rss_kib(options.pid)
+    subscribers = [Subscriber() for _ in range(count)]
+    tasks = []
+    for index, subscriber in enumerate(subscribers):
+        tasks.append(asyncio.create_task(subscriber.run(base, f"/realtime/v1/sessions/{session}/out", key, 10)))
+        if index % 100 == 99:
+            await asyncio.gather(*(s.connected.wait() for s in subscribers[:index + 1]))
+    await asyncio.gather(*(s.connected.wait() for s in subscribers))
+    await asyncio.gather(*(s.pinged.wait() for s in subscribers))  # attached and idle
+    idle = rss_kib(options.pid)
+    total = await produce(base, f"/realtime/v1/sessions/{session}/out/append", key, rate, options.seconds)
+    await asyncio.wait_for(asyncio.gather(*tasks), options.seconds + 60)
+    return total, subscribers, (idle - before) / count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="realtime base URL")
+    parser.add_argument("--control-plane", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--bench", required=True, help="the sessions-bench binary")
+    parser.add_argument("--pid", type=int, required=True, help="realtime's pid, for resident memory")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--output")
+    options = parser.parse_args()
+    say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)
+    tag = f"{os.getpid()}-{random.randint(0, 1 << 30)}"
+    results = {}
+
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, "append.lua")
+        with open(script, "w") as handle:
+            handle.write(APPEND_LUA % os.path.join(folder, "paths.txt"))
+        for name, channels, concurrency in (("append c=1", 1, 1), ("append c=64", 64, 64)):
+            with open(os.path.join(folder, "paths.txt"), "w") as paths:
+                for index in range(channels):
+                    session = create_session(options.control_plane, options.api_key, f"bench-{tag}-{name}-{index}")
+                    paths.write(f"/realtime/v1/sessions/{session}/out/append\n")
+            say(f"{name}: HTTP API (wrk) vs raw JetStream publish-with-ack (sessions-bench)")
+            wrk(options.url, script, concurrency, 2, options.api_key)
+            ours = wrk(options.url, script, concurrency, options.seconds, options.api_key)
+            raw = raw_jetstream(options.bench, options.nats, concurrency, options.seconds)
+            results[name] = {"ours": ours, "raw": raw}
+
+    say("append -> SSE delivery at 500 appends/s")
+    session = create_session(options.control_plane, options.api_key, f"bench-{tag}-delivery")
+    total, subscriber = asyncio.run(delivery(options, session, 500))
+    results["delivery"] = {"appends": total, "received": len(subscriber.latencies),
+                           "p50Ms": percentile(subscriber.latencies, 50), "p99Ms": percentile(subscriber.latencies, 99)}
+
+    say(f"fan-out: one channel to {options.subscribers} SSE subscribers at 10 appends/s")
+    session = create_session(options.control_plane, options.api_key, f"bench-{tag}-fanout")
+    total, subscribers, per_subscriber = asyncio.run(fanout(options, session, options.subscribers, 10))
+    latencies = [value for s in subscribers for value in s.latencies]
+    complete = sum(1 for s in subscribers if s.seq_nums == list(range(total)))
+    results["fanout"] = {"subscribers": options.subscribers, "appends": total, "completeSubscribers": complete,
+                         "p50Ms": percentile(latencies, 50), "p99Ms": percentile(latencies, 99),
+                         "idleKiBPerSubscriber": per_subscriber}
+
+    cores = os.cpu_count()
+    print(f"realtime, {options.seconds} s per phase, {cores} cores")
+    print(f"{'metric':<14}{'ours ops/s':>11}{'p50 ms':>8}{'p99 ms':>8} |{'raw JS ops/s':>13}{'p50 ms':>8}{'p99 ms':>8} |{'p50 ours/raw':>13}")
+    for name in ("append c=1", "append c=64"):
+        ours, raw = results[name]["ours"], results[name]["raw"]
+        print(f"{name:<14}{ours['opsPerSecond']:>11.0f}{ours['p50Ms']:>8.2f}{ours['p99Ms']:>8.2f} |"
+              f"{raw['opsPerSecond']:>13.0f}{raw['p50Ms']:>8.2f}{raw['p99Ms']:>8.2f} |{ours['p50Ms'] / raw['p50Ms']:>12.1f}x")
+    d = results["delivery"]
+    print(f"append -> SSE delivery at 500/s: p50 {d['p50Ms']:.2f} ms, p99 {d['p99Ms']:.2f} ms ({d['received']}/{d['appends']} received)")
+    f = results["fanout"]
+    print(f"fan-out to {f['subscribers']} subscribers: {f['completeSubscribers']} got all {f['appends']} records in order; "
+          f"delivery p50 {f['p50Ms']:.1f} ms, p99 {f['p99Ms']:.1f} ms; {f['idleKiBPerSubscriber']:.0f} KiB resident per idle subscriber")
+    if options.output:
+        with open(options.output, "w") as handle:
+            json.dump({"benchmark": "realtime", "seconds": options.seconds, "cores": cores, "results": results}, handle, indent=2)
+    errors = any(results[name]["ours"]["errors"] for name in ("append c=1", "append c=64"))
+    if errors or d["received"] != d["appends"] or f["completeSubscribers"] != f["subscribers"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
