@@ -76,12 +76,15 @@ extension JetStream {
     ///   - filterSubject: the subjects it reads.
     ///   - ackWait: unacknowledged messages are delivered again after this. Default 30 s.
     ///   - maxDeliver: give up on a message after this many deliveries; -1 never. Default -1.
+    ///   - onlyNew: when the consumer is first created, start after the stream's last message
+    ///     instead of at its first. Default false.
     public func pullConsumer(
         stream: String,
         durable: String,
         filterSubject: String,
         ackWait: Duration = .seconds(30),
-        maxDeliver: Int = -1
+        maxDeliver: Int = -1,
+        onlyNew: Bool = false
     ) async throws -> PullConsumer {
         let request = ConsumerCreateRequest(
             streamName: stream,
@@ -89,7 +92,8 @@ extension JetStream {
                 durableName: durable,
                 filterSubject: filterSubject,
                 ackWait: ackWait.nanoseconds,
-                maxDeliver: maxDeliver
+                maxDeliver: maxDeliver,
+                deliverPolicy: onlyNew ? "new" : "all"
             )
         )
         let _: ConsumerCreated = try await api("$JS.API.CONSUMER.CREATE.\(stream).\(durable)", request)
@@ -119,8 +123,8 @@ private struct ConsumerCreateRequest: Encodable {
         var filterSubject: String
         var ackWait: Int64
         var maxDeliver: Int
+        var deliverPolicy: String
         var ackPolicy = "explicit"
-        var deliverPolicy = "all"
 
         enum CodingKeys: String, CodingKey {
             case durableName = "durable_name"

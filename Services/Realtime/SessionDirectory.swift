@@ -42,22 +42,8 @@ final class SessionDirectory: Service, Sendable {
         let key = Key(environmentId: environmentId, session: session)
         let now = ContinuousClock.now
         if let entry = cache.withLock({ $0[key] }), now - entry.fetchedAt < lifetime { return entry.session }
-        let record: SessionRecord
-        do {
-            let reply = try await connection.serviceRequest(
-                Subjects.resolveSession,
-                payload: try JSONEncoder.sessions.encode(
-                    ResolveSessionRequest(environmentId: environmentId, session: session)
-                ),
-                timeout: .seconds(2)
-            )
-            record = try JSONDecoder.sessions.decode(SessionRecord.self, from: reply)
-        } catch let error as NatsServiceError where error.code == .notFound {
+        guard let record = try await connection.resolveSession(session, environmentId: environmentId) else {
             return nil
-        } catch is NatsError {
-            throw APIError(.unavailable, "Sessions are unavailable; try again")
-        } catch is NatsServiceError {
-            throw APIError(.unavailable, "Sessions are unavailable; try again")
         }
         cache.withLock { cache in
             if cache.count >= 100_000 { cache.removeAll() }

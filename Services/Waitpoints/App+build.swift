@@ -7,7 +7,7 @@ import Redis
 import ServiceKit
 import ServiceLifecycle
 
-/// Connects the waitpoints service's dependencies and assembles its services.
+/// Connects the waitpoints service's dependencies, applies its migrations and assembles its services.
 func buildServiceGroup(
     _ configuration: WaitpointsConfiguration,
     registry: PrometheusCollectorRegistry,
@@ -16,8 +16,26 @@ func buildServiceGroup(
     let database = PostgresClient(
         configuration: .init(url: configuration.databaseURL, poolSize: configuration.databasePoolSize)
     )
+    try await retryingAtStartup(
+        "postgres",
+        logger: logger,
+        isRetriable: { ($0 as? PostgresError)?.isRetriable ?? false }
+    ) {
+        try await WaitpointsSchema.migrator.run(on: database, logger: logger)
+    }
     let redis = try RedisClient(configuration: .init(url: configuration.redisURL))
     let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "waitpoints"))
+    let jetStream = try JetStream(connection: connection)
+    try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
+        _ = try await jetStream.createOrUpdateStream(WaitpointEngine.eventStreamConfiguration())
+    }
+    let engine = WaitpointEngine(
+        store: WaitpointStore(database: database),
+        registry: WaitRegistry(redis: redis),
+        connection: connection,
+        jetStream: jetStream,
+        logger: logger
+    )
     let host = ServiceHost(
         name: .waitpoints,
         configuration: configuration.common,
@@ -26,8 +44,13 @@ func buildServiceGroup(
             ReadinessCheck("postgres") { try await database.ping() },
             ReadinessCheck("redis") { try await redis.ping() },
         ],
+        work: [
+            AppendConsumer(engine: engine, logger: logger),
+            TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
+        ],
         registry: registry,
         logger: logger
     )
+    WaitpointRoutes(engine: engine).add(to: host.router, authenticator: NatsAuthenticator(connection: connection))
     return host.makeServiceGroup()
 }

@@ -4,17 +4,22 @@ import ServiceKit
 ///
 /// Keys: the common ones (see `CommonConfiguration`; HTTP port default 3003),
 /// `SESSIONS_DATABASE_URL` (default `postgresql://postgres@127.0.0.1:5432/sessions`),
-/// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_REDIS_URL` (default `redis://127.0.0.1:6379`).
+/// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_REDIS_URL` (default `redis://127.0.0.1:6379`),
+/// `SESSIONS_WAITPOINT_SWEEP_MS` (how often timeouts are swept, 50–60000, default 500).
 struct WaitpointsConfiguration: Sendable {
     var common: CommonConfiguration
     var databaseURL: String
     var databasePoolSize: Int
     var redisURL: String
+    var sweepInterval: Duration
 
     init(environment: Environment) throws {
         common = try CommonConfiguration(environment: environment, defaultPort: 3003)
         databaseURL = environment.databaseURL
         databasePoolSize = try environment.databasePoolSize()
         redisURL = environment.redisURL
+        sweepInterval = .milliseconds(
+            try environment.integer("SESSIONS_WAITPOINT_SWEEP_MS", default: 500, in: 50...60_000)
+        )
     }
 }

@@ -47,6 +47,15 @@ public struct Fields: Sendable {
         }
     }
 
+    /// A whole number in `range`, or nil when absent/null.
+    public func integer(_ name: String, in range: ClosedRange<Int64>) throws -> Int64? {
+        guard let value = members[name], value != .null else { return nil }
+        guard case .number(let number) = value, number.rounded() == number, number >= Double(range.lowerBound),
+            number <= Double(range.upperBound)
+        else { throw invalid(name, "must be a whole number from \(range.lowerBound) to \(range.upperBound)") }
+        return Int64(number)
+    }
+
     /// A JSON object, `.null` when explicitly null, nil when absent.
     public func objectOrNull(_ name: String) throws -> JSONValue? {
         guard let value = members[name] else { return nil }

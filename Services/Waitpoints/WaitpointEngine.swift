@@ -1,0 +1,166 @@
+import Contracts
+import Foundation
+import Logging
+import Nats
+import ServiceKit
+
+/// Registers waiters, checks for records that arrived before they registered, completes them
+/// when a record is appended, and announces every waitpoint that leaves `PENDING`.
+///
+/// No lost wake-up: a waiter is registered (PostgreSQL row, then the Redis set) before the
+/// channel is checked, so a record appended at any moment is seen by the check or by the
+/// append's drain. No double completion: completion is a conditional update.
+struct WaitpointEngine: Sendable {
+    let store: WaitpointStore
+    let registry: WaitRegistry
+    let connection: NatsConnection
+    let jetStream: JetStream
+    let logger: Logger
+
+    /// How long a registration lives in Redis when the waitpoint has no timeout of its own is
+    /// unbounded; with one, until a minute after it.
+    static let registrationSlack: Duration = .seconds(60)
+
+    // MARK: Registration
+
+    /// Puts the waiter in the registry, then completes it at once if its record is already there.
+    func register(_ waitpoint: Waitpoint) async {
+        do {
+            try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+        } catch {
+            // The row stays pending: the next drain of the channel consults PostgreSQL when
+            // Redis is behind, and the race check below still runs.
+            logger.warning(
+                "Could not register a waiter in Redis.",
+                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+            )
+        }
+        await raceCheck(waitpoint)
+    }
+
+    /// `nil` for no expiry (a waitpoint without timeout waits as long as it takes).
+    static func registrationLifetime(_ waitpoint: Waitpoint) -> Duration? {
+        guard let timeoutAt = waitpoint.item.timeoutAt else { return nil }
+        let seconds = max(1, Int64(timeoutAt.timeIntervalSinceNow.rounded(.up)))
+        return .seconds(seconds) + registrationSlack
+    }
+
+    /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is one.
+    func raceCheck(_ waitpoint: Waitpoint) async {
+        do {
+            let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
+            guard let record = response.records.first else { return }
+            await complete(waitpoint, with: record)
+            try? await registry.remove(waitpoint.id, from: waitpoint.channel)
+        } catch {
+            logger.warning(
+                "The race check failed; the next append completes the waiter.",
+                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+            )
+        }
+    }
+
+    /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
+    func readChannel(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> ReadChannelResponse {
+        let reply = try await connection.serviceRequest(
+            Subjects.readChannel,
+            payload: try JSONEncoder.sessions.encode(
+                ReadChannelRequest(channel: channel, fromSeqNum: seqNum, limit: limit)
+            ),
+            timeout: .seconds(2)
+        )
+        return try JSONDecoder.sessions.decode(ReadChannelResponse.self, from: reply)
+    }
+
+    // MARK: Appends
+
+    /// A record was appended to `channel`: completes every waiter it is for. `redelivered` means
+    /// an earlier attempt may have drained the set and failed, so PostgreSQL is consulted.
+    func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
+        let refilled = try await refillRegistryIfEmpty()
+        let drained = Set(try await registry.drain(channel))
+        if drained.isEmpty && !redelivered && !refilled { return }
+        // PostgreSQL says who this record completes (it also knows waiters Redis lost).
+        let due = try await store.pending(on: channel, upTo: record.seqNum)
+        for waitpoint in due { await complete(waitpoint, with: record) }
+        // Drained waiters that want a later record go back, and check again.
+        for id in drained.subtracting(due.map(\.id)) {
+            guard let waitpoint = try await store.find(id, environmentId: channel.environmentId), waitpoint.isPending
+            else {
+                continue
+            }
+            await register(waitpoint)
+        }
+    }
+
+    /// When Redis lost its data, registers every pending waitpoint again. True when it did.
+    func refillRegistryIfEmpty() async throws -> Bool {
+        guard try await !registry.isFilled() else { return false }
+        var after = ""
+        var count = 0
+        while true {
+            let page = try await store.allPending(after: after, limit: 500)
+            for waitpoint in page {
+                try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+            }
+            count += page.count
+            guard let last = page.last, page.count == 500 else { break }
+            after = last.id
+        }
+        try await registry.markFilled()
+        logger.notice("Registered the pending waitpoints in Redis again.", metadata: ["waitpoints.count": "\(count)"])
+        return true
+    }
+
+    // MARK: Completion
+
+    func complete(_ waitpoint: Waitpoint, with record: ChannelRecord) async {
+        do {
+            guard
+                let completed = try await store.complete(
+                    waitpoint.id,
+                    with: WaitpointOutput(value: Self.data(of: record))
+                )
+            else { return }  // Already settled: completion happens once.
+            await announce(completed, .completed)
+        } catch {
+            logger.error(
+                "Could not complete a waitpoint.",
+                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+            )
+        }
+    }
+
+    /// Publishes the waitpoint's event (durable; marked published once JetStream has it) and
+    /// wakes long-polling waiters.
+    func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) async {
+        try? connection.publish(Subjects.waitpointSettled(waitpoint.id))
+        do {
+            _ = try await jetStream.publish(
+                Subjects.waitpointEvent(environmentId: waitpoint.item.environmentId, kind: kind),
+                payload: try JSONEncoder.sessions.encode(WaitpointEvent(kind: kind, waitpoint: waitpoint.item)),
+                messageID: "\(waitpoint.id):\(kind.rawValue)"
+            )
+            try await store.markPublished([waitpoint.id])
+        } catch {
+            logger.warning(
+                "A waitpoint event is not published yet; the sweeper retries.",
+                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+            )
+        }
+    }
+
+    static func eventStreamConfiguration() -> StreamConfiguration {
+        StreamConfiguration(name: Subjects.waitpointEventsStream, subjects: [Subjects.allWaitpointEvents])
+    }
+
+    /// The record's data: the envelope's `data` (as text when it is not a string), or the whole
+    /// body when it is not an envelope.
+    static func data(of record: ChannelRecord) -> String {
+        guard case .object(let envelope)? = try? JSONDecoder().decode(JSONValue.self, from: Data(record.body.utf8)),
+            let data = envelope["data"]
+        else { return record.body }
+        if case .string(let text) = data { return text }
+        return (try? String(decoding: JSONEncoder.sessions.encode(data), as: UTF8.self)) ?? record.body
+    }
+}

@@ -1,0 +1,181 @@
+import Contracts
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Nats
+import ServiceKit
+
+/// The waitpoint routes (SPEC §6): wait on a session channel, read a waitpoint, long-poll it.
+/// Secret API keys only: these are for tasks and their run engine, never for browsers.
+struct WaitpointRoutes: Sendable {
+    let engine: WaitpointEngine
+
+    static let bodyLimit = 10 * 1024
+
+    func add(to router: Router<APIRequestContext>, authenticator: any Authenticator) {
+        let authenticated = AuthenticationMiddleware(authenticator)
+        router.group("api/v1/runs").add(middleware: authenticated).post("{run}/session-streams/wait", use: wait)
+        let waitpoints = router.group("api/v1/waitpoints").add(middleware: authenticated)
+        waitpoints.get("{waitpoint}", use: retrieve)
+        waitpoints.get("{waitpoint}/wait", use: longPoll)
+    }
+
+    @Sendable func wait(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let principal = try Self.secretKey(context)
+        let runId = try context.parameters.require("run")
+        guard (1...256).contains(runId.count) else { throw APIError(.badRequest, "Invalid run id") }
+        let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
+        let session = try fields.requiredString("session", length: 1...256)
+        guard let io = ChannelIO(rawValue: try fields.requiredString("io", length: 1...3)) else {
+            throw APIError(.badRequest, "Invalid request body: io must be out or in")
+        }
+        let timeoutAt = try fields.string("timeout", length: 1...100).map(Self.timeout)
+        let idempotencyKey = try fields.string("idempotencyKey", length: 1...256)
+        let idempotencyTTL = try fields.string("idempotencyKeyTTL", length: 1...32).map(Self.idempotencyTTL)
+        let tags = try Self.tags(fields)
+        let lastSeqNum = try fields.integer("lastSeqNum", in: -1...Int64(Int32.max) * 1_000_000)
+        guard let record = try await engine.connection.resolveSession(session, environmentId: principal.environmentId)
+        else { throw APIError(.notFound, "Session not found") }
+        let channel = ChannelAddress(environmentId: principal.environmentId, friendlyId: record.friendlyId, io: io)
+        // Absent lastSeqNum: only records appended from now on count.
+        let fromSeqNum: UInt64
+        if let lastSeqNum {
+            fromSeqNum = UInt64(lastSeqNum + 1)
+        } else {
+            do {
+                fromSeqNum = try await engine.readChannel(channel, from: .max, limit: 1).nextSeqNum
+            } catch {
+                throw APIError(.unavailable, "Channels are unavailable; try again")
+            }
+        }
+        let (waitpoint, isCached) = try await engine.store.create(
+            NewWaitpoint(
+                principal: principal,
+                runId: runId,
+                channel: channel,
+                fromSeqNum: fromSeqNum,
+                timeoutAt: timeoutAt,
+                idempotencyKey: idempotencyKey,
+                idempotencyKeyExpiresAt: idempotencyKey == nil
+                    ? nil : idempotencyTTL.map { Date().addingTimeInterval($0) },
+                tags: tags
+            )
+        )
+        if waitpoint.isPending { await engine.register(waitpoint) }
+        return try .json(WaitResponse(waitpointId: waitpoint.id, isCached: isCached))
+    }
+
+    @Sendable func retrieve(_ request: Request, context: APIRequestContext) async throws -> Response {
+        try .json(try await waitpoint(context).item)
+    }
+
+    /// Answers as soon as the waitpoint leaves `PENDING`, or after `timeout` seconds (1–600,
+    /// default 30) with it still pending.
+    @Sendable func longPoll(_ request: Request, context: APIRequestContext) async throws -> Response {
+        var timeout = 30
+        if let text = request.uri.queryParameters["timeout"] {
+            guard let seconds = Int(text), (1...600).contains(seconds) else {
+                throw APIError(.badRequest, "Invalid timeout: must be a whole number of seconds from 1 to 600")
+            }
+            timeout = seconds
+        }
+        let found = try await waitpoint(context)
+        guard found.isPending else { return try .json(found.item) }
+        // Listen first, then look again, so a completion in between is not missed.
+        let settled = try engine.connection.subscribe(Subjects.waitpointSettled(found.id))
+        defer { settled.unsubscribe() }
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        var current = found
+        while current.isPending, ContinuousClock.now < deadline {
+            current = try await engine.store.find(found.id, environmentId: found.item.environmentId) ?? current
+            guard current.isPending else { break }
+            // The settled notification is best effort: look again at least every second.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in settled { return }
+                }
+                group.addTask { try? await Task.sleep(for: min(.seconds(1), deadline - ContinuousClock.now)) }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+        return try .json(current.item)
+    }
+
+    // MARK: Helpers
+
+    private func waitpoint(_ context: APIRequestContext) async throws -> Waitpoint {
+        let principal = try Self.secretKey(context)
+        let id = try context.parameters.require("waitpoint")
+        guard id.hasPrefix("waitpoint_"), id.count <= 64,
+            let waitpoint = try await engine.store.find(id, environmentId: principal.environmentId)
+        else { throw APIError(.notFound, "Waitpoint not found") }
+        return waitpoint
+    }
+
+    private static func secretKey(_ context: APIRequestContext) throws -> Principal {
+        let principal = try context.requirePrincipal()
+        guard principal.isSecretKey else {
+            throw APIError(.forbidden, "Waitpoints need a secret API key, not a public access token")
+        }
+        return principal
+    }
+
+    /// `tags`: a string or up to 10 strings, each 1–128 characters.
+    private static func tags(_ fields: Fields) throws -> [String] {
+        if case .string(let tag)? = fields.members["tags"] {
+            guard (1...128).contains(tag.count) else {
+                throw APIError(.badRequest, "Invalid request body: tags must be 1-128 characters long")
+            }
+            return [tag]
+        }
+        if case .array(let items)? = fields.members["tags"], items.count > 10 {
+            throw APIError(
+                .badRequest,
+                "Invalid request body: waitpoints can only have 10 tags, you're trying to set \(items.count)"
+            )
+        }
+        return try fields.strings("tags", maxCount: 10, itemLength: 1...128) ?? []
+    }
+
+    /// An ISO-8601 date, or a duration from now: `30s`, `5m`, `2h`, `1d`, `1w`, `1h30m`.
+    static func timeout(_ text: String) throws -> Date {
+        if let date = ISO8601.date(from: text) { return date }
+        guard let seconds = duration(text) else {
+            throw APIError(
+                .badRequest,
+                "Invalid request body: timeout must be an ISO-8601 date or a duration like 30s, 5m, 2h, 1d, 1w or 1h30m"
+            )
+        }
+        return Date().addingTimeInterval(seconds)
+    }
+
+    /// `{digits}{s|m|h|d}`: how long an idempotency key is honoured.
+    static func idempotencyTTL(_ text: String) throws -> TimeInterval {
+        guard let unit = text.last, "smhd".contains(unit), let seconds = duration(text) else {
+            throw APIError(.badRequest, "Invalid request body: idempotencyKeyTTL must look like 30s, 10m, 2h or 1d")
+        }
+        return seconds
+    }
+
+    /// Seconds of a duration made of `{digits}{w|d|h|hr|m|s}` parts, or nil.
+    static func duration(_ text: String) -> TimeInterval? {
+        let units: [(String, Double)] = [("hr", 3600), ("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)]
+        var rest = Substring(text)
+        var total: Double = 0
+        while !rest.isEmpty {
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            guard !digits.isEmpty, let amount = Double(digits) else { return nil }
+            rest = rest.dropFirst(digits.count)
+            guard let (unit, seconds) = units.first(where: { rest.hasPrefix($0.0) }) else { return nil }
+            rest = rest.dropFirst(unit.count)
+            total += amount * seconds
+        }
+        return total > 0 ? total : nil
+    }
+
+    private struct WaitResponse: Encodable {
+        var waitpointId: String
+        var isCached: Bool
+    }
+}

@@ -1,0 +1,186 @@
+import Contracts
+import Foundation
+import Postgres
+import ServiceKit
+
+/// A waitpoint row.
+struct Waitpoint: Sendable, Equatable {
+    var item: WaitpointItem
+    var channel: ChannelAddress
+    /// Records with this sequence number or later complete it.
+    var fromSeqNum: UInt64
+
+    var id: String { item.id }
+    var isPending: Bool { item.status == .pending }
+}
+
+/// What a new waitpoint is made of.
+struct NewWaitpoint: Sendable {
+    var principal: Principal
+    var runId: String
+    var channel: ChannelAddress
+    var fromSeqNum: UInt64
+    var timeoutAt: Date?
+    var idempotencyKey: String?
+    var idempotencyKeyExpiresAt: Date?
+    var tags: [String]
+}
+
+/// The waitpoint table: creates (idempotent by key), conditional completion, timeouts.
+struct WaitpointStore: Sendable {
+    let database: PostgresClient
+
+    private static let columns: StaticString = """
+        friendly_id, environment_id, run_id, session_friendly_id, io, status, output::text AS output,
+        from_seq_num, timeout_at, idempotency_key, idempotency_key_expires_at, tags, created_at, completed_at
+        """
+
+    /// Creates a waitpoint, or returns the one holding the same live idempotency key (cached).
+    /// An expired key is taken from its old waitpoint and given to the new one.
+    func create(_ new: NewWaitpoint) async throws -> (waitpoint: Waitpoint, isCached: Bool) {
+        let environmentId = new.principal.environmentId
+        return try await database.withTransaction { connection in
+            if let key = new.idempotencyKey {
+                let rows = try await connection.query(
+                    """
+                    SELECT \(unescaped: Self.columns) FROM waitpoints
+                    WHERE environment_id = \(environmentId) AND idempotency_key = \(key) FOR UPDATE
+                    """
+                )
+                if let existing = try rows.first.map(Self.waitpoint) {
+                    if existing.item.idempotencyKeyExpiresAt.map({ $0 > Date() }) ?? true { return (existing, true) }
+                    try await connection.query(
+                        "UPDATE waitpoints SET idempotency_key = NULL WHERE friendly_id = \(existing.id)"
+                    )
+                }
+            }
+            let id = Identifier.make()
+            let inserted = try await connection.query(
+                """
+                INSERT INTO waitpoints (id, friendly_id, environment_id, organization_id, project_id, run_id,
+                    session_friendly_id, io, from_seq_num, timeout_at, idempotency_key, idempotency_key_expires_at, tags)
+                VALUES (\(id), \("waitpoint_" + id), \(environmentId), \(new.principal.organizationId),
+                    \(new.principal.projectId), \(new.runId), \(new.channel.friendlyId), \(new.channel.io.rawValue),
+                    \(Int64(new.fromSeqNum)), \(new.timeoutAt), \(new.idempotencyKey), \(new.idempotencyKeyExpiresAt),
+                    \(new.tags))
+                ON CONFLICT (environment_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING \(unescaped: Self.columns)
+                """
+            )
+            if let row = inserted.first { return (try Self.waitpoint(row), false) }
+            // A concurrent create with the same key committed first: that one is the waitpoint.
+            let rows = try await connection.query(
+                """
+                SELECT \(unescaped: Self.columns) FROM waitpoints
+                WHERE environment_id = \(environmentId) AND idempotency_key = \(new.idempotencyKey)
+                """
+            )
+            guard let row = rows.first else { throw APIError(.conflict, "Idempotency key is in use; try again") }
+            return (try Self.waitpoint(row), true)
+        }
+    }
+
+    func find(_ friendlyId: String, environmentId: String) async throws -> Waitpoint? {
+        try await database.query(
+            """
+            SELECT \(unescaped: Self.columns) FROM waitpoints
+            WHERE friendly_id = \(friendlyId) AND environment_id = \(environmentId)
+            """
+        ).first.map(Self.waitpoint)
+    }
+
+    /// Completes a pending waitpoint; nil when it was not pending (completion happens once).
+    func complete(_ friendlyId: String, with output: WaitpointOutput) async throws -> Waitpoint? {
+        let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
+        return try await database.query(
+            """
+            UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
+            WHERE friendly_id = \(friendlyId) AND status = 'PENDING'
+            RETURNING \(unescaped: Self.columns)
+            """
+        ).first.map(Self.waitpoint)
+    }
+
+    /// Times out up to `limit` due waitpoints; several instances may sweep at once.
+    func timeOutDue(limit: Int) async throws -> [Waitpoint] {
+        let output = String(
+            decoding: try JSONEncoder.sessions.encode(
+                WaitpointOutput(value: #"{"message":"The waitpoint timed out"}"#, isError: true)
+            ),
+            as: UTF8.self
+        )
+        return try await database.query(
+            """
+            UPDATE waitpoints SET status = 'TIMED_OUT', output = \(output)::jsonb, completed_at = now()
+            WHERE id IN (
+                SELECT id FROM waitpoints WHERE status = 'PENDING' AND timeout_at <= now()
+                ORDER BY timeout_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            )
+            RETURNING \(unescaped: Self.columns)
+            """
+        ).map(Self.waitpoint)
+    }
+
+    /// The channel's pending waitpoints that a record with `seqNum` completes.
+    func pending(on channel: ChannelAddress, upTo seqNum: UInt64) async throws -> [Waitpoint] {
+        try await database.query(
+            """
+            SELECT \(unescaped: Self.columns) FROM waitpoints
+            WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
+                AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num <= \(Int64(seqNum))
+            """
+        ).map(Self.waitpoint)
+    }
+
+    /// Every pending waitpoint, a page at a time (by id, after `after`).
+    func allPending(after: String, limit: Int) async throws -> [Waitpoint] {
+        try await database.query(
+            """
+            SELECT \(unescaped: Self.columns) FROM waitpoints
+            WHERE status = 'PENDING' AND friendly_id > \(after) ORDER BY friendly_id LIMIT \(limit)
+            """
+        ).map(Self.waitpoint)
+    }
+
+    /// Settled waitpoints whose event is not on JetStream yet (oldest first).
+    func unpublished(limit: Int) async throws -> [Waitpoint] {
+        try await database.query(
+            """
+            SELECT \(unescaped: Self.columns) FROM waitpoints
+            WHERE status <> 'PENDING' AND published_at IS NULL ORDER BY completed_at LIMIT \(limit)
+            """
+        ).map(Self.waitpoint)
+    }
+
+    func markPublished(_ friendlyIds: [String]) async throws {
+        try await database.query("UPDATE waitpoints SET published_at = now() WHERE friendly_id = ANY(\(friendlyIds))")
+    }
+
+    private static func waitpoint(_ row: PostgresRow) throws -> Waitpoint {
+        let io = ChannelIO(rawValue: try row.decode("io", as: String.self)) ?? .out
+        let environmentId = try row.decode("environment_id", as: String.self)
+        let session = try row.decode("session_friendly_id", as: String.self)
+        let output = try row.decode("output", as: String?.self).flatMap {
+            try? JSONDecoder.sessions.decode(WaitpointOutput.self, from: Data($0.utf8))
+        }
+        return Waitpoint(
+            item: WaitpointItem(
+                id: try row.decode("friendly_id"),
+                status: WaitpointStatus(rawValue: try row.decode("status", as: String.self)) ?? .pending,
+                runId: try row.decode("run_id"),
+                session: session,
+                io: io,
+                output: output,
+                timeoutAt: try row.decode("timeout_at", as: Date?.self),
+                idempotencyKey: try row.decode("idempotency_key", as: String?.self),
+                idempotencyKeyExpiresAt: try row.decode("idempotency_key_expires_at", as: Date?.self),
+                tags: try row.decode("tags"),
+                createdAt: try row.decode("created_at"),
+                completedAt: try row.decode("completed_at", as: Date?.self),
+                environmentId: environmentId
+            ),
+            channel: ChannelAddress(environmentId: environmentId, friendlyId: session, io: io),
+            fromSeqNum: UInt64(try row.decode("from_seq_num", as: Int64.self))
+        )
+    }
+}

@@ -1,0 +1,115 @@
+import Contracts
+import Foundation
+import Logging
+import Nats
+import ServiceLifecycle
+
+/// Reads every appended record durably (JetStream consumer `waitpoints` on the channel stream)
+/// and completes the waiters it is for. A record appended while this service was down is read
+/// when it is back; a record is acknowledged only once handled.
+struct AppendConsumer: Service {
+    let engine: WaitpointEngine
+    let logger: Logger
+    static let durableName = "waitpoints"
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            let consumer = try await connect()
+            defer { consumer.stop() }
+            while !Task.isCancelled {
+                let messages: [AckableMessage]
+                do {
+                    messages = try await consumer.fetch(batch: 64, timeout: .seconds(1))
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning("Fetching appended records failed; retrying.", metadata: ["error": "\(error)"])
+                    try await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                for message in messages { await handle(message) }
+            }
+        }
+    }
+
+    private func handle(_ message: AckableMessage) async {
+        guard let channel = ChannelAddress(subject: message.message.subject),
+            let seqNum = message.message.headers[Subjects.channelSeqHeader].flatMap(UInt64.init)
+        else {
+            try? message.terminate()
+            return
+        }
+        let record = ChannelRecord(
+            seqNum: seqNum,
+            timestamp: Int64((message.message.metadata?.timestamp ?? Date()).timeIntervalSince1970 * 1000),
+            body: String(decoding: message.message.payload, as: UTF8.self)
+        )
+        do {
+            try await engine.appended(record, on: channel, redelivered: (message.message.metadata?.deliveries ?? 1) > 1)
+            try message.ack()
+        } catch {
+            logger.warning(
+                "Handling an appended record failed; it is delivered again.",
+                metadata: ["channel": "\(channel)", "seq_num": "\(seqNum)", "error": "\(error)"]
+            )
+            try? message.nak(delay: .seconds(1))
+        }
+    }
+
+    /// The durable consumer; waits for realtime to create the channel stream if needed.
+    private func connect() async throws -> PullConsumer {
+        while true {
+            do {
+                return try await engine.jetStream.pullConsumer(
+                    stream: Subjects.channelStream,
+                    durable: Self.durableName,
+                    filterSubject: Subjects.allChannels,
+                    onlyNew: true
+                )
+            } catch let error as NatsError {
+                logger.warning(
+                    "The channel stream is not there yet; waiting for realtime.",
+                    metadata: ["nats.stream": "\(Subjects.channelStream)", "error": "\(error)"]
+                )
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}
+
+/// Times out due waitpoints (several instances may sweep at once: rows are claimed with
+/// `FOR UPDATE SKIP LOCKED`), publishes events a crash left unpublished, and refills Redis when
+/// it lost its data.
+struct TimeoutSweeper: Service {
+    let engine: WaitpointEngine
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await sweep()
+                } catch {
+                    logger.warning("A waitpoint sweep failed.", metadata: ["error": "\(error)"])
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    func sweep() async throws {
+        _ = try await engine.refillRegistryIfEmpty()
+        while true {
+            let timedOut = try await engine.store.timeOutDue(limit: 100)
+            for waitpoint in timedOut {
+                await engine.announce(waitpoint, .timedOut)
+                try? await engine.registry.remove(waitpoint.id, from: waitpoint.channel)
+            }
+            if timedOut.count < 100 { break }
+        }
+        for waitpoint in try await engine.store.unpublished(limit: 100)
+        where (waitpoint.item.completedAt?.timeIntervalSinceNow ?? 0) < -5 {
+            await engine.announce(waitpoint, waitpoint.item.status == .timedOut ? .timedOut : .completed)
+        }
+    }
+}
