@@ -140,7 +140,7 @@ let package = Package(
             "EndToEndTests",
             [
                 "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
-                "ServiceKit", "TestSupport", hummingbird, log,
+                "ServiceKit", "Redis", "TestSupport", hummingbird, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

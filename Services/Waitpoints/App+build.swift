@@ -45,7 +45,7 @@ func buildServiceGroup(
             ReadinessCheck("redis") { try await redis.ping() },
         ],
         work: [
-            AppendConsumer(engine: engine, logger: logger),
+            AppendConsumer(engine: engine, durableName: configuration.consumerName, logger: logger),
             TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
         ],
         registry: registry,

@@ -80,9 +80,17 @@ struct WaitpointEngine: Sendable {
         let refilled = try await refillRegistryIfEmpty()
         let drained = Set(try await registry.drain(channel))
         if drained.isEmpty && !redelivered && !refilled { return }
-        // PostgreSQL says who this record completes (it also knows waiters Redis lost).
+        // PostgreSQL says who this record completes (it also knows waiters Redis lost). A waiter
+        // gets the first record at or after its fromSeqNum, which is not this one when it was
+        // registered further back: that one is read from the channel.
         let due = try await store.pending(on: channel, upTo: record.seqNum)
-        for waitpoint in due { await complete(waitpoint, with: record) }
+        for waitpoint in due {
+            if waitpoint.fromSeqNum == record.seqNum {
+                await complete(waitpoint, with: record)
+            } else {
+                await raceCheck(waitpoint)
+            }
+        }
         // Drained waiters that want a later record go back, and check again.
         for id in drained.subtracting(due.map(\.id)) {
             guard let waitpoint = try await store.find(id, environmentId: channel.environmentId), waitpoint.isPending

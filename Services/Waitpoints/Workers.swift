@@ -9,12 +9,13 @@ import ServiceLifecycle
 /// when it is back; a record is acknowledged only once handled.
 struct AppendConsumer: Service {
     let engine: WaitpointEngine
+    /// Shared by every instance: each appended record is handled once.
+    let durableName: String
     let logger: Logger
-    static let durableName = "waitpoints"
 
     func run() async throws {
         try await cancelWhenGracefulShutdown {
-            let consumer = try await connect()
+            guard let consumer = try await connect() else { return }
             defer { consumer.stop() }
             while !Task.isCancelled {
                 let messages: [AckableMessage]
@@ -23,7 +24,7 @@ struct AppendConsumer: Service {
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning("Fetching appended records failed; retrying.", metadata: ["error": "\(error)"])
-                    try await Task.sleep(for: .seconds(1))
+                    try? await Task.sleep(for: .seconds(1))
                     continue
                 }
                 for message in messages { await handle(message) }
@@ -55,13 +56,14 @@ struct AppendConsumer: Service {
         }
     }
 
-    /// The durable consumer; waits for realtime to create the channel stream if needed.
-    private func connect() async throws -> PullConsumer {
-        while true {
+    /// The durable consumer; waits for realtime to create the channel stream if needed. Nil
+    /// when cancelled first.
+    private func connect() async throws -> PullConsumer? {
+        while !Task.isCancelled {
             do {
                 return try await engine.jetStream.pullConsumer(
                     stream: Subjects.channelStream,
-                    durable: Self.durableName,
+                    durable: durableName,
                     filterSubject: Subjects.allChannels,
                     onlyNew: true
                 )
@@ -70,9 +72,10 @@ struct AppendConsumer: Service {
                     "The channel stream is not there yet; waiting for realtime.",
                     metadata: ["nats.stream": "\(Subjects.channelStream)", "error": "\(error)"]
                 )
-                try await Task.sleep(for: .seconds(1))
+                try? await Task.sleep(for: .seconds(1))
             }
         }
+        return nil
     }
 }
 
@@ -85,14 +88,14 @@ struct TimeoutSweeper: Service {
     let logger: Logger
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
                     try await sweep()
                 } catch {
                     logger.warning("A waitpoint sweep failed.", metadata: ["error": "\(error)"])
                 }
-                try await Task.sleep(for: interval)
+                try? await Task.sleep(for: interval)
             }
         }
     }

@@ -6,7 +6,7 @@ import Testing
 
 @Suite(.timeLimit(.minutes(2))) struct RealtimeChannelTests {
     @Test func appendsGetDenseSequenceNumbersAndReplayInOrder() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         for index in 0..<5 {
             #expect(try await stack.appended(session.id, "message \(index)") == UInt64(index))
@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test func eightConcurrentWritersOnTwoInstancesNeverForkOrSkip() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let perWriter = 25
         let acknowledged = try await withThrowingTaskGroup(of: [(UInt64, String)].self) { group in
@@ -55,7 +55,7 @@ import Testing
     }
 
     @Test func resumingFromEveryPositionReturnsExactlyTheRemainder() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let count: UInt64 = 12
         for index in 0..<count { _ = try await stack.appended(session.id, "r\(index)") }
@@ -76,7 +76,7 @@ import Testing
     }
 
     @Test func aRetriedPartIdWritesOnceForTheLifeOfTheSession() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         _ = try await stack.appended(session.id, "before")
         let seqNums = try await withThrowingTaskGroup(of: UInt64.self) { group in
@@ -96,7 +96,7 @@ import Testing
     }
 
     @Test func liveSubscribersOfOneChannelAllGetEveryRecordInOrder() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let total = 30
         try await withThrowingTaskGroup(of: [UInt64].self) { group in
@@ -125,7 +125,7 @@ import Testing
     }
 
     @Test func aReconnectingSubscriberMissesNothing() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         for index in 0..<5 { _ = try await stack.appended(session.id, "a\(index)") }
         let first = try await stack.subscribe(session.id, timeoutSeconds: 10) { $0.count >= 3 }
@@ -138,7 +138,7 @@ import Testing
     }
 
     @Test func anExternalIdSubscribedBeforeItsSessionExistsGetsItsRecords() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let externalId = TestServers.uniqueName("later")
         async let subscribed = stack.subscribe(externalId, timeoutSeconds: 15) { $0.count >= 1 }
         // The subscriber may attach before or after this create: either way it must see the record.
@@ -151,7 +151,7 @@ import Testing
     }
 
     @Test func pingsKeepAnIdleStreamAliveUntilItsTimeout() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let start = ContinuousClock.now
         let (_, events) = try await stack.subscribe(session.id, timeoutSeconds: 3)
@@ -161,7 +161,7 @@ import Testing
     }
 
     @Test func appendsStopAtTheCloseWithin100Milliseconds() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         #expect(try await stack.appended(session.id, "open") == 0)
         let close = try await stack.http.execute(
@@ -192,7 +192,7 @@ import Testing
     }
 
     @Test func badRequestsGetClearErrors() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let url = stack.channelURL(session.id)
         for value in ["10abc", "0", "601", "-1", "+5", "1.5"] {
@@ -224,7 +224,7 @@ import Testing
     }
 
     @Test func sessionTokensReachTheirOwnSessionOnly() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let mine = try await stack.createSession()
         let other = try await stack.createSession()
         #expect(try await stack.append(mine.id, "mine", token: mine.token).status == 200)

@@ -6,9 +6,9 @@ import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(2))) struct RealtimeDurabilityTests {
     @Test func killDashNineDuringAWriteBurstLosesNoAcknowledgedRecord() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
-        let victim = try ServiceProcess(.realtime, extraEnvironment: RealtimeFixture.realtimeEnvironment)
+        let victim = try ServiceProcess(.realtime, extraEnvironment: ServicesFixture.realtimeEnvironment)
         try victim.start()
         #expect(try await victim.waitUntilReady(stack.http), "\(victim.output)")
         let url = victim.baseURL + "/realtime/v1/sessions/\(session.id)/out/append"
@@ -29,7 +29,7 @@ import Testing
                             )
                         )
                         guard let response, response.status == 200 else { break }
-                        acks[partId] = try JSONDecoder().decode(RealtimeFixture.AppendBody.self, from: response.body)
+                        acks[partId] = try JSONDecoder().decode(ServicesFixture.AppendBody.self, from: response.body)
                             .seqNum
                     }
                     return acks
@@ -61,9 +61,9 @@ import Testing
     }
 
     @Test func sseStreamsEndCleanlyOnGracefulShutdown() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
-        let instance = try ServiceProcess(.realtime, extraEnvironment: RealtimeFixture.realtimeEnvironment)
+        let instance = try ServiceProcess(.realtime, extraEnvironment: ServicesFixture.realtimeEnvironment)
         try instance.start()
         #expect(try await instance.waitUntilReady(stack.http), "\(instance.output)")
         _ = try await stack.appended(session.id, "one")

@@ -97,7 +97,7 @@ import Testing
     }
 
     @Test func theOpenAPIDocumentDescribesEveryRealtimeRoute() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
         let document = try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
         let paths = try #require(document["paths"] as? [String: [String: Any]])

@@ -12,7 +12,7 @@ import Testing
         var endpoint: String
     }
 
-    func initialize(_ stack: RealtimeFixture, _ session: String, io: String = "out") async throws -> Initialized {
+    func initialize(_ stack: ServicesFixture, _ session: String, io: String = "out") async throws -> Initialized {
         let response = try await stack.http.execute(
             HTTPRequest(method: "PUT", url: stack.channelURL(session, io), headers: stack.auth)
         )
@@ -29,7 +29,7 @@ import Testing
         )
     }
 
-    func recordsURL(_ stack: RealtimeFixture, _ streamName: String, instance: Int = 0) -> String {
+    func recordsURL(_ stack: ServicesFixture, _ streamName: String, instance: Int = 0) -> String {
         let encoded = streamName.addingPercentEncoding(
             withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "_-"))
         )!
@@ -37,7 +37,7 @@ import Testing
     }
 
     @Test func aDirectWriterAppendsAndReadsItsChannel() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let channel = try await initialize(stack, session.id)
         #expect(channel.streamName == "sessions/\(session.id)/out")
@@ -113,7 +113,7 @@ import Testing
     }
 
     @Test func aChannelTokenCannotTouchAnotherChannel() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let other = try await stack.createSession()
         let channel = try await initialize(stack, session.id)
@@ -149,7 +149,7 @@ import Testing
     }
 
     @Test func badAppendsGetS2Errors() async throws {
-        let stack = try await RealtimeFixture.shared.value
+        let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let channel = try await initialize(stack, session.id)
         let url = recordsURL(stack, channel.streamName)

@@ -28,8 +28,8 @@ import Testing
             try await body(store)
             await connection.close()
         case .s2AgainstRealtimeS2Subset:
-            let stack = try await RealtimeFixture.shared.value
-            let tokens = await ChannelTokens(secret: RealtimeFixture.tokenSecret, lifetime: .seconds(3600))
+            let stack = try await ServicesFixture.shared.value
+            let tokens = await ChannelTokens(secret: ServicesFixture.tokenSecret, lifetime: .seconds(3600))
             let store = S2Store(
                 settings: .init(endpoint: stack.realtime[0].baseURL + "/realtime/s2/v1", basin: "sessions"),
                 http: stack.http,

@@ -4,20 +4,21 @@ import HTTPClient
 import TestSupport
 import Testing
 
-/// A control plane and two realtime instances on the test servers, started once for every
-/// realtime test of this process, with one development environment.
-struct RealtimeFixture: Sendable {
+/// A control plane, two realtime instances and a waitpoints service on the test servers, started
+/// once for every test of this process that needs them, with one development environment.
+struct ServicesFixture: Sendable {
     static let tokenSecret = "realtime-test-secret-0123456789abcdefghij"
-    static let shared = Task { try await RealtimeFixture.start() }
+    static let shared = Task { try await ServicesFixture.start() }
 
     let controlPlane: ServiceProcess
     /// Two instances sharing the token secret, as a deployment with replicas has.
     let realtime: [ServiceProcess]
+    let waitpoints: ServiceProcess
     let apiKey: String
     let environmentId: String
     let http: HTTPClient
 
-    static func start() async throws -> RealtimeFixture {
+    static func start() async throws -> ServicesFixture {
         let http = HTTPClient(configuration: .init(poolSize: 32))
         let controlPlane = try ServiceProcess(.controlPlane)
         try controlPlane.start()
@@ -31,6 +32,11 @@ struct RealtimeFixture: Sendable {
                 throw FixtureError("realtime never became ready:\n\(instance.output)")
             }
         }
+        let waitpoints = try ServiceProcess(.waitpoints, extraEnvironment: ["SESSIONS_WAITPOINT_SWEEP_MS": "100"])
+        try waitpoints.start()
+        guard try await waitpoints.waitUntilReady(http) else {
+            throw FixtureError("waitpoints never became ready:\n\(waitpoints.output)")
+        }
         let command = try ServiceProcess(
             .controlPlane,
             arguments: ["env", "create", "--organization", TestServers.uniqueName("rt"), "--project", "p"]
@@ -41,9 +47,10 @@ struct RealtimeFixture: Sendable {
             throw FixtureError("env create printed no JSON:\n\(command.output)")
         }
         let created = try JSONDecoder().decode([String: String].self, from: Data(line.utf8))
-        return RealtimeFixture(
+        return ServicesFixture(
             controlPlane: controlPlane,
             realtime: realtime,
+            waitpoints: waitpoints,
             apiKey: created["apiKey"]!,
             environmentId: created["environmentId"]!,
             http: http

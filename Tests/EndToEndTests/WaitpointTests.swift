@@ -1,0 +1,268 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Nats
+import Redis
+import TestSupport
+import Testing
+
+extension ServicesFixture {
+    /// `POST /api/v1/runs/{run}/session-streams/wait` on `base` (the fixture's waitpoints by default).
+    func wait(_ body: [String: JSONValue], base: String? = nil, key: String? = nil) async throws -> HTTPResponse {
+        try await http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: (base ?? waitpoints.baseURL) + "/api/v1/runs/run_test/session-streams/wait",
+                headers: ["Authorization": "Bearer \(key ?? apiKey)", "Content-Type": "application/json"],
+                body: try JSONEncoder().encode(body)
+            )
+        )
+    }
+
+    /// Waits and returns the waitpoint id, failing on anything but 200.
+    func waitpointId(_ body: [String: JSONValue], base: String? = nil) async throws -> String {
+        let response = try await wait(body, base: base)
+        guard response.status == 200 else {
+            throw FixtureError("wait answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
+        }
+        return try JSONDecoder().decode(WaitBody.self, from: response.body).waitpointId
+    }
+
+    func waitpoint(_ id: String, base: String? = nil, poll seconds: Int? = nil) async throws -> WaitpointItem {
+        let path = seconds.map { "/wait?timeout=\($0)" } ?? ""
+        let response = try await http.execute(
+            HTTPRequest(url: (base ?? waitpoints.baseURL) + "/api/v1/waitpoints/\(id)" + path, headers: auth)
+        )
+        guard response.status == 200 else {
+            throw FixtureError(
+                "waitpoint answered \(response.status): \(String(decoding: response.body, as: UTF8.self))"
+            )
+        }
+        return try JSONDecoder.sessions.decode(WaitpointItem.self, from: response.body)
+    }
+
+    struct WaitBody: Decodable {
+        var waitpointId: String
+        var isCached: Bool
+    }
+}
+
+@Suite(.timeLimit(.minutes(2))) struct WaitpointTests {
+    @Test func everyWaiterOfAChannelCompletesWithTheAppendedBody() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let first = try await stack.waitpointId(["session": .string(session.id), "io": "in", "timeout": "1h"])
+        let second = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        let other = try await stack.waitpointId(["session": .string(session.id), "io": "out"])
+        _ = try await stack.appended(session.id, #"{"approved":true}"#, io: "in")
+        for id in [first, second] {
+            let done = try await stack.waitpoint(id, poll: 10)
+            #expect(done.status == .completed)
+            #expect(done.output == WaitpointOutput(value: #"{"approved":true}"#))
+        }
+        #expect(try await stack.waitpoint(other).status == .pending, "an .in append leaves .out waiters")
+    }
+
+    @Test func aShortWaiterNeverShortensALongOnesRegistration() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        let key = "ssw:\(stack.environmentId):\(session.id):in"
+        _ = try await stack.waitpointId(["session": .string(session.id), "io": "in", "timeout": "2h"])
+        let long = try #require(try await redis.command("PTTL", key).integer)
+        #expect(long > 7_000_000)
+        _ = try await stack.waitpointId(["session": .string(session.id), "io": "in", "timeout": "5s"])
+        #expect(try await redis.command("PTTL", key).integer ?? 0 > 7_000_000, "still the long one's")
+        _ = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        #expect(try await redis.command("PTTL", key).integer == -1, "no timeout: no expiry")
+        #expect(try await redis.command("SCARD", key).integer == 3)
+        await redis.close()
+    }
+
+    @Test func aRecordAfterLastSeqNumCompletesAtOnceAndAnOlderOneNever() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        for index in 0..<3 { _ = try await stack.appended(session.id, "old \(index)", io: "in") }
+        let caughtUp = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": 0])
+        let item = try await stack.waitpoint(caughtUp)
+        #expect(item.status == .completed && item.output?.value == "old 1", "the first record after lastSeqNum")
+        let fromStart = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": -1])
+        #expect(try await stack.waitpoint(fromStart).output?.value == "old 0")
+        let fresh = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        #expect(
+            try await stack.waitpoint(fresh, poll: 1).status == .pending,
+            "old records do not count without lastSeqNum"
+        )
+        _ = try await stack.appended(session.id, "new", io: "in")
+        #expect(try await stack.waitpoint(fresh, poll: 10).output?.value == "new")
+    }
+
+    @Test func waitersRacingAppendsCompleteExactlyOnce() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        // Waiters register while records are appended: each must complete once.
+        let ids = try await withThrowingTaskGroup(of: [String].self) { group in
+            group.addTask {
+                for index in 0..<20 { _ = try await stack.appended(session.id, "r\(index)", io: "in") }
+                return []
+            }
+            for _ in 0..<4 {
+                group.addTask {
+                    var ids: [String] = []
+                    for _ in 0..<10 {
+                        ids.append(try await stack.waitpointId(["session": .string(session.id), "io": "in"]))
+                    }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        _ = try await stack.appended(session.id, "last", io: "in")  // completes any still waiting
+        for id in ids { #expect(try await stack.waitpoint(id, poll: 10).status == .completed, "\(id)") }
+        // The durable events a run engine reads: one completion per waitpoint.
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
+        let jetStream = try JetStream(connection: connection)
+        let events = try jetStream.orderedConsumer(
+            stream: Subjects.waitpointEventsStream,
+            subject: "events.waitpoints.\(stack.environmentId).>"
+        )
+        var completions: [String: Int] = [:]
+        for await message in events {
+            if let event = try? JSONDecoder.sessions.decode(WaitpointEvent.self, from: message.payload),
+                ids.contains(event.waitpoint.id)
+            {
+                #expect(event.kind == .completed)
+                completions[event.waitpoint.id, default: 0] += 1
+            }
+            if message.metadata?.pending == 0 { break }
+        }
+        #expect(Set(completions.keys) == Set(ids))
+        #expect(completions.values.allSatisfy { $0 == 1 }, "\(completions.filter { $0.value != 1 })")
+        events.unsubscribe()
+        await connection.close()
+    }
+
+    @Test func timeoutsFire() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "out", "timeout": "1s"])
+        let done = try await stack.waitpoint(id, poll: 10)
+        #expect(done.status == .timedOut)
+        #expect(done.output?.isError == true)
+        _ = try await stack.appended(session.id, "too late")
+        #expect(try await stack.waitpoint(id).status == .timedOut, "settles once")
+    }
+
+    @Test func idempotencyKeysReturnTheSameWaitpointUntilTheirTTL() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let key = TestServers.uniqueName("idem")
+        let body: [String: JSONValue] = ["session": .string(session.id), "io": "in", "idempotencyKey": .string(key)]
+        let first = try await stack.wait(body)
+        let again = try await stack.wait(body)
+        let firstBody = try JSONDecoder().decode(ServicesFixture.WaitBody.self, from: first.body)
+        let againBody = try JSONDecoder().decode(ServicesFixture.WaitBody.self, from: again.body)
+        #expect(!firstBody.isCached && againBody.isCached && firstBody.waitpointId == againBody.waitpointId)
+        var expiring = body
+        expiring["idempotencyKey"] = .string(key + "-ttl")
+        expiring["idempotencyKeyTTL"] = "1s"
+        let short = try await stack.waitpointId(expiring)
+        let expired = try await TestServers.waitUntil(timeout: .seconds(5)) {
+            try await stack.waitpointId(expiring) != short
+        }
+        #expect(expired, "a new waitpoint once the key's TTL passed")
+    }
+
+    @Test func badWaitsGetClearErrors() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let cases: [([String: JSONValue], Int, String)] = [
+            (["io": "in"], 400, "session"),
+            (["session": .string(session.id), "io": "sideways"], 400, "io"),
+            (["session": .string(session.id), "io": "in", "timeout": "soon"], 400, "timeout"),
+            (
+                ["session": .string(session.id), "io": "in", "idempotencyKey": "k", "idempotencyKeyTTL": "5 minutes"],
+                400, "idempotencyKeyTTL"
+            ),
+            (
+                ["session": .string(session.id), "io": "in", "tags": .array((0..<11).map { .string("t\($0)") })], 400,
+                "10 tags"
+            ),
+            (["session": .string(session.id), "io": "in", "lastSeqNum": -2], 400, "lastSeqNum"),
+            (["session": "session_nosuchsession", "io": "in"], 404, "Session not found"),
+        ]
+        for (body, status, mention) in cases {
+            let response = try await stack.wait(body)
+            #expect(response.status == status, "\(body)")
+            #expect(String(decoding: response.body, as: UTF8.self).contains(mention), "\(body)")
+        }
+        let jwt = try await stack.wait(["session": .string(session.id), "io": "in"], key: session.token)
+        #expect(jwt.status == 403)
+        let unknown = try await stack.http.execute(
+            HTTPRequest(url: stack.waitpoints.baseURL + "/api/v1/waitpoints/waitpoint_nope", headers: stack.auth)
+        )
+        #expect(unknown.status == 404)
+        let badPoll = try await stack.http.execute(
+            HTTPRequest(
+                url: stack.waitpoints.baseURL + "/api/v1/waitpoints/waitpoint_nope/wait?timeout=0",
+                headers: stack.auth
+            )
+        )
+        #expect(badPoll.status == 400)
+    }
+}
+
+/// A waitpoints instance of its own (own database, Redis database and consumer), so that the
+/// shared one cannot complete its waiters while it is stopped or its Redis is flushed.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct WaitpointRecoveryTests {
+    func isolatedWaitpoints() async throws -> (ServiceProcess, [String: String]) {
+        let database = TestServers.uniqueName("wp")
+        let admin = try TestServers.databaseURL
+        let create = Process()
+        create.executableURL = URL(fileURLWithPath: "/usr/bin/psql")
+        create.arguments = [admin, "-q", "-c", "CREATE DATABASE \(database)"]
+        try create.run()
+        create.waitUntilExit()
+        #expect(create.terminationStatus == 0)
+        let databaseURL = admin.replacingOccurrences(of: #"/[^/]+$"#, with: "/\(database)", options: .regularExpression)
+        let redisURL = try TestServers.redisURL + "/7"
+        let environment = [
+            "SESSIONS_DATABASE_URL": databaseURL, "SESSIONS_REDIS_URL": redisURL,
+            "SESSIONS_WAITPOINT_CONSUMER": database, "SESSIONS_WAITPOINT_SWEEP_MS": "100",
+        ]
+        return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
+    }
+
+    @Test func anAppendWhileTheServiceIsDownCompletesItsWaiterOnceItIsBack() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let (first, environment) = try await isolatedWaitpoints()
+        try first.start()
+        #expect(try await first.waitUntilReady(stack.http), "\(first.output)")
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: first.baseURL)
+        #expect(try await first.terminate(timeout: .seconds(10)) == 0)
+        _ = try await stack.appended(session.id, "while you were out", io: "in")
+        let second = try ServiceProcess(.waitpoints, extraEnvironment: environment)
+        try second.start()
+        #expect(try await second.waitUntilReady(stack.http), "\(second.output)")
+        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 15)
+        #expect(done.status == .completed && done.output?.value == "while you were out", "\(second.output)")
+        _ = try await second.terminate(timeout: .seconds(10))
+    }
+
+    @Test func waitersStillCompleteAfterRedisLostItsData() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let (service, environment) = try await isolatedWaitpoints()
+        try service.start()
+        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
+        let redis = try RedisClient(configuration: .init(url: environment["SESSIONS_REDIS_URL"]!))
+        _ = try await redis.command("FLUSHDB")
+        await redis.close()
+        _ = try await stack.appended(session.id, "after the flush", io: "in")
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 15)
+        #expect(done.status == .completed && done.output?.value == "after the flush", "\(service.output)")
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+}
