@@ -211,6 +211,50 @@ enum OpenAPIDocument {
                 }
               }
             },
+            "/api/v1/runs/{run}/session-streams/wait": {
+              "parameters": [{ "name": "run", "in": "path", "required": true, "description": "The run's friendlyId", "schema": { "type": "string", "minLength": 1, "maxLength": 256 } }],
+              "post": {
+                "operationId": "waitForSessionStream",
+                "summary": "Create a waitpoint completed by the next record on a session channel (secret key only)",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/WaitForSessionStream" } } } },
+                "responses": {
+                  "200": { "description": "The waitpoint", "content": { "application/json": { "schema": { "type": "object", "required": ["waitpointId", "isCached"], "properties": { "waitpointId": { "type": "string" }, "isCached": { "type": "boolean" } } } } } },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" },
+                  "413": { "$ref": "#/components/responses/TooLarge" }
+                }
+              }
+            },
+            "/api/v1/waitpoints/{waitpoint}": {
+              "parameters": [{ "$ref": "#/components/parameters/Waitpoint" }],
+              "get": {
+                "operationId": "retrieveWaitpoint",
+                "summary": "A waitpoint: status, output, timestamps (secret key only)",
+                "responses": {
+                  "200": { "description": "The waitpoint", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Waitpoint" } } } },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" }
+                }
+              }
+            },
+            "/api/v1/waitpoints/{waitpoint}/wait": {
+              "parameters": [{ "$ref": "#/components/parameters/Waitpoint" }],
+              "get": {
+                "operationId": "waitForWaitpoint",
+                "summary": "Long-poll: answers as soon as the waitpoint settles, or after timeout seconds",
+                "parameters": [{ "name": "timeout", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 30 } }],
+                "responses": {
+                  "200": { "description": "The waitpoint (still PENDING when the poll timed out)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Waitpoint" } } } },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "404": { "$ref": "#/components/responses/NotFound" }
+                }
+              }
+            },
             "/api/openapi.json": {
               "get": {
                 "operationId": "openAPIDocument",
@@ -227,6 +271,7 @@ enum OpenAPIDocument {
             },
             "parameters": {
               "Session": { "name": "session", "in": "path", "required": true, "description": "friendlyId (session_…) or externalId", "schema": { "type": "string", "minLength": 1, "maxLength": 256 } },
+              "Waitpoint": { "name": "waitpoint", "in": "path", "required": true, "description": "waitpoint_…", "schema": { "type": "string" } },
               "IO": { "name": "io", "in": "path", "required": true, "description": "The channel: out (task → clients) or in (clients → task)", "schema": { "enum": ["out", "in"] } },
               "Stream": { "name": "stream", "in": "path", "required": true, "description": "X-S2-Stream-Name, percent-encoded (sessions%2F{friendlyId}%2F{io})", "schema": { "type": "string" } }
             },
@@ -284,6 +329,38 @@ enum OpenAPIDocument {
               "CloseSession": {
                 "type": "object",
                 "properties": { "reason": { "type": "string", "maxLength": 256 } }
+              },
+              "WaitForSessionStream": {
+                "type": "object",
+                "required": ["session", "io"],
+                "properties": {
+                  "session": { "type": "string", "minLength": 1, "maxLength": 256, "description": "friendlyId or externalId" },
+                  "io": { "enum": ["out", "in"] },
+                  "timeout": { "type": "string", "description": "ISO-8601 date, or a duration: 30s, 5m, 2h, 1d, 1w, 1h30m" },
+                  "idempotencyKey": { "type": "string", "minLength": 1, "maxLength": 256 },
+                  "idempotencyKeyTTL": { "type": "string", "pattern": "^[0-9]+[smhd]$" },
+                  "tags": { "oneOf": [{ "type": "string" }, { "type": "array", "maxItems": 10, "items": { "type": "string" } }] },
+                  "lastSeqNum": { "type": "integer", "minimum": -1, "description": "The last record the caller saw; absent: only records appended from now on" }
+                }
+              },
+              "Waitpoint": {
+                "type": "object",
+                "required": ["id", "status", "runId", "session", "io", "tags", "createdAt", "environmentId"],
+                "properties": {
+                  "id": { "type": "string" },
+                  "status": { "enum": ["PENDING", "COMPLETED", "TIMED_OUT"] },
+                  "runId": { "type": "string" },
+                  "session": { "type": "string" },
+                  "io": { "enum": ["out", "in"] },
+                  "output": { "type": "object", "properties": { "value": { "type": "string" }, "type": { "type": "string" }, "isError": { "type": "boolean" } } },
+                  "timeoutAt": { "type": "string", "format": "date-time" },
+                  "idempotencyKey": { "type": "string" },
+                  "idempotencyKeyExpiresAt": { "type": "string", "format": "date-time" },
+                  "tags": { "type": "array", "items": { "type": "string" } },
+                  "createdAt": { "type": "string", "format": "date-time" },
+                  "completedAt": { "type": "string", "format": "date-time" },
+                  "environmentId": { "type": "string" }
+                }
               },
               "AppendResult": {
                 "type": "object",

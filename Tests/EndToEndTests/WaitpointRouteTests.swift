@@ -1,0 +1,64 @@
+import Contracts
+import Foundation
+import HTTPClient
+import Hummingbird
+import Logging
+import Nats
+import Postgres
+import Redis
+import ServiceKit
+import TestSupport
+import Testing
+
+@testable import Waitpoints
+
+@Suite struct WaitpointRouteTests {
+    @Test func theOpenAPIDocumentDescribesEveryWaitpointRoute() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
+        let document = try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
+        let paths = try #require(document["paths"] as? [String: [String: Any]])
+        let methods = ["get", "put", "post", "patch", "delete", "head"]
+        let documented = Set(
+            paths.filter { $0.key.hasPrefix("/api/v1/runs/") || $0.key.hasPrefix("/api/v1/waitpoints") }
+                .flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } }
+        )
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
+        let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        let engine = WaitpointEngine(
+            store: WaitpointStore(database: database),
+            registry: WaitRegistry(redis: redis),
+            connection: connection,
+            jetStream: try JetStream(connection: connection),
+            logger: Logger(label: "routes")
+        )
+        let router = Router(context: APIRequestContext.self)
+        WaitpointRoutes(engine: engine).add(to: router, authenticator: NatsAuthenticator(connection: connection))
+        let routed = Set(
+            router.routes.map { route in
+                let path = "\(route.path)"
+                return "\(route.method.rawValue) \(path.hasPrefix("/") ? path : "/" + path)"
+            }
+        )
+        await connection.close()
+        await database.close()
+        await redis.close()
+        #expect(
+            documented == routed,
+            "only documented: \(documented.subtracting(routed)); only routed: \(routed.subtracting(documented))"
+        )
+    }
+
+    @Test(arguments: [
+        ("30s", 30.0), ("5m", 300), ("2h", 7200), ("1d", 86_400), ("1w", 604_800), ("1h30m", 5400), ("2hr", 7200),
+    ])
+    func durations(text: String, seconds: Double) {
+        #expect(WaitpointRoutes.duration(text) == seconds)
+    }
+
+    @Test(arguments: ["", "5", "m", "5x", "1.5h", "-5m", "5 m", "0s"])
+    func invalidDurations(text: String) {
+        #expect(WaitpointRoutes.duration(text) == nil)
+    }
+}
