@@ -18,21 +18,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 
-
-def percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p / 100))] if values else float("nan")
-
-
-def create_session(control_plane, key, external_id):
-    request = urllib.request.Request(
-        control_plane + "/api/v1/sessions", method="POST",
-        data=json.dumps({"type": "bench", "externalId": external_id}).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request) as response:
-        return json.load(response)["id"]
+from benchlib import create_session, open_connection, percentile, post, read_head
 
 
 def wrk(url, script, concurrency, seconds, key):
@@ -64,32 +51,6 @@ def raw_jetstream(bench, nats, concurrency, seconds):
     output = subprocess.run([bench, "--nats", nats, "--concurrency", str(concurrency), "--seconds", str(seconds)],
                             check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
-
-
-# ---- a minimal asyncio HTTP/1.1 client: keep-alive requests and SSE streams ----
-
-async def open_connection(base):
-    parts = urllib.parse.urlsplit(base)
-    return await asyncio.open_connection(parts.hostname, parts.port)
-
-
-async def read_head(reader):
-    status = int((await reader.readline()).split()[1])
-    headers = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def post(reader, writer, host, path, key, body):
-    writer.write((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-                  f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
-    await writer.drain()
-    status, headers = await read_head(reader)
-    payload = await reader.readexactly(int(headers.get("content-length", "0")))
-    if status != 200:
-        raise RuntimeError(f"append answered {status}: {payload[:200]}")
 
 
 class Subscriber:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks in release mode against a throwaway stack on free ports; prints a table per
-# benchmark and writes JSON under bench/results/: the control plane and realtime.
-# BENCH_ONLY=control-plane|realtime runs one of them; BENCH_SECONDS sets each phase's length.
+# benchmark and writes JSON under bench/results/: the control plane, realtime and waitpoints.
+# BENCH_ONLY=control-plane|realtime|waitpoints runs one of them; BENCH_SECONDS sets each phase's length.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -33,7 +33,7 @@ command -v wrk >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 }
 say "building in release mode"
-for product in control-plane realtime sessions-bench; do swift build -c release --product "$product"; done
+for product in control-plane realtime waitpoints sessions-bench; do swift build -c release --product "$product"; done
 BIN=$(swift build -c release --show-bin-path)
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/sessions-bench.XXXXXX")
@@ -56,9 +56,11 @@ start_service() { # name port
 }
 PORT=$(free_port)
 REALTIME_PORT=$(free_port)
+WAITPOINTS_PORT=$(free_port)
 start_service control-plane "$PORT"
 start_service realtime "$REALTIME_PORT"
 REALTIME_PID=${PIDS[1]}
+start_service waitpoints "$WAITPOINTS_PORT"
 KEY=$("$BIN/control-plane" env create --organization bench --project bench |
     python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["apiKey"])')
 
@@ -77,5 +79,13 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
     python3 bench/realtime.py --url "http://127.0.0.1:$REALTIME_PORT" --control-plane "http://127.0.0.1:$PORT" \
         --api-key "$KEY" --nats "$SESSIONS_NATS_URL" --bench "$BIN/sessions-bench" --pid "$REALTIME_PID" \
         --seconds "${BENCH_SECONDS:-10}" --subscribers "${BENCH_SUBSCRIBERS:-1000}" --output "$OUT"
+    say "results: $OUT"
+fi
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
+    OUT=bench/results/waitpoints-$STAMP.json
+    say "waitpoints: append -> completion -> long-poll with 1,000 pending waiters on 100 channels"
+    python3 bench/waitpoints.py --realtime "http://127.0.0.1:$REALTIME_PORT" \
+        --waitpoints "http://127.0.0.1:$WAITPOINTS_PORT" --control-plane "http://127.0.0.1:$PORT" \
+        --api-key "$KEY" --output "$OUT"
     say "results: $OUT"
 fi
