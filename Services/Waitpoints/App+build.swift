@@ -29,11 +29,14 @@ func buildServiceGroup(
     try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
         _ = try await jetStream.createOrUpdateStream(WaitpointEngine.eventStreamConfiguration())
     }
+    let store = WaitpointStore(database: database)
+    let events = EventPublisher(jetStream: jetStream, store: store, logger: logger)
     let engine = WaitpointEngine(
-        store: WaitpointStore(database: database),
+        store: store,
         registry: WaitRegistry(redis: redis),
         connection: connection,
         jetStream: jetStream,
+        events: events,
         logger: logger
     )
     let host = ServiceHost(
@@ -45,6 +48,7 @@ func buildServiceGroup(
             ReadinessCheck("redis") { try await redis.ping() },
         ],
         work: [
+            events,
             AppendConsumer(engine: engine, durableName: configuration.consumerName, logger: logger),
             TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
         ],

@@ -15,6 +15,7 @@ struct WaitpointEngine: Sendable {
     let registry: WaitRegistry
     let connection: NatsConnection
     let jetStream: JetStream
+    let events: EventPublisher
     let logger: Logger
 
     /// How long a registration lives in Redis when the waitpoint has no timeout of its own is
@@ -84,11 +85,15 @@ struct WaitpointEngine: Sendable {
         // gets the first record at or after its fromSeqNum, which is not this one when it was
         // registered further back: that one is read from the channel.
         let due = try await store.pending(on: channel, upTo: record.seqNum)
-        for waitpoint in due {
-            if waitpoint.fromSeqNum == record.seqNum {
-                await complete(waitpoint, with: record)
-            } else {
-                await raceCheck(waitpoint)
+        await withTaskGroup(of: Void.self) { group in
+            for waitpoint in due {
+                group.addTask {
+                    if waitpoint.fromSeqNum == record.seqNum {
+                        await complete(waitpoint, with: record)
+                    } else {
+                        await raceCheck(waitpoint)
+                    }
+                }
             }
         }
         // Drained waiters that want a later record go back, and check again.
@@ -130,7 +135,7 @@ struct WaitpointEngine: Sendable {
                     with: WaitpointOutput(value: Self.data(of: record))
                 )
             else { return }  // Already settled: completion happens once.
-            await announce(completed, .completed)
+            announce(completed, .completed)
         } catch {
             logger.error(
                 "Could not complete a waitpoint.",
@@ -139,23 +144,10 @@ struct WaitpointEngine: Sendable {
         }
     }
 
-    /// Publishes the waitpoint's event (durable; marked published once JetStream has it) and
-    /// wakes long-polling waiters.
-    func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) async {
+    /// Wakes long-polling waiters at once and queues the waitpoint's durable event.
+    func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) {
         try? connection.publish(Subjects.waitpointSettled(waitpoint.id))
-        do {
-            _ = try await jetStream.publish(
-                Subjects.waitpointEvent(environmentId: waitpoint.item.environmentId, kind: kind),
-                payload: try JSONEncoder.sessions.encode(WaitpointEvent(kind: kind, waitpoint: waitpoint.item)),
-                messageID: "\(waitpoint.id):\(kind.rawValue)"
-            )
-            try await store.markPublished([waitpoint.id])
-        } catch {
-            logger.warning(
-                "A waitpoint event is not published yet; the sweeper retries.",
-                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
-            )
-        }
+        events.enqueue(waitpoint, kind)
     }
 
     static func eventStreamConfiguration() -> StreamConfiguration {

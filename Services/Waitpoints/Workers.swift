@@ -27,7 +27,12 @@ struct AppendConsumer: Service {
                     try? await Task.sleep(for: .seconds(1))
                     continue
                 }
-                for message in messages { await handle(message) }
+                // Channels in parallel; the records of one channel in order.
+                await withTaskGroup(of: Void.self) { group in
+                    for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
+                        group.addTask { for message in records { await handle(message) } }
+                    }
+                }
             }
         }
     }
@@ -105,14 +110,68 @@ struct TimeoutSweeper: Service {
         while true {
             let timedOut = try await engine.store.timeOutDue(limit: 100)
             for waitpoint in timedOut {
-                await engine.announce(waitpoint, .timedOut)
+                engine.announce(waitpoint, .timedOut)
                 try? await engine.registry.remove(waitpoint.id, from: waitpoint.channel)
             }
             if timedOut.count < 100 { break }
         }
         for waitpoint in try await engine.store.unpublished(limit: 100)
         where (waitpoint.item.completedAt?.timeIntervalSinceNow ?? 0) < -5 {
-            await engine.announce(waitpoint, waitpoint.item.status == .timedOut ? .timedOut : .completed)
+            engine.events.enqueue(waitpoint, waitpoint.item.status == .timedOut ? .timedOut : .completed)
+        }
+    }
+}
+
+/// Publishes waitpoint events on JetStream off the completion path, many at a time, and marks
+/// each published once JetStream has it; what it could not publish, the sweeper enqueues again.
+final class EventPublisher: Service, Sendable {
+    private let queue: AsyncStream<(Waitpoint, WaitpointEvent.Kind)>
+    private let continuation: AsyncStream<(Waitpoint, WaitpointEvent.Kind)>.Continuation
+    let jetStream: JetStream
+    let store: WaitpointStore
+    let logger: Logger
+    static let concurrency = 32
+
+    init(jetStream: JetStream, store: WaitpointStore, logger: Logger) {
+        (queue, continuation) = AsyncStream.makeStream()
+        self.jetStream = jetStream
+        self.store = store
+        self.logger = logger
+    }
+
+    func enqueue(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) { continuation.yield((waitpoint, kind)) }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                var running = 0
+                for await (waitpoint, kind) in queue {
+                    if running == Self.concurrency {
+                        await group.next()
+                        running -= 1
+                    }
+                    group.addTask { await self.publish(waitpoint, kind) }
+                    running += 1
+                }
+            }
+        } onGracefulShutdown: {
+            self.continuation.finish()
+        }
+    }
+
+    private func publish(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) async {
+        do {
+            _ = try await jetStream.publish(
+                Subjects.waitpointEvent(environmentId: waitpoint.item.environmentId, kind: kind),
+                payload: try JSONEncoder.sessions.encode(WaitpointEvent(kind: kind, waitpoint: waitpoint.item)),
+                messageID: "\(waitpoint.id):\(kind.rawValue)"
+            )
+            try await store.markPublished([waitpoint.id])
+        } catch {
+            logger.warning(
+                "A waitpoint event is not published yet; the sweeper retries.",
+                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+            )
         }
     }
 }

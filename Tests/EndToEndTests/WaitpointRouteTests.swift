@@ -26,11 +26,14 @@ import Testing
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
         let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
         let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        let store = WaitpointStore(database: database)
+        let jetStream = try JetStream(connection: connection)
         let engine = WaitpointEngine(
-            store: WaitpointStore(database: database),
+            store: store,
             registry: WaitRegistry(redis: redis),
             connection: connection,
-            jetStream: try JetStream(connection: connection),
+            jetStream: jetStream,
+            events: EventPublisher(jetStream: jetStream, store: store, logger: Logger(label: "routes")),
             logger: Logger(label: "routes")
         )
         let router = Router(context: APIRequestContext.self)
