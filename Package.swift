@@ -98,7 +98,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient"]),
+        service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient", metrics]),
         service("Waitpoints", ["Postgres", "Redis"]),
 
         .executableTarget(
@@ -127,7 +127,8 @@ let package = Package(
         tests(
             "ControlPlaneTests",
             [
-                "ControlPlane", "ServiceKit", "Contracts", "Postgres", "Nats", "TestSupport", hummingbird, log,
+                "ControlPlane", "ServiceKit", "Contracts", "Postgres", "Nats", "ClickHouse", "HTTPClient", "TestSupport",
+                hummingbird, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
@@ -140,7 +141,7 @@ let package = Package(
             "EndToEndTests",
             [
                 "ControlPlane", "Realtime", "Replicator", "Waitpoints", "Contracts", "Nats", "HTTPClient",
-                "ServiceKit", "Redis", "TestSupport", hummingbird, log,
+                "ServiceKit", "Redis", "Postgres", "ClickHouse", "TestSupport", hummingbird, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

@@ -33,7 +33,7 @@ command -v wrk >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 }
 say "building in release mode"
-for product in control-plane realtime waitpoints sessions-bench; do swift build -c release --product "$product"; done
+swift build -c release
 BIN=$(swift build -c release --show-bin-path)
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/sessions-bench.XXXXXX")

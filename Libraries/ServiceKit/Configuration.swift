@@ -80,6 +80,9 @@ extension Environment {
 
     /// `SESSIONS_CLICKHOUSE_URL`, the ClickHouse HTTP interface (default `http://127.0.0.1:8123`).
     public var clickhouseURL: String { self["SESSIONS_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123" }
+
+    /// `SESSIONS_CLICKHOUSE_DATABASE`, where `sessions_v1` lives (default `default`).
+    public var clickhouseDatabase: String { self["SESSIONS_CLICKHOUSE_DATABASE"] ?? "default" }
 }
 
 /// A configuration value that cannot be used.

@@ -25,13 +25,21 @@ func buildServiceGroup(
     ) {
         try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
     }
-    let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
+    let clickhouse = ClickHouseClient(
+        configuration: .init(url: configuration.clickhouseURL, database: configuration.clickhouseDatabase),
+        http: HTTPClient()
+    )
     let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "control-plane"))
     let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     try await retryingAtStartup("nats", logger: logger, isRetriable: { ($0 as? NatsError)?.isRetriable ?? false }) {
         try await events.prepare()
     }
-    let api = ControlPlaneAPI(database: database, events: events, tokenSettings: configuration.tokens)
+    let api = ControlPlaneAPI(
+        database: database,
+        clickhouse: clickhouse,
+        events: events,
+        tokenSettings: configuration.tokens
+    )
     let host = ServiceHost(
         name: .controlPlane,
         configuration: configuration.common,
@@ -56,11 +64,22 @@ struct ControlPlaneAPI: Sendable {
     let authenticator: ControlPlaneAuthenticator
     let routes: SessionRoutes
 
-    init(database: PostgresClient, events: SessionEventRelay, tokenSettings: AccessTokenSettings) {
+    init(
+        database: PostgresClient,
+        clickhouse: ClickHouseClient,
+        events: SessionEventRelay,
+        tokenSettings: AccessTokenSettings
+    ) {
         store = SessionStore(database: database)
         environments = EnvironmentStore(database: database)
         authenticator = ControlPlaneAuthenticator(environments: environments, settings: tokenSettings)
-        routes = SessionRoutes(store: store, environments: environments, events: events, tokenSettings: tokenSettings)
+        routes = SessionRoutes(
+            store: store,
+            environments: environments,
+            events: events,
+            tokenSettings: tokenSettings,
+            listing: SessionListing(clickhouse: clickhouse, store: store)
+        )
     }
 
     var endpoints: [NatsEndpoint] { ControlPlaneEndpoints.make(store: store, authenticator: authenticator) }

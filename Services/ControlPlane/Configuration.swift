@@ -5,6 +5,7 @@ import ServiceKit
 /// Keys: the common ones (see `CommonConfiguration`; HTTP port default 3001),
 /// `SESSIONS_DATABASE_URL` (default `postgresql://postgres@127.0.0.1:5432/sessions`),
 /// `SESSIONS_DATABASE_POOL_SIZE` (default 8), `SESSIONS_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`),
+/// `SESSIONS_CLICKHOUSE_DATABASE` (default `default`; where the replicator keeps `sessions_v1`),
 /// `SESSIONS_JWT_ISSUER` (default `https://id.trigger.dev`), `SESSIONS_JWT_AUDIENCE` (default
 /// `https://api.trigger.dev`).
 struct ControlPlaneConfiguration: Sendable {
@@ -12,6 +13,7 @@ struct ControlPlaneConfiguration: Sendable {
     var databaseURL: String
     var databasePoolSize: Int
     var clickhouseURL: String
+    var clickhouseDatabase: String
     var tokens: AccessTokenSettings
 
     init(environment: Environment) throws {
@@ -19,6 +21,7 @@ struct ControlPlaneConfiguration: Sendable {
         databaseURL = environment.databaseURL
         databasePoolSize = try environment.databasePoolSize()
         clickhouseURL = environment.clickhouseURL
+        clickhouseDatabase = environment.clickhouseDatabase
         let defaults = AccessTokenSettings()
         tokens = AccessTokenSettings(
             issuer: environment["SESSIONS_JWT_ISSUER"] ?? defaults.issuer,

@@ -25,6 +25,29 @@ enum OpenAPIDocument {
           "security": [{ "bearer": [] }],
           "paths": {
             "/api/v1/sessions": {
+              "get": {
+                "operationId": "listSessions",
+                "summary": "List sessions, newest first (from ClickHouse; items show their latest state)",
+                "parameters": [
+                  { "name": "filter[type]", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated or repeated" },
+                  { "name": "filter[tags]", "in": "query", "schema": { "type": "string" }, "description": "Any of these tags" },
+                  { "name": "filter[taskIdentifier]", "in": "query", "schema": { "type": "string" } },
+                  { "name": "filter[externalId]", "in": "query", "schema": { "type": "string" } },
+                  { "name": "filter[status]", "in": "query", "schema": { "type": "string" }, "description": "ACTIVE, CLOSED, EXPIRED" },
+                  { "name": "filter[createdAt][period]", "in": "query", "schema": { "type": "string" }, "description": "30m, 24h, 7d, …" },
+                  { "name": "filter[createdAt][from]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601" },
+                  { "name": "filter[createdAt][to]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601" },
+                  { "name": "page[size]", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 20 } },
+                  { "name": "page[after]", "in": "query", "schema": { "type": "string" } },
+                  { "name": "page[before]", "in": "query", "schema": { "type": "string" } }
+                ],
+                "responses": {
+                  "200": { "description": "A page", "content": { "application/json": { "schema": { "type": "object", "required": ["data", "pagination"], "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/Session" } }, "pagination": { "type": "object", "properties": { "next": { "type": "string" }, "previous": { "type": "string" } } } } } } } },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" }
+                }
+              },
               "post": {
                 "operationId": "createSession",
                 "summary": "Create a session (idempotent by externalId)",

@@ -1,7 +1,9 @@
+import ClickHouse
 import Contracts
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import ServiceKit
 
 /// `/api/v1/sessions…`: create, retrieve, update and close (SPEC §4).
@@ -14,6 +16,7 @@ struct SessionRoutes: Sendable {
     let environments: EnvironmentStore
     let events: SessionEventRelay
     let tokenSettings: AccessTokenSettings
+    let listing: SessionListing
 
     static let bodyLimit = 32 * 1024
     static let closeBodyLimit = 1024
@@ -21,6 +24,7 @@ struct SessionRoutes: Sendable {
     func add(to router: Router<APIRequestContext>, authenticator: any Authenticator) {
         let sessions = router.group("api/v1/sessions").add(middleware: AuthenticationMiddleware(authenticator))
         sessions.post(use: create)
+        sessions.get(use: list)
         sessions.get("{session}", use: retrieve)
         sessions.patch("{session}", use: update)
         sessions.post("{session}/close", use: close)
@@ -70,6 +74,34 @@ struct SessionRoutes: Sendable {
             CreatedSession(session: session.item(), publicAccessToken: token, isCached: !isNew),
             status: isNew ? .created : .ok
         )
+    }
+
+    /// Lists sessions. A token with `read:tasks:{id}` scopes (and no wider read scope) sees the
+    /// sessions of those tasks only.
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        var filters = try SessionListing.filters(request)
+        if let scopes = principal.scopes,
+            !["read:sessions", "read:all", "admin", "read:tasks"].contains(where: scopes.contains)
+        {
+            let tasks = scopes.filter { $0.hasPrefix("read:tasks:") }.map { String($0.dropFirst(11)) }.filter {
+                !$0.isEmpty
+            }
+            guard !tasks.isEmpty else {
+                throw APIError(.forbidden, "Unauthorized: this token does not grant read access to sessions")
+            }
+            let requested = filters.taskIdentifiers
+            filters.taskIdentifiers = requested.isEmpty ? tasks : requested.filter(tasks.contains)
+            if filters.taskIdentifiers.isEmpty {
+                return try .json(SessionListing.Page(data: [], pagination: .init()))
+            }
+        }
+        do {
+            return try .json(try await listing.list(filters, in: principal))
+        } catch let error as ClickHouseError {
+            context.logger.error("Listing sessions failed.", metadata: ["error": "\(error)"])
+            throw APIError(.unavailable, "Listing sessions is unavailable; try again")
+        }
     }
 
     @Sendable func retrieve(_ request: Request, context: APIRequestContext) async throws -> Response {

@@ -93,6 +93,17 @@ struct SessionStore: Sendable {
     /// Applies `changes`; nil when the session no longer exists.
     ///
     /// - Throws: ``APIError`` 409 when the new externalId is taken in this environment.
+    /// The sessions with these internal ids in the environment, in no particular order.
+    func sessions(ids: [String], environmentId: String) async throws -> [SessionRecord] {
+        guard !ids.isEmpty else { return [] }
+        return try await database.query(
+            """
+            SELECT to_jsonb(sessions)::text AS session_row FROM sessions
+            WHERE runtime_environment_id = \(environmentId) AND id = ANY(\(ids))
+            """
+        ).map(SessionRow.decode)
+    }
+
     func update(_ session: SessionRecord, with changes: SessionChanges) async throws -> SessionRecord? {
         let metadata = changes.metadata.map { $0.map(JSONText.init) }
         do {

@@ -17,8 +17,18 @@ func buildServiceGroup(
 ) async throws -> ServiceGroup {
     let database = PostgresClient(configuration: .init(url: configuration.databaseURL, poolSize: 2))
     let redis = try RedisClient(configuration: .init(url: configuration.redisURL, poolSize: 2))
-    let clickhouse = ClickHouseClient(configuration: .init(url: configuration.clickhouseURL), http: HTTPClient())
+    let clickhouse = ClickHouseClient(
+        configuration: .init(url: configuration.clickhouseURL, database: configuration.clickhouseDatabase),
+        http: HTTPClient()
+    )
     let connection = try await NatsConnection.connect(.init(url: configuration.common.natsURL, name: "replicator"))
+    let replicator = SessionReplicator(
+        settings: configuration.replication,
+        database: database,
+        redis: redis,
+        clickhouse: clickhouse,
+        logger: logger
+    )
     let host = ServiceHost(
         name: .replicator,
         configuration: configuration.common,
@@ -28,6 +38,7 @@ func buildServiceGroup(
             ReadinessCheck("redis") { try await redis.ping() },
             ReadinessCheck("clickhouse") { try await clickhouse.ping() },
         ],
+        work: [replicator],
         registry: registry,
         logger: logger
     )

@@ -141,7 +141,7 @@ struct WaitpointRoutes: Sendable {
     /// An ISO-8601 date, or a duration from now: `30s`, `5m`, `2h`, `1d`, `1w`, `1h30m`.
     static func timeout(_ text: String) throws -> Date {
         if let date = ISO8601.date(from: text) { return date }
-        guard let seconds = duration(text) else {
+        guard let seconds = DurationText.seconds(text) else {
             throw APIError(
                 .badRequest,
                 "Invalid request body: timeout must be an ISO-8601 date or a duration like 30s, 5m, 2h, 1d, 1w or 1h30m"
@@ -152,26 +152,10 @@ struct WaitpointRoutes: Sendable {
 
     /// `{digits}{s|m|h|d}`: how long an idempotency key is honoured.
     static func idempotencyTTL(_ text: String) throws -> TimeInterval {
-        guard let unit = text.last, "smhd".contains(unit), let seconds = duration(text) else {
+        guard let unit = text.last, "smhd".contains(unit), let seconds = DurationText.seconds(text) else {
             throw APIError(.badRequest, "Invalid request body: idempotencyKeyTTL must look like 30s, 10m, 2h or 1d")
         }
         return seconds
-    }
-
-    /// Seconds of a duration made of `{digits}{w|d|h|hr|m|s}` parts, or nil.
-    static func duration(_ text: String) -> TimeInterval? {
-        let units: [(String, Double)] = [("hr", 3600), ("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)]
-        var rest = Substring(text)
-        var total: Double = 0
-        while !rest.isEmpty {
-            let digits = rest.prefix { $0.isASCII && $0.isNumber }
-            guard !digits.isEmpty, let amount = Double(digits) else { return nil }
-            rest = rest.dropFirst(digits.count)
-            guard let (unit, seconds) = units.first(where: { rest.hasPrefix($0.0) }) else { return nil }
-            rest = rest.dropFirst(unit.count)
-            total += amount * seconds
-        }
-        return total > 0 ? total : nil
     }
 
     private struct WaitResponse: Encodable {

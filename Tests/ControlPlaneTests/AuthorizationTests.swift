@@ -1,5 +1,7 @@
+import ClickHouse
 import Contracts
 import Foundation
+import HTTPClient
 import HTTPTypes
 import Hummingbird
 import JWTKit
@@ -281,7 +283,12 @@ func withControlPlaneRouter(_ body: (Router<APIRequestContext>) async throws -> 
         logger: Logger(label: "test")
     )
     let router = Router(context: APIRequestContext.self)
-    ControlPlaneAPI(database: database, events: events, tokenSettings: AccessTokenSettings()).addRoutes(to: router)
+    ControlPlaneAPI(
+        database: database,
+        clickhouse: ClickHouseClient(configuration: .init(url: try TestServers.clickhouseURL), http: HTTPClient()),
+        events: events,
+        tokenSettings: AccessTokenSettings()
+    ).addRoutes(to: router)
     try await body(router)
     await connection.close()
     await database.close()

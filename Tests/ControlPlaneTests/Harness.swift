@@ -1,6 +1,8 @@
+import ClickHouse
 import Contracts
 import Crypto
 import Foundation
+import HTTPClient
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -94,7 +96,12 @@ func withControlPlane(
     let events = SessionEventRelay(database: database, jetStream: try JetStream(connection: connection), logger: logger)
     _ = try await TestServers.waitUntil { connection.isConnected }
     try await events.prepare()
-    let api = ControlPlaneAPI(database: database, events: events, tokenSettings: AccessTokenSettings())
+    let api = ControlPlaneAPI(
+        database: database,
+        clickhouse: ClickHouseClient(configuration: .init(url: try TestServers.clickhouseURL), http: HTTPClient()),
+        events: events,
+        tokenSettings: AccessTokenSettings()
+    )
     let host = ServiceHost(
         name: .controlPlane,
         configuration: try CommonConfiguration(environment: Environment([:]), defaultPort: 0),

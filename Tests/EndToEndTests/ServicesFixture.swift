@@ -4,7 +4,7 @@ import HTTPClient
 import TestSupport
 import Testing
 
-/// A control plane, two realtime instances and a waitpoints service on the test servers, started
+/// A control plane, two realtime instances, a waitpoints service and a replicator on the test servers, started
 /// once for every test of this process that needs them, with one development environment.
 struct ServicesFixture: Sendable {
     static let tokenSecret = "realtime-test-secret-0123456789abcdefghij"
@@ -14,6 +14,7 @@ struct ServicesFixture: Sendable {
     /// Two instances sharing the token secret, as a deployment with replicas has.
     let realtime: [ServiceProcess]
     let waitpoints: ServiceProcess
+    let replicator: ServiceProcess
     let apiKey: String
     let environmentId: String
     let http: HTTPClient
@@ -37,6 +38,11 @@ struct ServicesFixture: Sendable {
         guard try await waitpoints.waitUntilReady(http) else {
             throw FixtureError("waitpoints never became ready:\n\(waitpoints.output)")
         }
+        let replicator = try ServiceProcess(.replicator, extraEnvironment: ["SESSIONS_REPLICATION_FLUSH_MS": "50"])
+        try replicator.start()
+        guard try await replicator.waitUntilReady(http) else {
+            throw FixtureError("replicator never became ready:\n\(replicator.output)")
+        }
         let command = try ServiceProcess(
             .controlPlane,
             arguments: ["env", "create", "--organization", TestServers.uniqueName("rt"), "--project", "p"]
@@ -51,6 +57,7 @@ struct ServicesFixture: Sendable {
             controlPlane: controlPlane,
             realtime: realtime,
             waitpoints: waitpoints,
+            replicator: replicator,
             apiKey: created["apiKey"]!,
             environmentId: created["environmentId"]!,
             http: http

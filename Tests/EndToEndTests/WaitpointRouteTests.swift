@@ -57,11 +57,11 @@ import Testing
         ("30s", 30.0), ("5m", 300), ("2h", 7200), ("1d", 86_400), ("1w", 604_800), ("1h30m", 5400), ("2hr", 7200),
     ])
     func durations(text: String, seconds: Double) {
-        #expect(WaitpointRoutes.duration(text) == seconds)
+        #expect(DurationText.seconds(text) == seconds)
     }
 
     @Test(arguments: ["", "5", "m", "5x", "1.5h", "-5m", "5 m", "0s"])
     func invalidDurations(text: String) {
-        #expect(WaitpointRoutes.duration(text) == nil)
+        #expect(DurationText.seconds(text) == nil)
     }
 }

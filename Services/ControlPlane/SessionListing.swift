@@ -1,0 +1,254 @@
+import ClickHouse
+import Contracts
+import Foundation
+import Hummingbird
+import ServiceKit
+
+/// `GET /api/v1/sessions` (SPEC §4): filters and keyset pagination on ClickHouse `sessions_v1`
+/// (filled by the replicator), newest first; the page's sessions are then read from PostgreSQL
+/// by id, so they show their latest state.
+struct SessionListing: Sendable {
+    let clickhouse: ClickHouseClient
+    let store: SessionStore
+
+    struct Filters: Equatable {
+        var types: [String] = []
+        var tags: [String] = []
+        var taskIdentifiers: [String] = []
+        var externalIds: [String] = []
+        var statuses: [SessionStatus] = []
+        var from: Date?
+        var to: Date?
+        var pageSize = 20
+        var after: Cursor?
+        var before: Cursor?
+    }
+
+    /// A position in a listing: the created-at millisecond and the session id.
+    struct Cursor: Equatable {
+        var createdAt: Int64
+        var sessionId: String
+
+        init(createdAt: Int64, sessionId: String) {
+            self.createdAt = createdAt
+            self.sessionId = sessionId
+        }
+
+        init?(_ text: String) {
+            var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+            guard let data = Data(base64Encoded: base64),
+                case let parts = String(decoding: data, as: UTF8.self).split(separator: ":", maxSplits: 1),
+                parts.count == 2, let createdAt = Int64(parts[0]), !parts[1].isEmpty
+            else { return nil }
+            self.init(createdAt: createdAt, sessionId: String(parts[1]))
+        }
+
+        var text: String {
+            Data("\(createdAt):\(sessionId)".utf8).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+    }
+
+    struct Page: Encodable {
+        struct Pagination: Encodable {
+            var next: String?
+            var previous: String?
+        }
+        var data: [SessionItem]
+        var pagination: Pagination
+    }
+
+    func list(_ filters: Filters, in principal: Principal) async throws -> Page {
+        var conditions = [
+            "organization_id = {organization:String}", "project_id = {project:String}",
+            "environment_id = {environment:String}", "_is_deleted = 0",
+        ]
+        var parameters = [
+            "organization": principal.organizationId, "project": principal.projectId,
+            "environment": principal.environmentId,
+        ]
+        func any(_ column: String, _ name: String, _ values: [String]) {
+            guard !values.isEmpty else { return }
+            conditions.append("\(column) IN {\(name):Array(String)}")
+            parameters[name] = Self.array(values)
+        }
+        any("type", "types", filters.types)
+        any("task_identifier", "tasks", filters.taskIdentifiers)
+        any("external_id", "externals", filters.externalIds)
+        if !filters.tags.isEmpty {
+            conditions.append("hasAny(tags, {tags:Array(String)})")
+            parameters["tags"] = Self.array(filters.tags)
+        }
+        if !filters.statuses.isEmpty {
+            let clauses = Set(filters.statuses).sorted { $0.rawValue < $1.rawValue }.map { status in
+                switch status {
+                case .active: "(closed_at IS NULL AND (expires_at IS NULL OR expires_at > now64(3)))"
+                case .closed: "(closed_at IS NOT NULL)"
+                case .expired: "(closed_at IS NULL AND expires_at <= now64(3))"
+                }
+            }
+            conditions.append("(" + clauses.joined(separator: " OR ") + ")")
+        }
+        if let from = filters.from {
+            conditions.append("created_at >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')")
+            parameters["from"] = String(Self.milliseconds(from))
+        }
+        if let to = filters.to {
+            conditions.append("created_at <= fromUnixTimestamp64Milli({to:Int64}, 'UTC')")
+            parameters["to"] = String(Self.milliseconds(to))
+        }
+        let backwards = filters.before != nil
+        if let cursor = filters.after ?? filters.before {
+            let comparison = backwards ? ">" : "<"
+            conditions.append(
+                "(created_at, session_id) \(comparison) (fromUnixTimestamp64Milli({cursorAt:Int64}, 'UTC'), {cursorId:String})"
+            )
+            parameters["cursorAt"] = String(cursor.createdAt)
+            parameters["cursorId"] = cursor.sessionId
+        }
+        let order = backwards ? "ASC" : "DESC"
+        let rows = try await clickhouse.query(
+            """
+            SELECT session_id, toUnixTimestamp64Milli(created_at) AS created_ms
+            FROM sessions_v1 FINAL
+            WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY created_at \(order), session_id \(order)
+            LIMIT \(filters.pageSize + 1)
+            """,
+            parameters: parameters,
+            as: Listed.self
+        )
+        let hasMore = rows.count > filters.pageSize
+        var page = Array(rows.prefix(filters.pageSize))
+        if backwards { page.reverse() }
+        let sessions = try await store.sessions(ids: page.map(\.sessionId), environmentId: principal.environmentId)
+        let byId = Dictionary(sessions.map { ($0.id, $0) }) { first, _ in first }
+        let cursors = (first: page.first.map(\.cursor), last: page.last.map(\.cursor))
+        // Newer sessions exist before a page reached going forward from a cursor, or when going
+        // back found more; older ones after a page that found more, or one reached going back.
+        let hasNewer = backwards ? hasMore : filters.after != nil
+        let hasOlder = backwards ? true : hasMore
+        return Page(
+            data: page.compactMap { byId[$0.sessionId]?.item() },
+            pagination: .init(
+                next: hasOlder ? cursors.last?.text : nil,
+                previous: hasNewer ? cursors.first?.text : nil
+            )
+        )
+    }
+
+    private struct Listed: Decodable {
+        var sessionId: String
+        var createdMs: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case sessionId = "session_id"
+            case createdMs = "created_ms"
+        }
+
+        var cursor: Cursor { Cursor(createdAt: createdMs, sessionId: sessionId) }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            sessionId = try container.decode(String.self, forKey: .sessionId)
+            // ClickHouse writes 64-bit integers as JSON strings by default.
+            if let number = try? container.decode(Int64.self, forKey: .createdMs) {
+                createdMs = number
+            } else {
+                let text = try container.decode(String.self, forKey: .createdMs)
+                guard let number = Int64(text) else {
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .createdMs,
+                        in: container,
+                        debugDescription: "not a number"
+                    )
+                }
+                createdMs = number
+            }
+        }
+    }
+
+    /// A ClickHouse array literal of strings.
+    static func array(_ values: [String]) -> String {
+        "["
+            + values.map {
+                "'" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+            }
+            .joined(separator: ",") + "]"
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    // MARK: Query parsing
+
+    /// Reads the filters of a list request; every problem is a 400 naming the parameter.
+    static func filters(_ request: Request) throws -> Filters {
+        var values: [String: [String]] = [:]
+        for (key, value) in request.uri.queryParameters {
+            let name = String(key).removingPercentEncoding ?? String(key)
+            values[name, default: []] += String(value).split(separator: ",").map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }.filter { !$0.isEmpty }
+        }
+        let known: Set<String> = [
+            "filter[type]", "filter[tags]", "filter[taskIdentifier]", "filter[externalId]", "filter[status]",
+            "filter[createdAt][period]", "filter[createdAt][from]", "filter[createdAt][to]", "page[size]",
+            "page[after]", "page[before]",
+        ]
+        if let unknown = values.keys.sorted().first(where: { !known.contains($0) }) {
+            throw APIError(.badRequest, "Unknown query parameter \(unknown)")
+        }
+        func single(_ name: String) throws -> String? {
+            guard let items = values[name] else { return nil }
+            guard items.count == 1 else { throw APIError(.badRequest, "Invalid \(name): give one value") }
+            return items[0]
+        }
+        var filters = Filters()
+        filters.types = values["filter[type]"] ?? []
+        filters.tags = values["filter[tags]"] ?? []
+        filters.taskIdentifiers = values["filter[taskIdentifier]"] ?? []
+        filters.externalIds = values["filter[externalId]"] ?? []
+        filters.statuses = try (values["filter[status]"] ?? []).map { text in
+            guard let status = SessionStatus(rawValue: text.uppercased()) else {
+                throw APIError(.badRequest, "Invalid filter[status]: use ACTIVE, CLOSED or EXPIRED")
+            }
+            return status
+        }
+        if let period = try single("filter[createdAt][period]") {
+            guard let seconds = DurationText.seconds(period) else {
+                throw APIError(.badRequest, "Invalid filter[createdAt][period]: use a duration like 30m, 24h or 7d")
+            }
+            filters.from = Date().addingTimeInterval(-seconds)
+        }
+        for (name, keyPath) in [("filter[createdAt][from]", \Filters.from), ("filter[createdAt][to]", \Filters.to)] {
+            guard let text = try single(name) else { continue }
+            if let milliseconds = Int64(text) {
+                filters[keyPath: keyPath] = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+            } else if let date = ISO8601.date(from: text) {
+                filters[keyPath: keyPath] = date
+            } else {
+                throw APIError(.badRequest, "Invalid \(name): use epoch milliseconds or an ISO-8601 date")
+            }
+        }
+        if let size = try single("page[size]") {
+            guard let number = Int(size), (1...100).contains(number) else {
+                throw APIError(.badRequest, "Invalid page[size]: must be a whole number from 1 to 100")
+            }
+            filters.pageSize = number
+        }
+        if let after = try single("page[after]") {
+            guard let cursor = Cursor(after) else { throw APIError(.badRequest, "Invalid page[after] cursor") }
+            filters.after = cursor
+        }
+        if let before = try single("page[before]") {
+            guard let cursor = Cursor(before) else { throw APIError(.badRequest, "Invalid page[before] cursor") }
+            filters.before = cursor
+        }
+        if filters.after != nil && filters.before != nil {
+            throw APIError(.badRequest, "Give page[after] or page[before], not both")
+        }
+        return filters
+    }
+}

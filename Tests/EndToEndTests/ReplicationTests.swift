@@ -1,0 +1,227 @@
+import ClickHouse
+import Contracts
+import Foundation
+import HTTPClient
+import Postgres
+import Redis
+import TestSupport
+import Testing
+
+/// A replicator of its own: own slot, publication and ClickHouse database, so tests never share
+/// a leader lock or rows.
+struct IsolatedReplicator {
+    let name = TestServers.uniqueName("repl")
+    let environmentId = TestServers.uniqueName("env")
+    var clickhouseURL: String
+    let database: PostgresClient
+    let clickhouse: ClickHouseClient
+
+    init(clickhouseURL: String? = nil) async throws {
+        self.clickhouseURL = try clickhouseURL ?? TestServers.clickhouseURL
+        database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 2))
+        let admin = ClickHouseClient(configuration: .init(url: self.clickhouseURL), http: HTTPClient())
+        try await admin.execute("CREATE DATABASE IF NOT EXISTS \(name)")
+        clickhouse = ClickHouseClient(configuration: .init(url: self.clickhouseURL, database: name), http: HTTPClient())
+    }
+
+    var environment: [String: String] {
+        [
+            "SESSIONS_REPLICATION_SLOT": name, "SESSIONS_REPLICATION_PUBLICATION": name + "_publication",
+            "SESSIONS_CLICKHOUSE_URL": clickhouseURL, "SESSIONS_CLICKHOUSE_DATABASE": name,
+            "SESSIONS_REPLICATION_LOCK_TTL_SECONDS": "2", "SESSIONS_REPLICATION_FLUSH_MS": "50",
+        ]
+    }
+
+    func process() throws -> ServiceProcess { try ServiceProcess(.replicator, extraEnvironment: environment) }
+
+    /// Inserts sessions of this test's environment straight into PostgreSQL.
+    func insert(_ count: Int, from start: Int = 0) async throws {
+        for index in start..<start + count {
+            let id = "\(name)_\(index)"
+            try await database.query(
+                """
+                INSERT INTO sessions (id, friendly_id, type, tags, organization_id, project_id, runtime_environment_id,
+                    environment_type, external_id)
+                VALUES (\(id), \("session_" + id), 'replicated', \(["t\(index % 3)"]), 'org', 'project', \(environmentId),
+                    'DEVELOPMENT', \("ext-\(index)"))
+                """
+            )
+        }
+    }
+
+    /// The environment's rows in PostgreSQL and ClickHouse (latest version, not deleted), as
+    /// comparable text.
+    func snapshots() async throws -> (postgres: [String], clickhouse: [String]) {
+        let postgres = try await database.query(
+            """
+            SELECT id || '|' || type || '|' || coalesce(external_id, '') || '|' || array_to_string(tags, ',') || '|'
+                || coalesce(closed_reason, '') AS line
+            FROM sessions WHERE runtime_environment_id = \(environmentId) ORDER BY id
+            """
+        ).map { try $0.decode("line", as: String.self) }
+        struct Line: Decodable { var line: String }
+        let clickhouse = try await self.clickhouse.query(
+            """
+            SELECT session_id || '|' || type || '|' || external_id || '|' || arrayStringConcat(tags, ',') || '|'
+                || closed_reason AS line
+            FROM sessions_v1 FINAL WHERE environment_id = {environment:String} AND _is_deleted = 0 ORDER BY session_id
+            """,
+            parameters: ["environment": environmentId],
+            as: Line.self
+        ).map(\.line)
+        // Compared as sorted text: PostgreSQL's collation and ClickHouse order strings differently.
+        return (postgres.sorted(), clickhouse.sorted())
+    }
+
+    func converged(timeout: Duration = .seconds(30)) async throws -> Bool {
+        let done = try await TestServers.waitUntil(timeout: timeout) {
+            let (postgres, clickhouse) = try await snapshots()
+            return !postgres.isEmpty && postgres == clickhouse
+        }
+        if !done {
+            do {
+                let (postgres, clickhouse) = try await snapshots()
+                print(
+                    "not converged: postgres \(postgres.count) rows, clickhouse \(clickhouse.count);",
+                    "only in postgres: \(Set(postgres).subtracting(clickhouse).sorted().prefix(3)),",
+                    "only in clickhouse: \(Set(clickhouse).subtracting(postgres).sorted().prefix(3))"
+                )
+            } catch {
+                print("not converged: \(error)")
+            }
+        }
+        return done
+    }
+
+    /// Drops the slot and publication (after the replicators stopped) so the server keeps no WAL for them.
+    func cleanUp() async {
+        _ = try? await TestServers.waitUntil(timeout: .seconds(10)) {
+            try await database.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(name) AND NOT active"
+            ).count == 1
+        }
+        _ = try? await database.query("DROP PUBLICATION IF EXISTS \(identifier: name + "_publication")")
+        _ = try? await database.query("DELETE FROM sessions WHERE runtime_environment_id = \(environmentId)")
+        await database.close()
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(3))) struct ReplicationTests {
+    @Test func insertsUpdatesAndDeletesReachClickHouseAndAKill9LosesNothing() async throws {
+        let replication = try await IsolatedReplicator()
+        var replicator = try replication.process()
+        try replicator.start()
+        try await replication.insert(50)
+        #expect(try await replication.converged(), "\(replicator.output)")
+        try await replication.database.query(
+            "UPDATE sessions SET tags = '{updated}', updated_at = now() WHERE runtime_environment_id = \(replication.environmentId) AND id LIKE '%1'"
+        )
+        try await replication.database.query(
+            "DELETE FROM sessions WHERE runtime_environment_id = \(replication.environmentId) AND id LIKE '%2'"
+        )
+        #expect(try await replication.converged(), "updates and deletes:\n\(replicator.output)")
+        // kill -9 while writes keep coming, then start again: everything arrives.
+        let writer = Task { try await replication.insert(200, from: 100) }
+        _ = try await TestServers.waitUntil { try await replication.snapshots().clickhouse.count > 80 }
+        kill(replicator.process.processIdentifier, SIGKILL)
+        try await writer.value
+        try await replication.database.query(
+            "UPDATE sessions SET closed_at = now(), closed_reason = 'done' WHERE runtime_environment_id = \(replication.environmentId) AND id LIKE '%5'"
+        )
+        replicator = try replication.process()
+        try replicator.start()
+        #expect(try await replication.converged(), "after kill -9 and restart:\n\(replicator.output)")
+        let (postgres, _) = try await replication.snapshots()
+        #expect(postgres.count == 50 - 5 + 200, "inserted minus deleted")
+        #expect(try await replicator.terminate(timeout: .seconds(10)) == 0, "\(replicator.output)")
+        #expect(replicator.output.contains("Replication flushed and acknowledged."))
+        await replication.cleanUp()
+    }
+
+    @Test func rowsWrittenWhileClickHouseIsDownArriveAfterItIsBackAndTheWALIsReleased() async throws {
+        let port = try TestServers.freePort()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(TestServers.uniqueName("ch")).path
+        func startClickHouse() throws -> Process {
+            let python = URL(fileURLWithPath: try TestServers.natsServerBinary).deletingLastPathComponent()
+                .appendingPathComponent("python")
+            let server = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("tools/clickhouse-dev-server/server.py")
+            let process = Process()
+            process.executableURL = python
+            process.arguments = [server.path, "--data", folder, "--port", String(port)]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        var clickhouse = try startClickHouse()
+        let http = HTTPClient()
+        #expect(
+            try await TestServers.waitUntil(timeout: .seconds(60)) {
+                try await http.execute(HTTPRequest(url: "http://127.0.0.1:\(port)/ping", timeout: .seconds(1))).status
+                    == 200
+            }
+        )
+        let replication = try await IsolatedReplicator(clickhouseURL: "http://127.0.0.1:\(port)")
+        let replicator = try replication.process()
+        try replicator.start()
+        try await replication.insert(20)
+        #expect(try await replication.converged(timeout: .seconds(60)), "\(replicator.output)")
+
+        kill(clickhouse.processIdentifier, SIGKILL)
+        #expect(try await TestServers.waitUntil { !clickhouse.isRunning })
+        try await replication.insert(30, from: 100)
+        let written = try await replication.database.query("SELECT pg_current_wal_lsn()::text AS lsn").first!.decode(
+            "lsn",
+            as: String.self
+        )
+        try await Task.sleep(for: .seconds(10))  // ClickHouse stays down for 10 s: the scenario itself
+        clickhouse = try startClickHouse()
+        #expect(
+            try await replication.converged(timeout: .seconds(60)),
+            "after ClickHouse came back:\n\(replicator.output)"
+        )
+        #expect(try await replication.snapshots().clickhouse.count == 50)
+        let released = try await TestServers.waitUntil(timeout: .seconds(15)) {
+            try await !replication.database.query(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = \(replication.name) AND confirmed_flush_lsn >= \(written)::pg_lsn"
+            ).isEmpty
+        }
+        #expect(released, "the slot was acknowledged past the rows once ClickHouse had them")
+        #expect(try await replicator.terminate(timeout: .seconds(10)) == 0)
+        kill(clickhouse.processIdentifier, SIGKILL)
+        await http.close()
+        await replication.cleanUp()
+    }
+
+    @Test func oneOfTwoReplicatorsLeadsAndTheOtherTakesOverWhenItDies() async throws {
+        let replication = try await IsolatedReplicator()
+        let first = try replication.process()
+        let second = try replication.process()
+        try first.start()
+        try second.start()
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        #expect(
+            try await TestServers.waitUntil {
+                first.output.contains("Leading replication.") || second.output.contains("Leading replication.")
+            }
+        )
+        try await replication.insert(10)
+        #expect(try await replication.converged())
+        let leaders = [first, second].filter { $0.output.contains("Leading replication.") }
+        #expect(leaders.count == 1, "exactly one leads")
+        let leader = try #require(leaders.first)
+        let standby = leader === first ? second : first
+        #expect(try await redis.command("EXISTS", "replicator:leader:\(replication.name)").integer == 1)
+        kill(leader.process.processIdentifier, SIGKILL)
+        #expect(
+            try await TestServers.waitUntil(timeout: .seconds(15)) { standby.output.contains("Leading replication.") },
+            "\(standby.output)"
+        )
+        try await replication.insert(10, from: 50)
+        #expect(try await replication.converged(), "the new leader replicates:\n\(standby.output)")
+        #expect(try await standby.terminate(timeout: .seconds(10)) == 0)
+        await redis.close()
+        await replication.cleanUp()
+    }
+}
