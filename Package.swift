@@ -127,7 +127,8 @@ let package = Package(
         tests(
             "ControlPlaneTests",
             [
-                "ControlPlane", "ServiceKit", "Contracts", "Postgres", "Nats", "ClickHouse", "HTTPClient", "TestSupport",
+                "ControlPlane", "ServiceKit", "Contracts", "Postgres", "Nats", "ClickHouse", "HTTPClient",
+                "TestSupport",
                 hummingbird, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
