@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks in release mode against a throwaway stack on free ports; prints a table per
-# benchmark and writes JSON under bench/results/: the control plane, realtime and waitpoints.
-# BENCH_ONLY=control-plane|realtime|waitpoints runs one of them; BENCH_SECONDS sets each phase's length.
+# benchmark and writes JSON under bench/results/: the control plane, realtime, waitpoints and
+# replication (lag and list latency).
+# BENCH_ONLY=control-plane|realtime|waitpoints|replication runs one of them; BENCH_SECONDS sets each phase's length.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -61,8 +62,10 @@ start_service control-plane "$PORT"
 start_service realtime "$REALTIME_PORT"
 REALTIME_PID=${PIDS[1]}
 start_service waitpoints "$WAITPOINTS_PORT"
-KEY=$("$BIN/control-plane" env create --organization bench --project bench |
-    python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["apiKey"])')
+start_service replicator "$(free_port)"
+ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project bench | tail -1)
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
+KEY=$(field apiKey)
 
 mkdir -p bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -87,5 +90,14 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
     python3 bench/waitpoints.py --realtime "http://127.0.0.1:$REALTIME_PORT" \
         --waitpoints "http://127.0.0.1:$WAITPOINTS_PORT" --control-plane "http://127.0.0.1:$PORT" \
         --api-key "$KEY" --output "$OUT"
+    say "results: $OUT"
+fi
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == replication ]]; then
+    OUT=bench/results/replication-$STAMP.json
+    say "replication: lag at 1,000 session writes/s, list latency over ${BENCH_SESSIONS:-1000000} sessions"
+    python3 bench/replication.py --database-url "$SESSIONS_DATABASE_URL" --clickhouse "$SESSIONS_CLICKHOUSE_URL" \
+        --control-plane "http://127.0.0.1:$PORT" --api-key "$KEY" --environment "$(field environmentId)" \
+        --organization "$(field organizationId)" --project "$(field projectId)" \
+        --seconds "${BENCH_SECONDS:-10}" --sessions "${BENCH_SESSIONS:-1000000}" --output "$OUT"
     say "results: $OUT"
 fi

@@ -98,4 +98,5 @@ extension Subjects {
     /// Core NATS, best effort: `waitpoints.settled.{waitpointId}` when it leaves `PENDING`, for
     /// long-polling waiters on any instance.
     public static func waitpointSettled(_ waitpointId: String) -> String { "waitpoints.settled.\(waitpointId)" }
+    public static let allWaitpointsSettled = "waitpoints.settled.*"
 }

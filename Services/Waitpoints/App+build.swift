@@ -39,6 +39,7 @@ func buildServiceGroup(
         events: events,
         logger: logger
     )
+    let settled = SettledSignals(connection: connection)
     let host = ServiceHost(
         name: .waitpoints,
         configuration: configuration.common,
@@ -49,12 +50,16 @@ func buildServiceGroup(
         ],
         work: [
             events,
+            settled,
             AppendConsumer(engine: engine, durableName: configuration.consumerName, logger: logger),
             TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
         ],
         registry: registry,
         logger: logger
     )
-    WaitpointRoutes(engine: engine).add(to: host.router, authenticator: NatsAuthenticator(connection: connection))
+    WaitpointRoutes(engine: engine, settled: settled).add(
+        to: host.router,
+        authenticator: NatsAuthenticator(connection: connection)
+    )
     return host.makeServiceGroup()
 }

@@ -51,7 +51,7 @@ struct WaitpointEngine: Sendable {
         do {
             let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
             guard let record = response.records.first else { return }
-            await complete(waitpoint, with: record)
+            await complete([waitpoint], with: record)
             try? await registry.remove(waitpoint.id, from: waitpoint.channel)
         } catch {
             logger.warning(
@@ -85,16 +85,12 @@ struct WaitpointEngine: Sendable {
         // gets the first record at or after its fromSeqNum, which is not this one when it was
         // registered further back: that one is read from the channel.
         let due = try await store.pending(on: channel, upTo: record.seqNum)
+        let (atThisRecord, further) = (
+            due.filter { $0.fromSeqNum == record.seqNum }, due.filter { $0.fromSeqNum != record.seqNum }
+        )
+        await complete(atThisRecord, with: record)
         await withTaskGroup(of: Void.self) { group in
-            for waitpoint in due {
-                group.addTask {
-                    if waitpoint.fromSeqNum == record.seqNum {
-                        await complete(waitpoint, with: record)
-                    } else {
-                        await raceCheck(waitpoint)
-                    }
-                }
-            }
+            for waitpoint in further { group.addTask { await raceCheck(waitpoint) } }
         }
         // Drained waiters that want a later record go back, and check again.
         for id in drained.subtracting(due.map(\.id)) {
@@ -127,19 +123,19 @@ struct WaitpointEngine: Sendable {
 
     // MARK: Completion
 
-    func complete(_ waitpoint: Waitpoint, with record: ChannelRecord) async {
+    /// Completes the pending ones of `waitpoints` with the record, all in one statement.
+    func complete(_ waitpoints: [Waitpoint], with record: ChannelRecord) async {
+        guard !waitpoints.isEmpty else { return }
         do {
-            guard
-                let completed = try await store.complete(
-                    waitpoint.id,
-                    with: WaitpointOutput(value: Self.data(of: record))
-                )
-            else { return }  // Already settled: completion happens once.
-            announce(completed, .completed)
+            let completed = try await store.complete(
+                waitpoints.map(\.id),
+                with: WaitpointOutput(value: Self.data(of: record))
+            )
+            for waitpoint in completed { announce(waitpoint, .completed) }
         } catch {
             logger.error(
-                "Could not complete a waitpoint.",
-                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+                "Could not complete waitpoints.",
+                metadata: ["waitpoint.ids": "\(waitpoints.map(\.id))", "error": "\(error)"]
             )
         }
     }

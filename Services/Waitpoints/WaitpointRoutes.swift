@@ -9,6 +9,7 @@ import ServiceKit
 /// Secret API keys only: these are for tasks and their run engine, never for browsers.
 struct WaitpointRoutes: Sendable {
     let engine: WaitpointEngine
+    let settled: SettledSignals
 
     static let bodyLimit = 10 * 1024
 
@@ -82,8 +83,7 @@ struct WaitpointRoutes: Sendable {
         let found = try await waitpoint(context)
         guard found.isPending else { return try .json(found.item) }
         // Listen first, then look again, so a completion in between is not missed.
-        let settled = try engine.connection.subscribe(Subjects.waitpointSettled(found.id))
-        defer { settled.unsubscribe() }
+        let settled = settled.listen(found.id)
         let deadline = ContinuousClock.now + .seconds(timeout)
         var current = found
         while current.isPending, ContinuousClock.now < deadline {

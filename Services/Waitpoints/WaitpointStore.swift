@@ -89,16 +89,18 @@ struct WaitpointStore: Sendable {
         ).first.map(Self.waitpoint)
     }
 
-    /// Completes a pending waitpoint; nil when it was not pending (completion happens once).
-    func complete(_ friendlyId: String, with output: WaitpointOutput) async throws -> Waitpoint? {
+    /// Completes the pending ones of these waitpoints with one output, in one statement; returns
+    /// those it completed (completion happens once: the others were not pending).
+    func complete(_ friendlyIds: [String], with output: WaitpointOutput) async throws -> [Waitpoint] {
+        guard !friendlyIds.isEmpty else { return [] }
         let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
         return try await database.query(
             """
             UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
-            WHERE friendly_id = \(friendlyId) AND status = 'PENDING'
+            WHERE friendly_id = ANY(\(friendlyIds)) AND status = 'PENDING'
             RETURNING \(unescaped: Self.columns)
             """
-        ).first.map(Self.waitpoint)
+        ).map(Self.waitpoint)
     }
 
     /// Times out up to `limit` due waitpoints; several instances may sweep at once.

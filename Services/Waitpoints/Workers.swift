@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Nats
 import ServiceLifecycle
+import Synchronization
 
 /// Reads every appended record durably (JetStream consumer `waitpoints` on the channel stream)
 /// and completes the waiters it is for. A record appended while this service was down is read
@@ -144,6 +145,13 @@ final class EventPublisher: Service, Sendable {
     func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
+                // Published ids are marked in PostgreSQL in batches, one statement each.
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(100))
+                        await self.markPublished()
+                    }
+                }
                 var running = 0
                 for await (waitpoint, kind) in queue {
                     if running == Self.concurrency {
@@ -153,9 +161,29 @@ final class EventPublisher: Service, Sendable {
                     group.addTask { await self.publish(waitpoint, kind) }
                     running += 1
                 }
+                group.cancelAll()
             }
+            await markPublished()
         } onGracefulShutdown: {
             self.continuation.finish()
+        }
+    }
+
+    private let published = Mutex<[String]>([])
+
+    private func markPublished() async {
+        let ids = published.withLock { ids in
+            defer { ids = [] }
+            return ids
+        }
+        guard !ids.isEmpty else { return }
+        do {
+            try await store.markPublished(ids)
+        } catch {
+            logger.warning(
+                "Could not mark waitpoint events published; the sweeper republishes them.",
+                metadata: ["error": "\(error)"]
+            )
         }
     }
 
@@ -166,12 +194,50 @@ final class EventPublisher: Service, Sendable {
                 payload: try JSONEncoder.sessions.encode(WaitpointEvent(kind: kind, waitpoint: waitpoint.item)),
                 messageID: "\(waitpoint.id):\(kind.rawValue)"
             )
-            try await store.markPublished([waitpoint.id])
+            published.withLock { $0.append(waitpoint.id) }
         } catch {
             logger.warning(
                 "A waitpoint event is not published yet; the sweeper retries.",
                 metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
             )
         }
+    }
+}
+
+/// Wakes this instance's long-polls when any instance announces a settled waitpoint: one
+/// subscription to `waitpoints.settled.*` per instance instead of one per waiting request.
+final class SettledSignals: Service, Sendable {
+    private let waiting = Mutex<[String: [UInt64: AsyncStream<Void>.Continuation]]>([:])
+    private let lastID = Atomic<UInt64>(0)
+    let connection: NatsConnection
+
+    init(connection: NatsConnection) { self.connection = connection }
+
+    func run() async throws {
+        let subscription = try connection.subscribe(Subjects.allWaitpointsSettled)
+        let prefix = Subjects.waitpointSettled("")
+        await withGracefulShutdownHandler {
+            for await message in subscription {
+                let id = String(message.subject.dropFirst(prefix.count))
+                for waiter in waiting.withLock({ $0[id].map { Array($0.values) } ?? [] }) { waiter.yield() }
+            }
+        } onGracefulShutdown: {
+            subscription.unsubscribe()
+        }
+    }
+
+    /// Yields once the waitpoint settles. Listen before looking at its state, so that a
+    /// settlement in between is not missed; stop listening by ending the iteration.
+    func listen(_ waitpointId: String) -> AsyncStream<Void> {
+        let (signals, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = lastID.add(1, ordering: .relaxed).newValue
+        waiting.withLock { $0[waitpointId, default: [:]][id] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            self?.waiting.withLock { waiting in
+                waiting[waitpointId]?[id] = nil
+                if waiting[waitpointId]?.isEmpty == true { waiting[waitpointId] = nil }
+            }
+        }
+        return signals
     }
 }

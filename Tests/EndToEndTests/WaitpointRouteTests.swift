@@ -37,7 +37,10 @@ import Testing
             logger: Logger(label: "routes")
         )
         let router = Router(context: APIRequestContext.self)
-        WaitpointRoutes(engine: engine).add(to: router, authenticator: NatsAuthenticator(connection: connection))
+        WaitpointRoutes(engine: engine, settled: SettledSignals(connection: connection)).add(
+            to: router,
+            authenticator: NatsAuthenticator(connection: connection)
+        )
         let routed = Set(
             router.routes.map { route in
                 let path = "\(route.path)"
