@@ -30,9 +30,10 @@ def clickhouse(url, sql):
 
 def replication_lag(options, tag):
     """pgbench inserts at a fixed rate (logging each commit); a poller watches ClickHouse's count."""
-    script = f"""INSERT INTO sessions (id, friendly_id, type, organization_id, project_id, runtime_environment_id,
-        environment_type) VALUES ('{tag}-' || :client_id || '-' || random(1, 1000000000000),
-        'session_{tag}-' || :client_id || '-' || random(1, 1000000000000), '{tag}', 'o', 'p', '{tag}', 'DEVELOPMENT');
+    script = f"""\\set n random(1, 1000000000000)
+INSERT INTO sessions (id, friendly_id, type, organization_id, project_id, runtime_environment_id, environment_type)
+VALUES ('{tag}-' || :client_id || '-' || :n, 'session_{tag}-' || :client_id || '-' || :n, '{tag}', 'o', 'p', '{tag}',
+        'DEVELOPMENT');
 """
     seen = []  # (monotonic seconds, wall seconds, count)
     stop = threading.Event()
