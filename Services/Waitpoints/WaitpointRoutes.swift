@@ -89,12 +89,16 @@ struct WaitpointRoutes: Sendable {
         while current.isPending, ContinuousClock.now < deadline {
             current = try await engine.store.find(found.id, environmentId: found.item.environmentId) ?? current
             guard current.isPending else { break }
-            // The settled notification is best effort: look again at least every second.
+            // The settled signal is best effort (core NATS): look again now and then anyway, at a
+            // spread-out pace so that many waiting polls do not load the database.
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await _ in settled { return }
                 }
-                group.addTask { try? await Task.sleep(for: min(.seconds(1), deadline - ContinuousClock.now)) }
+                group.addTask {
+                    let fallback = Duration.milliseconds(Int.random(in: 5_000...10_000))
+                    try? await Task.sleep(for: min(fallback, deadline - ContinuousClock.now))
+                }
                 await group.next()
                 group.cancelAll()
             }
