@@ -81,25 +81,20 @@ struct WaitpointEngine: Sendable {
         let refilled = try await refillRegistryIfEmpty()
         let drained = Set(try await registry.drain(channel))
         if drained.isEmpty && !redelivered && !refilled { return }
-        // PostgreSQL says who this record completes (it also knows waiters Redis lost). A waiter
-        // gets the first record at or after its fromSeqNum, which is not this one when it was
-        // registered further back: that one is read from the channel.
-        let due = try await store.pending(on: channel, upTo: record.seqNum)
-        let (atThisRecord, further) = (
-            due.filter { $0.fromSeqNum == record.seqNum }, due.filter { $0.fromSeqNum != record.seqNum }
-        )
-        await complete(atThisRecord, with: record)
+        // PostgreSQL says who this record completes (it also knows waiters Redis lost, or that a
+        // drain interrupted by a crash took out). A waiter gets the first record at or after its
+        // fromSeqNum, which is not this one when it was registered further back: that one is read
+        // from the channel.
+        let pending = try await store.pending(on: channel)
+        let due = pending.filter { $0.fromSeqNum <= record.seqNum }
+        await complete(due.filter { $0.fromSeqNum == record.seqNum }, with: record)
         await withTaskGroup(of: Void.self) { group in
-            for waitpoint in further { group.addTask { await raceCheck(waitpoint) } }
-        }
-        // Drained waiters that want a later record go back, and check again.
-        for id in drained.subtracting(due.map(\.id)) {
-            guard let waitpoint = try await store.find(id, environmentId: channel.environmentId), waitpoint.isPending
-            else {
-                continue
+            for waitpoint in due where waitpoint.fromSeqNum < record.seqNum {
+                group.addTask { await raceCheck(waitpoint) }
             }
-            await register(waitpoint)
         }
+        // Every waiter that wants a later record goes back into the registry, and checks again.
+        for waitpoint in pending where waitpoint.fromSeqNum > record.seqNum { await register(waitpoint) }
     }
 
     /// When Redis lost its data, registers every pending waitpoint again. True when it did.

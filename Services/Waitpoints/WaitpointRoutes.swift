@@ -85,23 +85,30 @@ struct WaitpointRoutes: Sendable {
         // Listen first, then look again, so a completion in between is not missed.
         let settled = settled.listen(found.id)
         let deadline = ContinuousClock.now + .seconds(timeout)
-        var current = found
-        while current.isPending, ContinuousClock.now < deadline {
-            current = try await engine.store.find(found.id, environmentId: found.item.environmentId) ?? current
-            guard current.isPending else { break }
-            // The settled signal is best effort (core NATS): look again now and then anyway, at a
-            // spread-out pace so that many waiting polls do not load the database.
+        let store = engine.store
+        let environmentId = found.item.environmentId
+        var current = try await store.find(found.id, environmentId: environmentId) ?? found
+        if current.isPending {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await _ in settled { return }
                 }
+                // The settled signal is best effort (core NATS): look again now and then anyway,
+                // at a spread-out pace so that many waiting polls do not load the database.
                 group.addTask {
-                    let fallback = Duration.milliseconds(Int.random(in: 5_000...10_000))
-                    try? await Task.sleep(for: min(fallback, deadline - ContinuousClock.now))
+                    while ContinuousClock.now < deadline {
+                        let pause = Duration.milliseconds(Int.random(in: 5_000...10_000))
+                        try? await Task.sleep(for: min(pause, deadline - ContinuousClock.now))
+                        if Task.isCancelled { return }
+                        if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
+                            return
+                        }
+                    }
                 }
                 await group.next()
                 group.cancelAll()
             }
+            current = try await store.find(found.id, environmentId: environmentId) ?? current
         }
         return try .json(current.item)
     }

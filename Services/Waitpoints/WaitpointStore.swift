@@ -123,13 +123,13 @@ struct WaitpointStore: Sendable {
         ).map(Self.waitpoint)
     }
 
-    /// The channel's pending waitpoints that a record with `seqNum` completes.
-    func pending(on channel: ChannelAddress, upTo seqNum: UInt64) async throws -> [Waitpoint] {
+    /// The channel's pending waitpoints.
+    func pending(on channel: ChannelAddress) async throws -> [Waitpoint] {
         try await database.query(
             """
             SELECT \(unescaped: Self.columns) FROM waitpoints
             WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
-                AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num <= \(Int64(seqNum))
+                AND io = \(channel.io.rawValue) AND status = 'PENDING'
             """
         ).map(Self.waitpoint)
     }

@@ -31,7 +31,11 @@ extension ServicesFixture {
     func waitpoint(_ id: String, base: String? = nil, poll seconds: Int? = nil) async throws -> WaitpointItem {
         let path = seconds.map { "/wait?timeout=\($0)" } ?? ""
         let response = try await http.execute(
-            HTTPRequest(url: (base ?? waitpoints.baseURL) + "/api/v1/waitpoints/\(id)" + path, headers: auth)
+            HTTPRequest(
+                url: (base ?? waitpoints.baseURL) + "/api/v1/waitpoints/\(id)" + path,
+                headers: auth,
+                timeout: .seconds((seconds ?? 0) + 15)
+            )
         )
         guard response.status == 200 else {
             throw FixtureError(
@@ -56,7 +60,7 @@ extension ServicesFixture {
         let other = try await stack.waitpointId(["session": .string(session.id), "io": "out"])
         _ = try await stack.appended(session.id, #"{"approved":true}"#, io: "in")
         for id in [first, second] {
-            let done = try await stack.waitpoint(id, poll: 10)
+            let done = try await stack.waitpoint(id, poll: 60)
             #expect(done.status == .completed)
             #expect(done.output == WaitpointOutput(value: #"{"approved":true}"#))
         }
@@ -94,7 +98,7 @@ extension ServicesFixture {
             "old records do not count without lastSeqNum"
         )
         _ = try await stack.appended(session.id, "new", io: "in")
-        #expect(try await stack.waitpoint(fresh, poll: 10).output?.value == "new")
+        #expect(try await stack.waitpoint(fresh, poll: 60).output?.value == "new")
     }
 
     @Test func waitersRacingAppendsCompleteExactlyOnce() async throws {
@@ -118,7 +122,7 @@ extension ServicesFixture {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         _ = try await stack.appended(session.id, "last", io: "in")  // completes any still waiting
-        for id in ids { #expect(try await stack.waitpoint(id, poll: 10).status == .completed, "\(id)") }
+        for id in ids { #expect(try await stack.waitpoint(id, poll: 60).status == .completed, "\(id)") }
         // The durable events a run engine reads: one completion per waitpoint.
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
         let jetStream = try JetStream(connection: connection)
@@ -146,7 +150,7 @@ extension ServicesFixture {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "out", "timeout": "1s"])
-        let done = try await stack.waitpoint(id, poll: 10)
+        let done = try await stack.waitpoint(id, poll: 60)
         #expect(done.status == .timedOut)
         #expect(done.output?.isError == true)
         _ = try await stack.appended(session.id, "too late")
@@ -245,7 +249,7 @@ extension ServicesFixture {
         let second = try ServiceProcess(.waitpoints, extraEnvironment: environment)
         try second.start()
         #expect(try await second.waitUntilReady(stack.http), "\(second.output)")
-        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 15)
+        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 60)
         #expect(done.status == .completed && done.output?.value == "while you were out", "\(second.output)")
         _ = try await second.terminate(timeout: .seconds(10))
     }
@@ -261,7 +265,7 @@ extension ServicesFixture {
         _ = try await redis.command("FLUSHDB")
         await redis.close()
         _ = try await stack.appended(session.id, "after the flush", io: "in")
-        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 15)
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
         #expect(done.status == .completed && done.output?.value == "after the flush", "\(service.output)")
         _ = try await service.terminate(timeout: .seconds(10))
     }
