@@ -22,7 +22,7 @@ enum RealtimeEndpoints {
                     return try JSONEncoder.sessions.encode(
                         ReadChannelResponse(
                             records: records,
-                            nextSeqNum: max(tail.nextSeqNum, (records.last?.seqNum ?? 0) + (records.isEmpty ? 0 : 1))
+                            nextSeqNum: max(tail.nextSeqNum, records.last.map { $0.seqNum + 1 } ?? 0)
                         )
                     )
                 } catch is StreamStoreError {

@@ -50,11 +50,12 @@ struct WaitRegistry: Sendable {
         return reply.integer ?? 0
     }
 
-    /// Takes every waiter of the channel out of the registry, atomically.
-    func drain(_ channel: ChannelAddress) async throws -> [String] {
+    /// Takes every waiter of the channel out of the registry, atomically, and tells in the same
+    /// round trip whether the registry is filled (false after Redis lost its data).
+    func drain(_ channel: ChannelAddress) async throws -> (waiters: [String], isFilled: Bool) {
         let key = Self.key(channel)
-        let replies = try await redis.transaction([["SMEMBERS", key], ["DEL", key]])
-        return replies.first?.array?.compactMap(\.string) ?? []
+        let replies = try await redis.transaction([["EXISTS", Self.epochKey], ["SMEMBERS", key], ["DEL", key]])
+        return (replies.dropFirst().first?.array?.compactMap(\.string) ?? [], replies.first?.integer == 1)
     }
 
     func remove(_ waitpointId: String, from channel: ChannelAddress) async throws {

@@ -78,9 +78,9 @@ struct WaitpointEngine: Sendable {
     /// A record was appended to `channel`: completes every waiter it is for. `redelivered` means
     /// an earlier attempt may have drained the set and failed, so PostgreSQL is consulted.
     func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
-        let refilled = try await refillRegistryIfEmpty()
-        let drained = Set(try await registry.drain(channel))
-        if drained.isEmpty && !redelivered && !refilled { return }
+        let drained = try await registry.drain(channel)
+        let refilled = drained.isFilled ? false : try await refillRegistryIfEmpty()
+        if drained.waiters.isEmpty && !redelivered && !refilled { return }
         // PostgreSQL says who this record completes (it also knows waiters Redis lost, or that a
         // drain interrupted by a crash took out). A waiter gets the first record at or after its
         // fromSeqNum, which is not this one when it was registered further back: that one is read
