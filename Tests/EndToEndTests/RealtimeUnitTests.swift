@@ -99,14 +99,7 @@ import Testing
     @Test func theOpenAPIDocumentDescribesEveryRealtimeRoute() async throws {
         let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
-        let document = try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
-        let paths = try #require(document["paths"] as? [String: [String: Any]])
-        let methods = ["get", "put", "post", "patch", "delete", "head"]
-        let documented = Set(
-            paths.filter { $0.key.hasPrefix("/realtime/") }.flatMap { path, item in
-                item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" }
-            }
-        )
+        let documented = try RouteDocument.documented(response.body, prefixes: ["/realtime/"])
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
         let configuration = try RealtimeConfiguration(environment: Environment([:]))
         let api = try await RealtimeAPI(
@@ -116,12 +109,7 @@ import Testing
         )
         let router = Router(context: APIRequestContext.self)
         api.addRoutes(to: router, authenticator: NatsAuthenticator(connection: connection))
-        let routed = Set(
-            router.routes.map { route in
-                let path = "\(route.path)"
-                return "\(route.method.rawValue) \(path.hasPrefix("/") ? path : "/" + path)"
-            }
-        )
+        let routed = RouteDocument.routed(router)
         await connection.close()
         #expect(
             documented == routed,

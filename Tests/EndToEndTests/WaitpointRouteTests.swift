@@ -16,13 +16,7 @@ import Testing
     @Test func theOpenAPIDocumentDescribesEveryWaitpointRoute() async throws {
         let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
-        let document = try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
-        let paths = try #require(document["paths"] as? [String: [String: Any]])
-        let methods = ["get", "put", "post", "patch", "delete", "head"]
-        let documented = Set(
-            paths.filter { $0.key.hasPrefix("/api/v1/runs/") || $0.key.hasPrefix("/api/v1/waitpoints") }
-                .flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } }
-        )
+        let documented = try RouteDocument.documented(response.body, prefixes: ["/api/v1/runs/", "/api/v1/waitpoints"])
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
         let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
         let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
@@ -41,12 +35,7 @@ import Testing
             to: router,
             authenticator: NatsAuthenticator(connection: connection)
         )
-        let routed = Set(
-            router.routes.map { route in
-                let path = "\(route.path)"
-                return "\(route.method.rawValue) \(path.hasPrefix("/") ? path : "/" + path)"
-            }
-        )
+        let routed = RouteDocument.routed(router)
         await connection.close()
         await database.close()
         await redis.close()
