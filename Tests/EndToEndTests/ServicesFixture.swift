@@ -8,6 +8,7 @@ import Testing
 /// once for every test of this process that needs them, with one development environment.
 struct ServicesFixture: Sendable {
     static let tokenSecret = "realtime-test-secret-0123456789abcdefghij"
+    static let adminToken = "control-plane-admin-token-0123456789"
     static let shared = Task { try await ServicesFixture.start() }
 
     let controlPlane: ServiceProcess
@@ -21,7 +22,7 @@ struct ServicesFixture: Sendable {
 
     static func start() async throws -> ServicesFixture {
         let http = HTTPClient(configuration: .init(poolSize: 32))
-        let controlPlane = try ServiceProcess(.controlPlane)
+        let controlPlane = try ServiceProcess(.controlPlane, extraEnvironment: ["SESSIONS_ADMIN_TOKEN": adminToken])
         try controlPlane.start()
         guard try await controlPlane.waitUntilReady(http) else {
             throw FixtureError("control-plane never became ready:\n\(controlPlane.output)")
@@ -195,36 +196,10 @@ struct SSERecord: Decodable, Equatable, Sendable {
     var envelope: Envelope? { try? JSONDecoder().decode(Envelope.self, from: Data(body.utf8)) }
 }
 
-struct ServerSentEvent: Sendable, Equatable {
-    var event: String?
-    var id: String?
-    var data: String
-
+extension ServerSentEvent {
     var records: [SSERecord] {
         guard event == "batch" else { return [] }
         struct Batch: Decodable { var records: [SSERecord] }
         return (try? JSONDecoder().decode(Batch.self, from: Data(data.utf8)))?.records ?? []
-    }
-}
-
-/// Splits an SSE byte stream into events.
-struct ServerSentEventParser {
-    private var buffer = ""
-
-    mutating func feed(_ chunk: Data) -> [ServerSentEvent] {
-        buffer += String(decoding: chunk, as: UTF8.self)
-        var events: [ServerSentEvent] = []
-        while let end = buffer.range(of: "\n\n") {
-            let block = buffer[..<end.lowerBound]
-            buffer = String(buffer[end.upperBound...])
-            var event = ServerSentEvent(data: "")
-            for line in block.split(separator: "\n") {
-                if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)) }
-                if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
-                if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
-            }
-            events.append(event)
-        }
-        return events
     }
 }

@@ -118,10 +118,10 @@ final class S2Store: StreamStore {
                     guard response.status == 200 else {
                         throw StreamStoreError.unavailable("S2 read answered \(response.status)")
                     }
-                    var parser = EventParser()
+                    var parser = ServerSentEventParser()
                     for try await chunk in response.body {
                         for event in parser.feed(chunk) {
-                            switch event.name {
+                            switch event.event {
                             case "batch":
                                 let batch = try JSONDecoder().decode(ReadBatch.self, from: Data(event.data.utf8))
                                 for record in batch.records.map(\.record) where record.seqNum >= next {
@@ -300,31 +300,6 @@ final class S2Store: StreamStore {
         struct Identified: Decodable { var id: String? }
         static func id(of body: String) -> String? {
             try? JSONDecoder().decode(Identified.self, from: Data(body.utf8)).id
-        }
-    }
-
-    /// Splits an SSE byte stream into named events.
-    struct EventParser {
-        struct Event {
-            var name: String?
-            var data: String
-        }
-
-        private var buffer = ""
-
-        mutating func feed(_ chunk: Data) -> [Event] {
-            buffer += String(decoding: chunk, as: UTF8.self)
-            var events: [Event] = []
-            while let end = buffer.range(of: "\n\n") {
-                var event = Event(data: "")
-                for line in buffer[..<end.lowerBound].split(separator: "\n") {
-                    if line.hasPrefix("event:") { event.name = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
-                    if line.hasPrefix("data:") { event.data += line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
-                }
-                buffer.removeSubrange(..<end.upperBound)
-                events.append(event)
-            }
-            return events
         }
     }
 }
