@@ -38,7 +38,8 @@ func buildServiceGroup(
         database: database,
         clickhouse: clickhouse,
         events: events,
-        tokenSettings: configuration.tokens
+        tokenSettings: configuration.tokens,
+        adminToken: configuration.adminToken
     )
     let host = ServiceHost(
         name: .controlPlane,
@@ -63,12 +64,14 @@ struct ControlPlaneAPI: Sendable {
     let environments: EnvironmentStore
     let authenticator: ControlPlaneAuthenticator
     let routes: SessionRoutes
+    let admin: AdminRoutes
 
     init(
         database: PostgresClient,
         clickhouse: ClickHouseClient,
         events: SessionEventRelay,
-        tokenSettings: AccessTokenSettings
+        tokenSettings: AccessTokenSettings,
+        adminToken: String?
     ) {
         store = SessionStore(database: database)
         environments = EnvironmentStore(database: database)
@@ -80,12 +83,14 @@ struct ControlPlaneAPI: Sendable {
             tokenSettings: tokenSettings,
             listing: SessionListing(clickhouse: clickhouse, store: store)
         )
+        admin = AdminRoutes(tenancy: Tenancy(database: database), adminToken: adminToken)
     }
 
     var endpoints: [NatsEndpoint] { ControlPlaneEndpoints.make(store: store, authenticator: authenticator) }
 
     func addRoutes(to router: Router<APIRequestContext>) {
         routes.add(to: router, authenticator: authenticator)
+        admin.add(to: router)
         OpenAPIDocument.add(to: router)
     }
 }

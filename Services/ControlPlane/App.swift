@@ -9,7 +9,7 @@ struct ControlPlaneCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "control-plane",
         abstract: "Sessions control plane: tenancy, API keys, session CRUD and listing.",
-        subcommands: [Serve.self, EnvironmentCommand.self],
+        subcommands: [Serve.self, EnvironmentCommand.self, PrintOpenAPI.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -29,5 +29,16 @@ struct Serve: AsyncParsableCommand {
             logLevel: configuration.common.logLevel
         )
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
+    }
+}
+
+struct PrintOpenAPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "openapi",
+        abstract: "Print the OpenAPI 3.1 document of the public API (the one served at /api/openapi.json)."
+    )
+
+    func run() {
+        FileHandle.standardOutput.write(Data((OpenAPIDocument.json + "\n").utf8))
     }
 }

@@ -56,12 +56,13 @@ struct CreateEnvironment: AsyncParsableCommand {
     @Option(help: "Environment slug (default: the type).") var slug: String?
 
     func validate() throws {
-        for (name, value) in [
-            ("organization", organization), ("project", project), ("slug", slug ?? type.rawValue.lowercased()),
-        ] {
-            guard (1...64).contains(value.count),
-                value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
-            else { throw ValidationError("--\(name) must be 1-64 letters, digits, '-' or '_'") }
+        do {
+            for (name, value) in [
+                ("--organization", organization), ("--project", project),
+                ("--slug", slug ?? type.rawValue.lowercased()),
+            ] { _ = try Tenancy.slug(value, name) }
+        } catch let error as APIError {
+            throw ValidationError(error.message)
         }
     }
 
@@ -90,6 +91,14 @@ struct CreateEnvironment: AsyncParsableCommand {
 /// Organizations, projects and environments.
 struct Tenancy {
     let database: PostgresClient
+
+    /// `value` when it is a valid organization, project or environment slug.
+    static func slug(_ value: String, _ name: String) throws -> String {
+        guard (1...64).contains(value.count),
+            value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+        else { throw APIError(.badRequest, "\(name) must be 1-64 letters, digits, '-' or '_'") }
+        return value
+    }
 
     /// Creates whatever is missing along organization → project → environment and returns the
     /// environment with its key. Concurrent calls agree (each step is an atomic upsert).

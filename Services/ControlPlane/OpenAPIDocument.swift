@@ -278,6 +278,21 @@ enum OpenAPIDocument {
                 }
               }
             },
+            "/api/v1/admin/environments": {
+              "post": {
+                "operationId": "createEnvironment",
+                "summary": "Create an environment (and its organization and project when missing) and return its secret key; idempotent by names. Needs the operator's SESSIONS_ADMIN_TOKEN; 403 while that is unset",
+                "security": [{ "adminToken": [] }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CreateEnvironment" } } } },
+                "responses": {
+                  "200": { "description": "The environment and its secret key", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Environment" } } } },
+                  "400": { "$ref": "#/components/responses/BadRequest" },
+                  "401": { "$ref": "#/components/responses/Unauthorized" },
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "413": { "$ref": "#/components/responses/TooLarge" }
+                }
+              }
+            },
             "/api/openapi.json": {
               "get": {
                 "operationId": "openAPIDocument",
@@ -290,6 +305,7 @@ enum OpenAPIDocument {
           "components": {
             "securitySchemes": {
               "bearer": { "type": "http", "scheme": "bearer", "description": "An environment's secret key (tr_dev_…, tr_stg_…, tr_prod_…, tr_prev_…) or a public access token (HS256 JWT)." },
+              "adminToken": { "type": "http", "scheme": "bearer", "description": "The operator's SESSIONS_ADMIN_TOKEN (admin routes only)." },
               "channelToken": { "type": "http", "scheme": "bearer", "description": "The X-S2-Access-Token from PUT /realtime/v1/sessions/{session}/{io}: this one channel, until it expires." }
             },
             "parameters": {
@@ -383,6 +399,27 @@ enum OpenAPIDocument {
                   "createdAt": { "type": "string", "format": "date-time" },
                   "completedAt": { "type": "string", "format": "date-time" },
                   "environmentId": { "type": "string" }
+                }
+              },
+              "CreateEnvironment": {
+                "type": "object",
+                "required": ["organization", "project"],
+                "properties": {
+                  "organization": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
+                  "project": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
+                  "type": { "enum": ["development", "staging", "production", "preview"], "default": "development" },
+                  "slug": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "Default: the type" }
+                }
+              },
+              "Environment": {
+                "type": "object",
+                "required": ["organizationId", "projectId", "environmentId", "type", "apiKey"],
+                "properties": {
+                  "organizationId": { "type": "string" },
+                  "projectId": { "type": "string" },
+                  "environmentId": { "type": "string" },
+                  "type": { "enum": ["DEVELOPMENT", "STAGING", "PRODUCTION", "PREVIEW"] },
+                  "apiKey": { "type": "string" }
                 }
               },
               "AppendResult": {

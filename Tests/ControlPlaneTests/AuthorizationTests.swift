@@ -287,7 +287,8 @@ func withControlPlaneRouter(_ body: (Router<APIRequestContext>) async throws -> 
         database: database,
         clickhouse: ClickHouseClient(configuration: .init(url: try TestServers.clickhouseURL), http: HTTPClient()),
         events: events,
-        tokenSettings: AccessTokenSettings()
+        tokenSettings: AccessTokenSettings(),
+        adminToken: nil
     ).addRoutes(to: router)
     try await body(router)
     await connection.close()

@@ -69,6 +69,9 @@ struct API: Sendable {
     }
 }
 
+/// The operator token the test control plane's admin API accepts.
+let adminToken = "test-admin-token-0123456789"
+
 /// The control plane's real routes, middleware and stores on the test PostgreSQL and NATS.
 func withControlPlane(
     _ body: @escaping @Sendable (API, Tenants, ControlPlaneAPI, NatsConnection) async throws -> Void
@@ -100,7 +103,8 @@ func withControlPlane(
         database: database,
         clickhouse: ClickHouseClient(configuration: .init(url: try TestServers.clickhouseURL), http: HTTPClient()),
         events: events,
-        tokenSettings: AccessTokenSettings()
+        tokenSettings: AccessTokenSettings(),
+        adminToken: adminToken
     )
     let host = ServiceHost(
         name: .controlPlane,
