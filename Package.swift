@@ -44,6 +44,7 @@ let package = Package(
         .executable(name: "replicator", targets: ["Replicator"]),
         .executable(name: "waitpoints", targets: ["Waitpoints"]),
         .executable(name: "sessions-bench", targets: ["SessionsBench"]),
+        .executable(name: "sessionsctl", targets: ["SessionsCtl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -109,6 +110,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/SessionsBench",
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "SessionsCtl",
+            dependencies: [
+                "Contracts", "HTTPClient", "ServiceKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/SessionsCtl",
             swiftSettings: swiftSettings
         ),
 

@@ -118,6 +118,13 @@ token_secret() {
     cat "$file"
 }
 
+# The operator token of the control plane's admin API (sessionsctl env create), kept across restarts.
+admin_token() {
+    local file=$DEV/admin-token
+    [[ -s $file ]] || (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '/+=\n' >"$file")
+    cat "$file"
+}
+
 launch_service() { # name
     local name=$1 bin=$BIN/$1
     mkdir -p "$LOGS"
@@ -134,6 +141,7 @@ launch_service() { # name
             SESSIONS_PUBLIC_URL="$PUBLIC_URL" \
             SESSIONS_LOG_LEVEL="$LOG_LEVEL" \
             SESSIONS_REALTIME_TOKEN_SECRET="$(token_secret)" \
+            SESSIONS_ADMIN_TOKEN="$([[ $name == control-plane ]] && admin_token)" \
             setsid "$bin" </dev/null >>"$LOGS/$name.log" 2>&1
     ) &
     echo $! >"$DEV/$name.pid"
@@ -328,12 +336,17 @@ d = json.loads(sys.argv[1])
 print(d["apiKey"], d["environmentId"], d.get("projectId", ""), d.get("organizationId", ""))' "$json") \
         || die "cannot read the output of control-plane env create: $json"
     read -r API_KEY ENV_ID PROJECT_ID ORG_ID <<<"$fields"
+    # sessionsctl on PATH once sessions.env is sourced (the build dir also holds the services).
+    mkdir -p "$DEV/bin"
+    ln -sf "$BIN/sessionsctl" "$DEV/bin/sessionsctl"
     cat >"$DEV/sessions.env.tmp" <<EOF
+export PATH="$(cd "$DEV" && pwd)/bin:\$PATH"
 export SESSIONS_URL=$PUBLIC_URL
 export SESSIONS_API_KEY=$API_KEY
 export SESSIONS_ENV_ID=$ENV_ID
 export SESSIONS_PROJECT_ID=$PROJECT_ID
 export SESSIONS_ORGANIZATION_ID=$ORG_ID
+export SESSIONS_ADMIN_TOKEN=$(admin_token)
 $(cat "$DEV/stack.env")
 EOF
     mv "$DEV/sessions.env.tmp" "$DEV/sessions.env"
@@ -349,7 +362,8 @@ print_summary() {
     API key        $API_KEY
     Environment    $ENV_ID
 
-    Use it:        source $rel_dev/sessions.env
+    Use it:        source $rel_dev/sessions.env      (sets the URL and key, puts sessionsctl on PATH)
+                   sessionsctl create --type demo --external-id hello && sessionsctl tail hello
                    curl -H "Authorization: Bearer \$SESSIONS_API_KEY" -H 'Content-Type: application/json' \\
                         \$SESSIONS_URL/api/v1/sessions -d '{"type":"demo","externalId":"hello"}'
     API:           $PUBLIC_URL/api/openapi.json (the README has a quickstart)
