@@ -137,7 +137,8 @@ struct WaitpointEngine: Sendable {
 
     /// Wakes long-polling waiters at once and queues the waitpoint's durable event.
     func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) {
-        try? connection.publish(Subjects.waitpointSettled(waitpoint.id))
+        let item = try? JSONEncoder.sessions.encode(waitpoint.item)
+        try? connection.publish(Subjects.waitpointSettled(waitpoint.id), payload: item ?? Data())
         events.enqueue(waitpoint, kind)
     }
 

@@ -80,36 +80,37 @@ struct WaitpointRoutes: Sendable {
             }
             timeout = seconds
         }
+        // Listen first, then look, so a completion in between is not missed.
+        let settled = settled.listen(try context.parameters.require("waitpoint"))
         let found = try await waitpoint(context)
         guard found.isPending else { return try .json(found.item) }
-        // Listen first, then look again, so a completion in between is not missed.
-        let settled = settled.listen(found.id)
         let deadline = ContinuousClock.now + .seconds(timeout)
         let store = engine.store
         let environmentId = found.item.environmentId
-        var current = try await store.find(found.id, environmentId: environmentId) ?? found
-        if current.isPending {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await _ in settled { return }
-                }
-                // The settled signal is best effort (core NATS): look again now and then anyway,
-                // at a spread-out pace so that many waiting polls do not load the database.
-                group.addTask {
-                    while ContinuousClock.now < deadline {
-                        let pause = Duration.milliseconds(Int.random(in: 5_000...10_000))
-                        try? await Task.sleep(for: min(pause, deadline - ContinuousClock.now))
-                        if Task.isCancelled { return }
-                        if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
-                            return
-                        }
+        let outcome = await withTaskGroup(of: WaitpointItem?.self) { group in
+            group.addTask {
+                for await item in settled { return item }
+                return nil
+            }
+            // The settled signal is best effort (core NATS): look again now and then anyway,
+            // at a spread-out pace so that many waiting polls do not load the database.
+            group.addTask {
+                while ContinuousClock.now < deadline {
+                    let pause = Duration.milliseconds(Int.random(in: 5_000...10_000))
+                    try? await Task.sleep(for: min(pause, deadline - ContinuousClock.now))
+                    if Task.isCancelled { return nil }
+                    if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
+                        return row.item
                     }
                 }
-                await group.next()
-                group.cancelAll()
+                return nil
             }
-            current = try await store.find(found.id, environmentId: environmentId) ?? current
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
+        if let outcome, outcome.environmentId == environmentId { return try .json(outcome) }
+        let current = try await store.find(found.id, environmentId: environmentId) ?? found
         return try .json(current.item)
     }
 

@@ -207,7 +207,7 @@ final class EventPublisher: Service, Sendable {
 /// Wakes this instance's long-polls when any instance announces a settled waitpoint: one
 /// subscription to `waitpoints.settled.*` per instance instead of one per waiting request.
 final class SettledSignals: Service, Sendable {
-    private let waiting = Mutex<[String: [UInt64: AsyncStream<Void>.Continuation]]>([:])
+    private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem?>.Continuation]]>([:])
     private let lastID = Atomic<UInt64>(0)
     let connection: NatsConnection
 
@@ -219,17 +219,22 @@ final class SettledSignals: Service, Sendable {
         await withGracefulShutdownHandler {
             for await message in subscription {
                 let id = String(message.subject.dropFirst(prefix.count))
-                for waiter in waiting.withLock({ $0[id].map { Array($0.values) } ?? [] }) { waiter.yield() }
+                let waiters = waiting.withLock { $0[id].map { Array($0.values) } ?? [] }
+                guard !waiters.isEmpty else { continue }
+                // The signal carries the settled waitpoint, so woken polls answer without a query.
+                let item = try? JSONDecoder.sessions.decode(WaitpointItem.self, from: message.payload)
+                for waiter in waiters { waiter.yield(item?.id == id ? item : nil) }
             }
         } onGracefulShutdown: {
             subscription.unsubscribe()
         }
     }
 
-    /// Yields once the waitpoint settles. Listen before looking at its state, so that a
-    /// settlement in between is not missed; stop listening by ending the iteration.
-    func listen(_ waitpointId: String) -> AsyncStream<Void> {
-        let (signals, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Yields once the waitpoint settles: the settled waitpoint, or nil when the signal did not
+    /// carry it. Listen before looking at its state, so that a settlement in between is not
+    /// missed; stop listening by ending the iteration.
+    func listen(_ waitpointId: String) -> AsyncStream<WaitpointItem?> {
+        let (signals, continuation) = AsyncStream<WaitpointItem?>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = lastID.add(1, ordering: .relaxed).newValue
         waiting.withLock { $0[waitpointId, default: [:]][id] = continuation }
         continuation.onTermination = { [weak self] _ in
