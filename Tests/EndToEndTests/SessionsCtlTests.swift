@@ -5,56 +5,24 @@ import Testing
 /// `sessionsctl` as a user runs it, against the real services. Each command talks to the one
 /// service that serves its routes (no ingress in the fixture).
 @Suite(.timeLimit(.minutes(2))) struct SessionsCtlTests {
-    /// One run of the CLI, its output captured to files (pipes could fill up and block it).
-    final class CLI: @unchecked Sendable {
-        let process = Process()
-        let stdout: URL
-        let stderr: URL
-
-        init(_ arguments: [String], url: String, apiKey: String?, stdin: String? = nil) throws {
-            let base = FileManager.default.temporaryDirectory.appendingPathComponent(TestServers.uniqueName("cli"))
-            stdout = base.appendingPathExtension("out")
-            stderr = base.appendingPathExtension("err")
-            for file in [stdout, stderr] { _ = FileManager.default.createFile(atPath: file.path, contents: nil) }
-            process.executableURL = ServiceProcess.binaryDirectory.appendingPathComponent("sessionsctl")
-            process.arguments = arguments
-            var environment = ["SESSIONS_URL": url, "PATH": "/usr/bin:/bin"]
-            environment["SESSIONS_API_KEY"] = apiKey
-            process.environment = environment
-            process.standardOutput = try FileHandle(forWritingTo: stdout)
-            process.standardError = try FileHandle(forWritingTo: stderr)
-            if let stdin {
-                let pipe = Pipe()
-                process.standardInput = pipe
-                try process.run()
-                pipe.fileHandleForWriting.write(Data(stdin.utf8))
-                try pipe.fileHandleForWriting.close()
-            } else {
-                process.standardInput = FileHandle.nullDevice
-                try process.run()
-            }
-        }
-
-        var output: String { (try? String(contentsOf: stdout, encoding: .utf8)) ?? "" }
-        var errors: String { (try? String(contentsOf: stderr, encoding: .utf8)) ?? "" }
-        var lines: [String] { output.split(separator: "\n").map(String.init) }
-
-        /// Waits for the process to exit and returns its exit status.
-        func finish(timeout: Duration = .seconds(30)) async throws -> Int32 {
-            guard try await TestServers.waitUntil(timeout: timeout, { !process.isRunning }) else {
-                process.terminate()
-                throw FixtureError("sessionsctl \(process.arguments ?? []) did not finish: \(output) \(errors)")
-            }
-            return process.terminationStatus
-        }
-    }
-
     let stack: ServicesFixture
 
     init() async throws { stack = try await ServicesFixture.shared.value }
 
     var controlPlane: String { stack.controlPlane.baseURL }
     var realtime: String { stack.realtime[0].baseURL }
+
+    /// Starts `sessionsctl` with the URL and key in its environment, as `source .dev/sessions.env` sets them.
+    func CLI(_ arguments: [String], url: String, apiKey: String?, stdin: String? = nil) throws -> Command {
+        var environment = ["SESSIONS_URL": url, "PATH": "/usr/bin:/bin"]
+        environment["SESSIONS_API_KEY"] = apiKey
+        return try Command(
+            ServiceProcess.binaryDirectory.appendingPathComponent("sessionsctl"),
+            arguments,
+            environment: environment,
+            stdin: stdin
+        )
+    }
 
     /// Runs a command to its end; returns status, stdout and stderr.
     func run(

