@@ -32,7 +32,7 @@ struct Create: AsyncParsableCommand {
             if api.json { return say(String(decoding: raw, as: UTF8.self)) }
             say("\(created.session.id) \(created.isCached ? "already existed" : "created")")
             say(describe(created.session))
-            say("  publicAccessToken  \(created.publicAccessToken)")
+            say("  publicAccessToken \(created.publicAccessToken)")
         }
     }
 }
