@@ -168,7 +168,10 @@ struct Wait: AsyncParsableCommand {
     @Option(help: "Channel: in (default) or out.") var io: ChannelIO = .in
     @Option(help: "The run that waits (any id of yours).") var run = "run_sessionsctl"
     @Option(help: "Give up after this long: 30s, 5m, 2h, 1d… (default: wait for ever).") var timeout: String?
-    @Option(help: "Only a record after this seqNum counts (default: only records appended from now on).")
+    @Option(
+        parsing: .unconditional,
+        help: "Only a record after this seqNum counts; -1: any record (default: only records appended from now on)."
+    )
     var lastSeqNum: Int64?
 
     struct Created: Decodable {
