@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks in release mode against a throwaway stack on free ports; prints a table per
-# benchmark and writes JSON under bench/results/: the control plane, realtime, waitpoints and
-# replication (lag and list latency).
-# BENCH_ONLY=control-plane|realtime|waitpoints|replication runs one of them; BENCH_SECONDS sets each phase's length.
+# benchmark and writes JSON under bench/results/: raw engine baselines, the control plane, realtime,
+# waitpoints and replication (lag and list latency); then one summary table (bench/summary.py).
+# BENCH_ONLY=raw|control-plane|realtime|waitpoints|replication runs one of them; BENCH_SECONDS sets each phase's length.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -69,6 +69,14 @@ KEY=$(field apiKey)
 
 mkdir -p bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == raw ]]; then
+    OUT=bench/results/raw-$STAMP.json
+    say "raw engines: JetStream publish -> ordered consumer, Redis EVALSHA, ClickHouse insert"
+    python3 bench/raw.py --nats "$SESSIONS_NATS_URL" --redis "$SESSIONS_REDIS_URL" \
+        --clickhouse "$SESSIONS_CLICKHOUSE_URL" --bench "$BIN/sessions-bench" --seconds "${BENCH_SECONDS:-10}" \
+        --output "$OUT"
+    say "results: $OUT"
+fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control-plane ]]; then
     OUT=bench/results/control-plane-$STAMP.json
     say "control plane: create and retrieve at concurrency 32 (wrk) vs raw PostgreSQL (pgbench)"
@@ -101,3 +109,5 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == replication ]]; then
         --seconds "${BENCH_SECONDS:-10}" --sessions "${BENCH_SESSIONS:-1000000}" --output "$OUT"
     say "results: $OUT"
 fi
+python3 bench/summary.py "$STAMP"
+say "summary: bench/results/summary-$STAMP.json"

@@ -10,9 +10,19 @@ import Nats
 struct SessionsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sessions-bench",
-        abstract: "Raw JetStream publish-with-ack: throughput and latency percentiles (HdrHistogram)."
+        abstract: "Raw JetStream: publish-with-ack, or publish → ordered-consumer delivery (HdrHistogram)."
     )
 
+    enum Mode: String, ExpressibleByArgument {
+        /// Publish-with-ack throughput and latency, `concurrency` publishers.
+        case publish
+        /// Publish at `rate` per second; latency until an ordered consumer (what realtime's SSE
+        /// feed uses) delivers each message.
+        case delivery
+    }
+
+    @Option(help: "publish or delivery.") var mode = Mode.publish
+    @Option(help: "Messages per second in delivery mode.") var rate = 500
     @Option(help: "NATS URL.") var nats: String
     @Option(help: "Concurrent publishers.") var concurrency = 1
     @Option(help: "Measured seconds (after one second of warm-up).") var seconds = 10
@@ -23,6 +33,12 @@ struct SessionsBench: AsyncParsableCommand {
         let jetStream = try JetStream(connection: connection)
         let stream = "BENCH_\(UUID().uuidString.prefix(8))"
         _ = try await jetStream.createOrUpdateStream(.init(name: stream, subjects: ["bench.\(stream).>"]))
+        if mode == .delivery {
+            let result = try await measureDelivery(jetStream, stream: stream)
+            try await jetStream.deleteStream(stream)
+            await connection.close()
+            return print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+        }
         let body = Data(repeating: UInt8(ascii: "x"), count: payload)
         // One subject per publisher with expected-last-subject-sequence, as realtime appends do.
         func measure(for duration: Duration) async throws -> (count: Int, histogram: Histogram<UInt64>) {
@@ -68,5 +84,46 @@ struct SessionsBench: AsyncParsableCommand {
             "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
         ]
         print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+    }
+
+    /// Publishes at `rate` for `seconds` (after a second of warm-up) while an ordered consumer
+    /// reads the subject; each payload carries its send time.
+    func measureDelivery(_ jetStream: JetStream, stream: String) async throws -> [String: Double] {
+        let subject = "bench.\(stream).delivery"
+        let subscription = try jetStream.orderedConsumer(stream: stream, subject: subject, deliver: .all)
+        let warmUp = rate
+        let total = warmUp + rate * seconds
+        let receiver = Task {
+            var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000)
+            var received = 0
+            for await message in subscription {
+                let sent = message.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                received += 1
+                if received > warmUp { _ = histogram.record((DispatchTime.now().uptimeNanoseconds - sent) / 1000) }
+                if received == total { break }
+            }
+            return (received, histogram)
+        }
+        let interval = Duration.nanoseconds(1_000_000_000 / rate)
+        var next = ContinuousClock.now
+        for _ in 0..<total {
+            next += interval
+            try await Task.sleep(until: next)
+            var sent = DispatchTime.now().uptimeNanoseconds
+            let body = Data(bytes: &sent, count: 8) + Data(repeating: UInt8(ascii: "x"), count: max(0, payload - 8))
+            _ = try await jetStream.publish(subject, payload: body)
+        }
+        let deadline = Task {
+            try await Task.sleep(for: .seconds(5))
+            subscription.unsubscribe()
+        }
+        let (received, histogram) = await receiver.value
+        deadline.cancel()
+        subscription.unsubscribe()
+        return [
+            "rate": Double(rate), "messages": Double(rate * seconds), "received": Double(received - warmUp),
+            "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
+            "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
+        ]
     }
 }
