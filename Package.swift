@@ -105,7 +105,8 @@ let package = Package(
         .executableTarget(
             name: "SessionsBench",
             dependencies: [
-                "Nats",
+                "Nats", "HTTPClient", nioPosix,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

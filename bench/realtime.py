@@ -2,13 +2,13 @@
 """Realtime benchmark: appends through the HTTP API (wrk) side by side with raw JetStream
 publish-with-ack (sessions-bench, the same NATS client library realtime uses) in the same run;
 append -> SSE delivery latency at a fixed rate; fan-out of one channel to many SSE subscribers
-(every record to every subscriber, delivery percentiles, resident memory per idle subscriber).
+(every record to every subscriber, delivery percentiles, resident memory per idle subscriber) —
+both driven by sessions-bench's SSE load generator (HdrHistogram percentiles).
 
 Usage: realtime.py --url URL --control-plane URL --api-key KEY --nats URL --bench BIN --pid PID
                    [--seconds 10] [--subscribers 1000] [--output FILE]
 """
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -16,10 +16,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.parse
 
-from benchlib import create_session, open_connection, percentile, post, read_head
+from benchlib import create_session
 
 
 def wrk(url, script, concurrency, seconds, key):
@@ -53,113 +51,14 @@ def raw_jetstream(bench, nats, concurrency, seconds):
     return json.loads(output.strip().splitlines()[-1])
 
 
-class Subscriber:
-    """One SSE stream; records the delivery latency of every record it receives."""
-
-    def __init__(self):
-        self.latencies = []
-        self.seq_nums = []
-        self.connected = asyncio.Event()
-        self.pinged = asyncio.Event()
-
-    async def run(self, base, path, key, timeout_seconds):
-        reader, writer = await open_connection(base)
-        host = urllib.parse.urlsplit(base).netloc
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-                      f"Timeout-Seconds: {timeout_seconds}\r\nAccept: text/event-stream\r\n\r\n").encode())
-        await writer.drain()
-        status, headers = await read_head(reader)
-        if status != 200:
-            raise RuntimeError(f"subscribe answered {status}")
-        self.connected.set()
-        chunked = headers.get("transfer-encoding") == "chunked"
-        buffer = b""
-        while True:
-            if chunked:
-                size = int((await reader.readline()).strip() or b"0", 16)
-                if size == 0:
-                    break
-                buffer += await reader.readexactly(size)
-                await reader.readline()
-            else:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                buffer += data
-            while b"\n\n" in buffer:
-                block, buffer = buffer.split(b"\n\n", 1)
-                now = time.time_ns()
-                event = data = None
-                for line in block.split(b"\n"):
-                    if line.startswith(b"event: "):
-                        event = line[7:]
-                    elif line.startswith(b"data: "):
-                        data = line[6:]
-                if event == b"ping":
-                    self.pinged.set()
-                elif event == b"batch":
-                    for record in json.loads(data)["records"]:
-                        sent = json.loads(json.loads(record["body"])["data"])["t"]
-                        self.latencies.append((now - sent) / 1e6)
-                        self.seq_nums.append(record["seq_num"])
-        writer.close()
-
-
-async def produce(base, path, key, rate, seconds, connections=4):
-    """Appends at `rate` per second for `seconds`, spread over a few keep-alive connections."""
-    host = urllib.parse.urlsplit(base).netloc
-    interval = connections / rate
-    total = int(rate * seconds)
-
-    async def worker(index):
-        reader, writer = await open_connection(base)
-        start = time.monotonic() + index / rate
-        for n in range(index, total, connections):
-            delay = start + (n // connections) * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await post(reader, writer, host, path, key, json.dumps({"t": time.time_ns()}).encode())
-        writer.close()
-
-    await asyncio.gather(*(worker(index) for index in range(connections)))
-    return total
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
-
-
-async def delivery(options, session, rate):
-    base, key = options.url, options.api_key
-    subscriber = Subscriber()
-    task = asyncio.create_task(subscriber.run(base, f"/realtime/v1/sessions/{session}/out", key, 5))
-    await subscriber.connected.wait()
-    total = await produce(base, f"/realtime/v1/sessions/{session}/out/append", key, rate, options.seconds)
-    await asyncio.wait_for(task, options.seconds + 30)
-    return total, subscriber
-
-
-async def fanout(options, session, count, rate):
-    base, key = options.url, options.api_key
-    before = rss_kib(options.pid)
-    subscribers = [Subscriber() for _ in range(count)]
-    tasks = []
-    for index, subscriber in enumerate(subscribers):
-        tasks.append(asyncio.create_task(subscriber.run(base, f"/realtime/v1/sessions/{session}/out", key, 120)))
-        if index % 100 == 99:
-            await asyncio.gather(*(s.connected.wait() for s in subscribers[:index + 1]))
-    await asyncio.gather(*(s.connected.wait() for s in subscribers))
-    await asyncio.sleep(1)  # attached and idle
-    idle = rss_kib(options.pid)
-    total = await produce(base, f"/realtime/v1/sessions/{session}/out/append", key, rate, options.seconds)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(len(s.seq_nums) < total for s in subscribers):
-        await asyncio.sleep(0.1)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return total, subscribers, (idle - before) / count
+def sse_load(options, session, subscribers, rate):
+    """sessions-bench appends at `rate` while `subscribers` SSE streams follow (one event-loop
+    thread, byte scanning: the client costs little next to the server)."""
+    out = subprocess.run([options.bench, "--mode", "sse", "--url", options.url, "--api-key", options.api_key,
+                          "--session", session, "--subscribers", str(subscribers), "--rate", str(rate),
+                          "--seconds", str(options.seconds), "--server-pid", str(options.pid)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -195,18 +94,16 @@ def main():
 
     say("append -> SSE delivery at 500 appends/s")
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-delivery")
-    total, subscriber = asyncio.run(delivery(options, session, 500))
-    results["delivery"] = {"appends": total, "received": len(subscriber.latencies),
-                           "p50Ms": percentile(subscriber.latencies, 50), "p99Ms": percentile(subscriber.latencies, 99)}
+    d = sse_load(options, session, 1, 500)
+    results["delivery"] = {"appends": int(d["appends"]), "received": int(d["received"]),
+                           "p50Ms": d["p50Ms"], "p99Ms": d["p99Ms"]}
 
     say(f"fan-out: one channel to {options.subscribers} SSE subscribers at 10 appends/s")
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-fanout")
-    total, subscribers, per_subscriber = asyncio.run(fanout(options, session, options.subscribers, 10))
-    latencies = [value for s in subscribers for value in s.latencies]
-    complete = sum(1 for s in subscribers if s.seq_nums == list(range(total)))
-    results["fanout"] = {"subscribers": options.subscribers, "appends": total, "completeSubscribers": complete,
-                         "p50Ms": percentile(latencies, 50), "p99Ms": percentile(latencies, 99),
-                         "idleKiBPerSubscriber": per_subscriber}
+    f = sse_load(options, session, options.subscribers, 10)
+    results["fanout"] = {"subscribers": options.subscribers, "appends": int(f["appends"]),
+                         "completeSubscribers": int(f["completeSubscribers"]), "p50Ms": f["p50Ms"],
+                         "p99Ms": f["p99Ms"], "idleKiBPerSubscriber": f.get("idleKiBPerSubscriber", float("nan"))}
 
     cores = os.cpu_count()
     print(f"realtime, {options.seconds} s per phase, {cores} cores")

@@ -10,7 +10,8 @@ import Nats
 struct SessionsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sessions-bench",
-        abstract: "Raw JetStream: publish-with-ack, or publish → ordered-consumer delivery (HdrHistogram)."
+        abstract:
+            "Raw JetStream publish-with-ack or publish → ordered-consumer delivery; or appends → SSE subscribers (HdrHistogram)."
     )
 
     enum Mode: String, ExpressibleByArgument {
@@ -19,16 +20,39 @@ struct SessionsBench: AsyncParsableCommand {
         /// Publish at `rate` per second; latency until an ordered consumer (what realtime's SSE
         /// feed uses) delivers each message.
         case delivery
+        /// Append through realtime at `rate` while `subscribers` SSE streams follow the channel.
+        case sse
     }
 
     @Option(help: "publish or delivery.") var mode = Mode.publish
     @Option(help: "Messages per second in delivery mode.") var rate = 500
-    @Option(help: "NATS URL.") var nats: String
+    @Option(help: "NATS URL (publish, delivery).") var nats: String?
+    @Option(help: "Realtime base URL (sse).") var url: String?
+    @Option(help: "API key (sse).") var apiKey: String?
+    @Option(help: "Session friendlyId whose .out channel is used (sse).") var session: String?
+    @Option(help: "SSE subscribers (sse).") var subscribers = 1
+    @Option(help: "Realtime's pid, to report resident memory per idle subscriber (sse).") var serverPid: Int32?
     @Option(help: "Concurrent publishers.") var concurrency = 1
     @Option(help: "Measured seconds (after one second of warm-up).") var seconds = 10
     @Option(help: "Payload bytes.") var payload = 64
 
     func run() async throws {
+        if mode == .sse {
+            guard let url, let apiKey, let session else {
+                throw ValidationError("sse needs --url, --api-key, --session")
+            }
+            let load = SSELoad(
+                url: url,
+                apiKey: apiKey,
+                session: session,
+                subscribers: subscribers,
+                rate: rate,
+                seconds: seconds,
+                serverPid: serverPid
+            )
+            return print(String(decoding: try JSONEncoder().encode(try await load.run()), as: UTF8.self))
+        }
+        guard let nats else { throw ValidationError("\(mode.rawValue) needs --nats") }
         let connection = try await NatsConnection.connect(.init(url: nats, name: "sessions-bench"))
         let jetStream = try JetStream(connection: connection)
         let stream = "BENCH_\(UUID().uuidString.prefix(8))"

@@ -1,0 +1,249 @@
+import Foundation
+import HTTPClient
+import Histogram
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Appends to one channel at a fixed rate while many SSE subscribers follow it; measures append
+/// sent → record received at every subscriber. Subscribers share one event-loop thread and scan
+/// the stream's bytes instead of decoding JSON, so the client costs little next to the server.
+struct SSELoad {
+    var url: String
+    var apiKey: String
+    var session: String
+    var subscribers: Int
+    var rate: Int
+    var seconds: Int
+    var serverPid: Int32?
+
+    func run() async throws -> [String: Double] {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let result = try await measure(on: group)
+            try await group.shutdownGracefully()
+            return result
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private func measure(on group: MultiThreadedEventLoopGroup) async throws -> [String: Double] {
+        let parts = try Self.hostAndPort(url)
+        let path = "/realtime/v1/sessions/\(session)/out"
+        let latencies = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))
+        let residentBefore = serverPid.flatMap(Self.residentKiB)
+        var handlers: [SSESubscriber] = []
+        for index in 0..<subscribers {
+            let handler = SSESubscriber(host: "\(parts.host):\(parts.port)", path: path, apiKey: apiKey) { micros in
+                latencies.withLock { _ = $0.record(micros) }
+            }
+            handlers.append(handler)
+            _ = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .connect(host: parts.host, port: parts.port).get()
+            // Attach in waves so the server's accept queue never overflows.
+            if index % 100 == 99 { for handler in handlers { try await handler.connected.get() } }
+        }
+        for handler in handlers { try await handler.connected.get() }
+        try await Task.sleep(for: .seconds(1))  // attached and idle
+        let residentIdle = serverPid.flatMap(Self.residentKiB)
+
+        let total = rate * seconds
+        let http = HTTPClient(configuration: .init(poolSize: 8))
+        let producers = min(4, max(1, rate / 50))
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for producer in 0..<producers {
+                tasks.addTask {
+                    for n in stride(from: producer, to: total, by: producers) {
+                        try await Task.sleep(until: start + .nanoseconds(Int64(n) * 1_000_000_000 / Int64(rate)))
+                        let response = try await http.execute(
+                            HTTPRequest(
+                                method: "POST",
+                                url: url + path + "/append",
+                                headers: ["Authorization": "Bearer \(apiKey)", "Content-Type": "text/plain"],
+                                body: Data(String(DispatchTime.now().uptimeNanoseconds).utf8)
+                            )
+                        )
+                        guard response.status == 200 else { throw LoadError("append answered \(response.status)") }
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        await http.close()
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline, handlers.contains(where: { $0.received < total && !$0.failed }) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let complete = handlers.filter { $0.received == total && !$0.failed }.count
+        for handler in handlers { handler.close() }
+        let histogram = latencies.withLock { $0 }
+        var result: [String: Double] = [
+            "subscribers": Double(subscribers), "appends": Double(total), "completeSubscribers": Double(complete),
+            "received": Double(histogram.totalCount),
+            "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
+            "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
+            "maxMs": Double(histogram.max) / 1000,
+        ]
+        if let residentBefore, let residentIdle {
+            result["idleKiBPerSubscriber"] = Double(residentIdle - residentBefore) / Double(subscribers)
+        }
+        return result
+    }
+
+    static func hostAndPort(_ url: String) throws -> (host: String, port: Int) {
+        guard let components = URLComponents(string: url), let host = components.host else {
+            throw LoadError("not a URL: \(url)")
+        }
+        return (host, components.port ?? 80)
+    }
+
+    static func residentKiB(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        else { return nil }
+        return Int(line.split(separator: " ").dropFirst().first ?? "")
+    }
+}
+
+struct LoadError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One SSE subscription. Everything but `received`/`failed` reads is confined to its event loop.
+///
+/// `@unchecked Sendable`: state is touched on the channel's event loop only; the two counters
+/// the producer side polls are atomics.
+final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let head: HTTPRequestHead
+    private let record: (UInt64) -> Void
+    private var pending: [UInt8] = []
+    private var nextSeqNum = 0
+    private var channel: (any Channel)?
+    private let counts = Atomic<Int>(0)
+    private let broken = Atomic<Bool>(false)
+    private let connectedPromise = Mutex<EventLoopPromise<Void>?>(nil)
+    private let connectedFuture = Mutex<EventLoopFuture<Void>?>(nil)
+
+    init(host: String, path: String, apiKey: String, record: @escaping (UInt64) -> Void) {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
+        head.headers.add(name: "Accept", value: "text/event-stream")
+        head.headers.add(name: "Timeout-Seconds", value: "600")
+        self.head = head
+        self.record = record
+    }
+
+    var received: Int { counts.load(ordering: .relaxed) }
+    var failed: Bool { broken.load(ordering: .relaxed) }
+    var connected: EventLoopFuture<Void> { connectedFuture.withLock { $0! } }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        connectedPromise.withLock { $0 = promise }
+        connectedFuture.withLock { $0 = promise.futureResult }
+        channel = context.channel
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let response):
+            if response.status == .ok {
+                connectedPromise.withLock { $0?.succeed() }
+            } else {
+                fail(LoadError("subscribe answered \(response.status.code)"))
+            }
+        case .body(let buffer):
+            pending.append(contentsOf: buffer.readableBytesView)
+            scan()
+        case .end:
+            fail(LoadError("the stream ended"))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { fail(error) }
+
+    func channelInactive(context: ChannelHandlerContext) { fail(LoadError("the connection closed")) }
+
+    func close() { channel?.close(promise: nil) }
+
+    private func fail(_ error: any Error) {
+        if counts.load(ordering: .relaxed) == 0 { connectedPromise.withLock { $0?.fail(error) } }
+        broken.store(true, ordering: .relaxed)
+    }
+
+    private static let seqNumKey = Array(#""seq_num":"#.utf8)
+    /// `data` inside a record body, which the batch carries as an escaped JSON string.
+    private static let dataKey = Array(#"\"data\":\""#.utf8)
+    private static let eventEnd: [UInt8] = [10, 10]
+
+    /// Takes every complete event out of `pending` and records each record's latency.
+    private func scan() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        var consumed = 0
+        while let end = Self.find(Self.eventEnd, in: pending, from: consumed) {
+            var cursor = consumed
+            // Each record holds one of each key (in whatever order the server writes them).
+            while let seqAt = Self.find(Self.seqNumKey, in: pending, from: cursor), seqAt < end,
+                let dataAt = Self.find(Self.dataKey, in: pending, from: cursor), dataAt < end
+            {
+                let (seqNum, afterSeq) = Self.number(in: pending, at: seqAt + Self.seqNumKey.count)
+                let (sent, afterData) = Self.number(in: pending, at: dataAt + Self.dataKey.count)
+                if seqNum != UInt64(nextSeqNum) { broken.store(true, ordering: .relaxed) }
+                nextSeqNum = Int(seqNum) + 1
+                counts.add(1, ordering: .relaxed)
+                if sent > 0 && sent <= now { record((now - sent) / 1000) }
+                cursor = max(afterSeq, afterData)
+            }
+            consumed = end + 2
+        }
+        if consumed > 0 { pending.removeFirst(consumed) }
+    }
+
+    private static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
+        var index = start
+        while index <= haystack.count - needle.count {
+            if haystack[index] == needle[0] {
+                var match = true
+                for offset in 1..<needle.count where haystack[index + offset] != needle[offset] {
+                    match = false
+                    break
+                }
+                if match { return index }
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    private static func number(in bytes: [UInt8], at start: Int) -> (UInt64, Int) {
+        var value: UInt64 = 0
+        var index = start
+        while index < bytes.count, (48...57).contains(bytes[index]) {
+            value = value &* 10 &+ UInt64(bytes[index] - 48)
+            index += 1
+        }
+        return (value, index)
+    }
+}
