@@ -77,10 +77,7 @@ struct ChannelRoutes: Sendable {
         case .expired: return Self.appendFailure("Cannot append to an expired session")
         case .active: break
         }
-        let envelope = String(
-            decoding: try JSONEncoder.sessions.encode(Envelope(data: text, id: partId ?? Self.generatedPartId())),
-            as: UTF8.self
-        )
+        let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
         let ack = try await storeCall {
             let ack = try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
             try await appended?.appended(channel, ack: ack, bodies: [envelope])
@@ -236,11 +233,6 @@ struct ChannelRoutes: Sendable {
             headers: [.contentType: "application/json; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: body))
         )
-    }
-
-    private struct Envelope: Encodable {
-        var data: String
-        var id: String
     }
 
     private struct AppendResponse: Encodable {

@@ -85,7 +85,7 @@ struct EventStream: Sendable {
             switch style {
             case .sessions:
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum)\ndata: ")
-                buffer.writeBytes(try JSONEncoder.sessions.encode(["records": records]))
+                RecordJSON.writeBatch(records, to: &buffer)
             case .s2(let format, let limit, _):
                 let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
                 delivered += records.count

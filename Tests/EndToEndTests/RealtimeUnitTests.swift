@@ -31,6 +31,36 @@ import Testing
         )
     }
 
+    @Test(arguments: [
+        "plain", "", "quote \" back\\slash /", "line\nbreak\ttab\r\u{08}\u{0C}\u{01}\u{1F}", "ünïcødé 🚀 \u{2028}",
+    ])
+    func handWrittenJSONIsWhatJSONEncoderWrites(text: String) throws {
+        struct Envelope: Codable, Equatable {
+            var data: String
+            var id: String
+        }
+        let envelope = RecordJSON.envelope(data: text, id: "id-" + text)
+        #expect(
+            envelope
+                == String(
+                    decoding: try JSONEncoder.sessions.encode(Envelope(data: text, id: "id-" + text)),
+                    as: UTF8.self
+                )
+        )
+        let records = [
+            ChannelRecord(seqNum: 7, timestamp: 1_795_000_000_123, body: envelope),
+            ChannelRecord(seqNum: 8, timestamp: -1, body: text),
+        ]
+        var buffer = ByteBuffer()
+        RecordJSON.writeBatch(records, to: &buffer)
+        #expect(
+            String(buffer: buffer)
+                == String(decoding: try JSONEncoder.sessions.encode(["records": records]), as: UTF8.self)
+        )
+        struct Batch: Decodable { var records: [ChannelRecord] }
+        #expect(try JSONDecoder().decode(Batch.self, from: Data(buffer.readableBytesView)).records == records)
+    }
+
     @Test func oneUpstreamFeedServesEverySubscriberOfAChannel() async throws {
         try await withHub { store, hub in
             let channel = channel()
