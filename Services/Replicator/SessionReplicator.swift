@@ -70,15 +70,9 @@ final class SessionReplicator: Service, Sendable {
         }
     }
 
-    /// Leads until cancelled, the lock is lost, or replication fails.
+    /// Leads until cancelled, the lock is lost, or replication fails. The lock is renewed from
+    /// the start: preparing a new slot copies every existing row, which can outlast the TTL.
     private func lead(_ lock: LeaderLock) async throws {
-        try await prepare()
-        let stream = try await PostgresReplicationStream.start(
-            url: settings.databaseURL,
-            slot: settings.slot,
-            publication: settings.publication
-        )
-        defer { Task { await stream.close() } }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 while !Task.isCancelled {
@@ -86,7 +80,16 @@ final class SessionReplicator: Service, Sendable {
                     guard try await lock.renew() else { throw ReplicatorError.lostLeadership }
                 }
             }
-            group.addTask { try await self.consume(stream) }
+            group.addTask {
+                try await self.prepare()
+                let stream = try await PostgresReplicationStream.start(
+                    url: self.settings.databaseURL,
+                    slot: self.settings.slot,
+                    publication: self.settings.publication
+                )
+                defer { Task { await stream.close() } }
+                try await self.consume(stream)
+            }
             try await group.next()
             group.cancelAll()
         }
@@ -148,6 +151,7 @@ final class SessionReplicator: Service, Sendable {
         var after = ""
         var copied = 0
         while true {
+            try Task.checkCancellation()  // the lock was lost
             let rows = try await database.query(
                 """
                 SELECT id, friendly_id, external_id, type, task_identifier, tags, metadata, organization_id, project_id,

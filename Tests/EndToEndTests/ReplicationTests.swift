@@ -32,7 +32,9 @@ struct IsolatedReplicator {
         ]
     }
 
-    func process() throws -> ServiceProcess { try ServiceProcess(.replicator, extraEnvironment: environment) }
+    func process(_ overrides: [String: String] = [:]) throws -> ServiceProcess {
+        try ServiceProcess(.replicator, extraEnvironment: environment.merging(overrides) { $1 })
+    }
 
     /// Inserts sessions of this test's environment straight into PostgreSQL.
     func insert(_ count: Int, from start: Int = 0) async throws {
@@ -218,6 +220,30 @@ struct IsolatedReplicator {
         try await replication.insert(10, from: 50)
         #expect(try await replication.converged(), "the new leader replicates:\n\(standby.output)")
         #expect(try await standby.terminate(timeout: .seconds(10)) == 0)
+        await redis.close()
+        await replication.cleanUp()
+    }
+
+    @Test func theLeaderKeepsItsLockThroughABackfillLongerThanTheLockTTL() async throws {
+        let replication = try await IsolatedReplicator()
+        // A new slot copies every existing row first; one row per batch makes that copy outlast
+        // the 2-second TTL several times over.
+        try await replication.insert(600)
+        let replicator = try replication.process(["SESSIONS_REPLICATION_BATCH_SIZE": "1"])
+        try replicator.start()
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        let key = "replicator:leader:\(replication.name)"
+        #expect(try await TestServers.waitUntil { try await redis.command("GET", key).string != nil })
+        let holder = try await redis.command("GET", key).string
+        var held = true
+        let watchUntil = ContinuousClock.now + .seconds(7)
+        while held && ContinuousClock.now < watchUntil {
+            held = try await redis.command("GET", key).string == holder
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(held, "the lock lapsed or changed hands during the copy")
+        #expect(!replicator.output.contains("Copied the existing sessions"), "the copy was still running")
+        kill(replicator.process.processIdentifier, SIGKILL)
         await redis.close()
         await replication.cleanUp()
     }
