@@ -245,8 +245,11 @@ import Testing
             let methods = ["get", "put", "post", "patch", "delete", "head"]
             // The document covers every service; the control plane serves these paths.
             let documented = Set(
-                paths.filter { $0.key.hasPrefix("/api/v1/sessions") || $0.key == "/api/openapi.json" }
-                    .flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } }
+                paths.filter {
+                    $0.key.hasPrefix("/api/v1/sessions") || $0.key.hasPrefix("/api/v1/admin/")
+                        || $0.key == "/api/openapi.json"
+                }
+                .flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } }
             )
             let routed = Set(
                 try await routedOperations().filter {
