@@ -69,10 +69,10 @@ let package = Package(
 
         library("ConnectionPool", [nioPosix]),
         library("Nats", ["CNats", "Contracts", nioPosix, log, lifecycle]),
-        library("Postgres", ["CLibPQ", "ConnectionPool", nioPosix, log]),
-        library("Redis", ["CHiredis", "ConnectionPool", nioPosix, log]),
-        library("HTTPClient", ["CCurl", "ConnectionPool", nioPosix, log]),
-        library("ClickHouse", ["HTTPClient"]),
+        library("Postgres", ["CLibPQ", "ConnectionPool", "Contracts", nioPosix, log]),
+        library("Redis", ["CHiredis", "ConnectionPool", "Contracts", nioPosix, log]),
+        library("HTTPClient", ["CCurl", "ConnectionPool", "Contracts", nioPosix, log]),
+        library("ClickHouse", ["HTTPClient", "Contracts"]),
         library(
             "ServiceKit",
             [

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import HTTPClient
 
@@ -113,7 +114,7 @@ public final class ClickHouseClient: Sendable {
 
 /// ClickHouse refused a query. `exceptionCode` is ClickHouse's error code (62 syntax error,
 /// 60 unknown table, …) from the `X-ClickHouse-Exception-Code` header.
-public struct ClickHouseError: Error, Sendable, CustomStringConvertible {
+public struct ClickHouseError: RetriableError, Sendable, CustomStringConvertible {
     public var status: Int
     public var exceptionCode: Int?
     public var message: String

@@ -68,3 +68,9 @@ public struct ErrorBody: Codable, Sendable, Equatable {
 
     public init(error: String) { self.error = error }
 }
+
+/// An error from a dependency (a server or the network) that says whether trying again may
+/// succeed. The HTTP layer answers a retriable one with 503 and `Retry-After` instead of a 500.
+public protocol RetriableError: Error {
+    var isRetriable: Bool { get }
+}

@@ -239,7 +239,7 @@ extension JSONDecoder {
 /// anything else ISO-8601 (offsets, no fraction) is still read, by Foundation.
 public enum ISO8601 {
     public static func string(from date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let milliseconds = date.epochMilliseconds
         var seconds = time_t(milliseconds.floorDivided(by: 1000))
         var parts = tm()
         gmtime_r(&seconds, &parts)
@@ -316,6 +316,20 @@ public enum ISO8601 {
         if digits.count < width { text += String(repeating: "0", count: width - digits.count) }
         text += digits
     }
+}
+
+extension Date {
+    /// Milliseconds since the epoch, to the nearest: the dates here carry milliseconds, and a
+    /// floor of the Double product turns some of them (…956 as …955.9999) into one less.
+    public var epochMilliseconds: Int64 {
+        let value = (timeIntervalSince1970 * 1000).rounded()
+        guard value.isFinite else { return 0 }
+        return Int64(max(-9.0e18, min(9.0e18, value)))
+    }
+
+    /// The dates the API accepts: 1970-01-01 through 2299-12-31 (ClickHouse's `DateTime64` ends
+    /// in 2299; nothing here needs an earlier one).
+    public static let supportedRange = Date(timeIntervalSince1970: 0)...Date(timeIntervalSince1970: 10_413_791_999.999)
 }
 
 extension Int64 {

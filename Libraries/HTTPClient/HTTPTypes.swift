@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// Header fields in order, looked up without regard to case.
@@ -81,7 +82,7 @@ public struct HTTPStreamingResponse: Sendable {
 }
 
 /// An error from libcurl. `curlCode` keeps the `CURLcode`.
-public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
+public struct HTTPClientError: RetriableError, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String { case connectionFailed, timeout, transferFailed, invalidRequest, cancelled }
         private let base: Base

@@ -1,7 +1,9 @@
+import Contracts
+
 /// An error from NATS, JetStream or cnats. `natsStatus` keeps cnats' status code when the error
 /// came from the library; `jetStreamCode` keeps the server's JetStream `err_code` (10071 = wrong
 /// last sequence, …).
-public struct NatsError: Error, Sendable, CustomStringConvertible {
+public struct NatsError: RetriableError, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String {
             case connectionFailed, timeout, noResponders, notFound, jetStream, invalidArgument, closed, library

@@ -1,8 +1,10 @@
+import Contracts
+
 /// An error from PostgreSQL or from libpq.
 ///
 /// `sqlState` keeps the server's SQLSTATE when there is one (`23505` unique violation, …) and
 /// ``isRetriable`` tells whether trying again (on a new connection) can help.
-public struct PostgresError: Error, Sendable, CustomStringConvertible {
+public struct PostgresError: RetriableError, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String {
             case connectionFailed, queryFailed, unexpectedResult, decodingFailed, replicationFailed, invalidArgument

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// A parameterised SQL statement. Interpolated values become `$n` parameters, never SQL text:
@@ -84,10 +85,8 @@ extension Bool: PostgresEncodable {
 }
 
 extension Date: PostgresEncodable {
-    /// ISO-8601 in UTC with milliseconds.
-    public var postgresText: String {
-        formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
-    }
+    /// ISO-8601 in UTC with milliseconds (to the nearest, as the API writes them).
+    public var postgresText: String { ISO8601.string(from: self) }
 }
 
 extension Array: PostgresEncodable where Element == String {

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// One row of a result, with every column in PostgreSQL's text format.
@@ -69,10 +70,7 @@ extension Date: PostgresDecodable {
     public init?(postgresText: String) {
         var text = postgresText.replacingOccurrences(of: " ", with: "T")
         if text.hasSuffix("+00") { text = String(text.dropLast(3)) + "Z" }
-        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
-            return nil
-        }
+        guard let date = ISO8601.date(from: text) else { return nil }
         self = date
     }
 }

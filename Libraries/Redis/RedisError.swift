@@ -1,6 +1,8 @@
+import Contracts
+
 /// An error from Redis or from hiredis. `hiredisCode` keeps hiredis' `err` value when the error
 /// came from the client library (`REDIS_ERR_IO` = 1, `REDIS_ERR_EOF` = 3, …).
-public struct RedisError: Error, Sendable, CustomStringConvertible {
+public struct RedisError: RetriableError, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String { case connectionFailed, serverError, transactionAborted, unexpectedReply }
         private let base: Base

@@ -179,7 +179,7 @@ struct SessionListing: Sendable {
             .joined(separator: ",") + "]"
     }
 
-    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+    static func milliseconds(_ date: Date) -> Int64 { date.epochMilliseconds }
 
     // MARK: Query parsing
 
@@ -224,13 +224,16 @@ struct SessionListing: Sendable {
         }
         for (name, keyPath) in [("filter[createdAt][from]", \Filters.from), ("filter[createdAt][to]", \Filters.to)] {
             guard let text = try single(name) else { continue }
-            if let milliseconds = Int64(text) {
-                filters[keyPath: keyPath] = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
-            } else if let date = ISO8601.date(from: text) {
-                filters[keyPath: keyPath] = date
-            } else {
-                throw APIError(.badRequest, "Invalid \(name): use epoch milliseconds or an ISO-8601 date")
+            guard
+                let date = Int64(text).map({ Date(timeIntervalSince1970: Double($0) / 1000) })
+                    ?? ISO8601.date(from: text), Date.supportedRange.contains(date)
+            else {
+                throw APIError(
+                    .badRequest,
+                    "Invalid \(name): use epoch milliseconds or an ISO-8601 date from 1970 to 2299"
+                )
             }
+            filters[keyPath: keyPath] = date
         }
         if let size = try single("page[size]") {
             guard let number = Int(size), (1...100).contains(number) else {

@@ -1,4 +1,5 @@
 import ClickHouse
+import Contracts
 import Foundation
 import Postgres
 
@@ -136,7 +137,7 @@ enum PostgresTime {
     }
 
     static func clickHouse(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let milliseconds = date.epochMilliseconds
         var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)

@@ -152,7 +152,12 @@ struct WaitpointRoutes: Sendable {
 
     /// An ISO-8601 date, or a duration from now: `30s`, `5m`, `2h`, `1d`, `1w`, `1h30m`.
     static func timeout(_ text: String) throws -> Date {
-        if let date = ISO8601.date(from: text) { return date }
+        if let date = ISO8601.date(from: text) {
+            guard Date.supportedRange.contains(date) else {
+                throw APIError(.badRequest, "Invalid request body: timeout must be a date from 1970 to 2299")
+            }
+            return date
+        }
         guard let seconds = DurationText.seconds(text) else {
             throw APIError(
                 .badRequest,

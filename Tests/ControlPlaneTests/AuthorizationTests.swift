@@ -4,10 +4,12 @@ import Foundation
 import HTTPClient
 import HTTPTypes
 import Hummingbird
+import HummingbirdTesting
 import JWTKit
 import Logging
 import Nats
 import Postgres
+import Prometheus
 import ServiceKit
 import TestSupport
 import Testing
@@ -231,6 +233,45 @@ import Testing
             #expect(response.body == #"{"error":"Internal Server Error"}"#)
             #expect(response.headers[.init("X-Request-Id")!]?.isEmpty == false)
         }
+    }
+
+    @Test func anUnreachableDatabaseIs503WithRetryAfter() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "unreachable"))
+        // Port 1: nothing listens, so every query fails to connect (a retriable error).
+        let database = PostgresClient(configuration: .init(url: "postgresql://postgres@127.0.0.1:1/none", poolSize: 1))
+        let api = ControlPlaneAPI(
+            database: database,
+            clickhouse: ClickHouseClient(configuration: .init(url: try TestServers.clickhouseURL), http: HTTPClient()),
+            events: SessionEventRelay(
+                database: database,
+                jetStream: try JetStream(connection: connection),
+                logger: Logger(label: "test")
+            ),
+            tokenSettings: AccessTokenSettings(),
+            adminToken: nil
+        )
+        let host = ServiceHost(
+            name: .controlPlane,
+            configuration: try CommonConfiguration(environment: Environment([:]), defaultPort: 0),
+            connection: connection,
+            checks: [],
+            registry: PrometheusCollectorRegistry(),
+            logger: Logger(label: "test")
+        )
+        api.addRoutes(to: host.router)
+        host.sealRoutes()
+        try await Application(router: host.router).test(.router) { client in
+            let response = try await client.execute(
+                uri: "/api/v1/sessions/x",
+                method: .get,
+                headers: [.authorization: "Bearer tr_dev_whatever"]
+            )
+            #expect(response.status == .serviceUnavailable)
+            #expect(response.headers[.retryAfter] == "1")
+            #expect(String(buffer: response.body) == #"{"error":"Service temporarily unavailable; try again"}"#)
+        }
+        await connection.close()
+        await database.close()
     }
 
     @Test func openAPIDocumentMatchesTheRoutes() async throws {

@@ -126,6 +126,29 @@ import Testing
         }
     }
 
+    @Test(arguments: ["2030-06-01T12:34:56.123Z", "2030-06-01T12:34:56.001Z", "2299-12-31T23:59:59.999Z"])
+    func expiresAtKeepsItsMilliseconds(text: String) async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let response = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","expiresAt":"\#(text)"}"#
+            )
+            #expect(response.body.contains(#""expiresAt":"\#(text)""#), "\(response.body)")
+        }
+    }
+
+    @Test func urlsWithNULAreRejected() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            for path in ["/api/v1/sessions/abc%00def", "/api/v1/sessions?filter[externalId]=a%00"] {
+                let response = try await api.call(.get, path, token: tenants.a.apiKey)
+                #expect(response.status == 400, "\(path)")
+                #expect(response.error?.contains("NUL") == true)
+            }
+        }
+    }
+
     static let invalidBodies: [(String, String)] = [
         (#"{}"#, "type is required"),
         (#"{"type":""}"#, "type must be 1-64"),
@@ -144,6 +167,12 @@ import Testing
         (#"{"type":"t","metadata":"x"}"#, "metadata must be a JSON object"),
         (#"{"type":"t","triggerConfig":5}"#, "triggerConfig must be a JSON object"),
         (#"{"type":"t","expiresAt":"tomorrow"}"#, "expiresAt must be an ISO-8601 date"),
+        (#"{"type":"t","expiresAt":912000000000000}"#, "expiresAt must be a date from 1970 to 2299"),
+        (#"{"type":"t","expiresAt":1e300}"#, "expiresAt must be a date from 1970 to 2299"),
+        (#"{"type":"t","expiresAt":"2300-01-01T00:00:00Z"}"#, "expiresAt must be a date from 1970 to 2299"),
+        (#"{"type":"t","externalId":"a\u0000b"}"#, "must not contain NUL"),
+        (#"{"type":"t","tags":["a\u0000"]}"#, "must not contain NUL"),
+        (#"{"type":"t","metadata":{"k":"\u0000"}}"#, "must not contain NUL"),
         (#"{"type":"#, "Invalid JSON"),
         (#"[1]"#, "must be a JSON object"),
         (#"null"#, "must be a JSON object"),

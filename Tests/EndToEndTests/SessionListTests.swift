@@ -96,6 +96,8 @@ import Testing
         for (query, mention) in [
             ("page[size]=0", "page[size]"), ("page[size]=101", "page[size]"), ("filter[status]=DONE", "filter[status]"),
             ("filter[createdAt][period]=soon", "period"), ("page[after]=!!", "page[after]"),
+            ("filter[createdAt][period]=20000000000w", "period"),
+            ("filter[createdAt][from]=99999999999999999", "filter[createdAt][from]"),
             ("page[after]=MTox&page[before]=MTox", "not both"), ("filter[colour]=red", "filter[colour]"),
             ("filter[createdAt][from]=yesterday", "filter[createdAt][from]"),
         ] {

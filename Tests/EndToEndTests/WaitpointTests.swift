@@ -193,6 +193,16 @@ extension ServicesFixture {
                 "10 tags"
             ),
             (["session": .string(session.id), "io": "in", "lastSeqNum": -2], 400, "lastSeqNum"),
+            (["session": .string(session.id), "io": "in", "timeout": "9999999999999w"], 400, "timeout"),
+            (["session": .string(session.id), "io": "in", "timeout": "2300-01-01T00:00:00Z"], 400, "timeout"),
+            (
+                [
+                    "session": .string(session.id), "io": "in", "idempotencyKey": "k",
+                    "idempotencyKeyTTL": "99999999999999d",
+                ],
+                400, "idempotencyKeyTTL"
+            ),
+            (["session": .string(session.id), "io": "in", "tags": ["a\u{0}"]], 400, "NUL"),
             (["session": "session_nosuchsession", "io": "in"], 404, "Session not found"),
         ]
         for (body, status, mention) in cases {

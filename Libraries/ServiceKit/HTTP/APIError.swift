@@ -31,6 +31,13 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
 
     /// The only text a 500 ever carries.
     public static let internalError = APIError(.internalError, "Internal Server Error")
+
+    /// A server this service depends on is unreachable or overloaded.
+    public static let unavailable = APIError(
+        .unavailable,
+        "Service temporarily unavailable; try again",
+        headers: [.retryAfter: "1"]
+    )
 }
 
 extension Response {

@@ -43,7 +43,8 @@ public final class RouteTable: Sendable {
 /// - gives each request an id (the caller's `X-Request-Id` when sane) and echoes it;
 /// - CORS: answers `OPTIONS` preflights for known paths and allows any origin on every response;
 /// - turns errors into JSON responses: ``APIError`` as is, a wrong method into 405 with `Allow`,
-///   anything unexpected into a bare 500 that is logged with the request id.
+///   a dependency that is down into 503 with `Retry-After`, anything unexpected into a bare 500
+///   that is logged with the request id.
 public struct APIMiddleware: RouterMiddleware {
     public typealias Context = APIRequestContext
 
@@ -64,7 +65,10 @@ public struct APIMiddleware: RouterMiddleware {
         var context = context
         context.logger[metadataKey: "request.id"] = "\(id)"
         var response: Response
-        if request.method == .options, let methods = routes.methods(for: request.uri.path) {
+        if request.uri.description.range(of: "%00", options: .caseInsensitive) != nil {
+            // Ids and filters end up in PostgreSQL, whose text cannot hold NUL.
+            response = APIError(.badRequest, "The URL must not contain NUL characters (%00)").response()
+        } else if request.method == .options, let methods = routes.methods(for: request.uri.path) {
             response = preflight(request, methods: methods)
         } else {
             do {
@@ -73,6 +77,9 @@ public struct APIMiddleware: RouterMiddleware {
                 response = error.response()
             } catch let error as any HTTPResponseError {
                 response = publicResponse(for: error, request: request, context: context)
+            } catch let error as any RetriableError where error.isRetriable {
+                context.logger.warning("A dependency is unavailable.", metadata: ["error": "\(error)"])
+                response = APIError.unavailable.response()
             } catch {
                 context.logger.error("A request failed unexpectedly.", metadata: ["error": "\(error)"])
                 response = APIError.internalError.response()

@@ -68,14 +68,15 @@ public struct Fields: Sendable {
     /// A date given as an ISO-8601 string or as epoch milliseconds, or nil when absent/null.
     public func date(_ name: String) throws -> Date? {
         guard let value = members[name], value != .null else { return nil }
-        switch value {
-        case .string(let text):
-            if let date = ISO8601.date(from: text) { return date }
-        case .number(let milliseconds) where milliseconds.isFinite && milliseconds >= 0:
-            return Date(timeIntervalSince1970: milliseconds / 1000)
-        default: break
-        }
-        throw invalid(name, "must be an ISO-8601 date or epoch milliseconds")
+        let date: Date? =
+            switch value {
+            case .string(let text): ISO8601.date(from: text)
+            case .number(let milliseconds) where milliseconds.isFinite: Date(timeIntervalSince1970: milliseconds / 1000)
+            default: nil
+            }
+        guard let date else { throw invalid(name, "must be an ISO-8601 date or epoch milliseconds") }
+        guard Date.supportedRange.contains(date) else { throw invalid(name, "must be a date from 1970 to 2299") }
+        return date
     }
 
     private func invalid(_ name: String, _ rule: String) -> APIError {

@@ -27,6 +27,9 @@ extension Request {
         guard case .object(let members) = value else {
             throw APIError(.badRequest, "The request body must be a JSON object")
         }
+        guard !value.containsNUL else {
+            throw APIError(.badRequest, "Invalid request body: text must not contain NUL characters (\\u0000)")
+        }
         return members
     }
 }

@@ -231,7 +231,7 @@ final class JetStreamStore: StreamStore {
         guard let seqNum = message.headers[Subjects.channelSeqHeader].flatMap(UInt64.init) else { return nil }
         return ChannelRecord(
             seqNum: seqNum,
-            timestamp: Int64(((message.metadata?.timestamp ?? Date()).timeIntervalSince1970 * 1000).rounded(.down)),
+            timestamp: (message.metadata?.timestamp ?? Date()).epochMilliseconds,
             body: String(decoding: message.payload, as: UTF8.self)
         )
     }
