@@ -243,8 +243,17 @@ final class SessionReplicator: Service, Sendable {
                     ReplicatorMetrics.lag.record(max(0, Date().timeIntervalSince(time)))
                 case .other: break
                 }
-            case .keepalive(_, let replyRequested):
-                if replyRequested { try await acknowledge(acknowledged, force: true) }
+            case .keepalive(let walEnd, let replyRequested):
+                // With nothing buffered, in flight or half-read, every change up to the server's
+                // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
+                // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
+                if batch.rows.isEmpty && flushes.count == 0 && transaction.isEmpty {
+                    latestCommit = max(latestCommit, walEnd)
+                }
+                try await acknowledge(
+                    replyRequested ? max(acknowledged, latestCommit) : latestCommit,
+                    force: replyRequested
+                )
             case nil: break
             }
             if batch.rows.count >= settings.batchSize || (!batch.rows.isEmpty && batch.age >= settings.flushInterval) {
