@@ -148,7 +148,7 @@ enum OpenAPIDocument {
                   { "name": "Timeout-Seconds", "in": "header", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 60 }, "description": "End after this long idle at the tail" }
                 ],
                 "responses": {
-                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
                   "400": { "$ref": "#/components/responses/BadRequest" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
@@ -177,7 +177,7 @@ enum OpenAPIDocument {
                 "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string", "maxLength": 524288 } } } },
                 "responses": {
                   "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
-                  "400": { "description": "Closed or expired session, or a bad header", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
+                  "400": { "description": "Closed or expired session (`ok: false`), or a bad header or body (`error` only)", "content": { "application/json": { "schema": { "oneOf": [{ "$ref": "#/components/schemas/AppendResult" }, { "$ref": "#/components/schemas/Error" }] } } } },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
                   "404": { "$ref": "#/components/responses/NotFound" },
@@ -213,7 +213,7 @@ enum OpenAPIDocument {
                   { "name": "clamp", "in": "query", "schema": { "type": "boolean" } }
                 ],
                 "responses": {
-                  "200": { "description": "ReadBatch {records, tail}, or an event stream", "content": { "application/json": { "schema": { "type": "object" } }, "text/event-stream": { "schema": { "type": "string" } } } },
+                  "200": { "description": "ReadBatch {records, tail}, or an event stream", "content": { "application/json": { "schema": { "type": "object" } }, "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
@@ -420,6 +420,15 @@ enum OpenAPIDocument {
                   "environmentId": { "type": "string" },
                   "type": { "enum": ["DEVELOPMENT", "STAGING", "PRODUCTION", "PREVIEW"] },
                   "apiKey": { "type": "string" }
+                }
+              },
+              "ServerSentEvent": {
+                "type": "object",
+                "description": "One event of the stream (each response is a sequence of them)",
+                "properties": {
+                  "event": { "type": "string", "description": "batch, ping (S2 reads also error)" },
+                  "id": { "type": "string", "description": "The batch's last seq_num (S2 reads: seq_num,count,bytes)" },
+                  "data": { "type": "string", "description": "batch: {\"records\":[{\"seq_num\",\"timestamp\",\"body\"}]}; S2 reads end with [DONE]" }
                 }
               },
               "AppendResult": {

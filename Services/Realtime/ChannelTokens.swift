@@ -48,12 +48,12 @@ struct ChannelTokens: Sendable {
         )
     }
 
-    /// The channel a token grants, when it is valid and names `streamName`.
-    func channel(token: String, streamName: String) async -> ChannelAddress? {
-        guard let claims = try? await keys.verify(token, as: Claims.self), claims.stream == streamName else {
-            return nil
-        }
-        return Self.channel(streamName: streamName, environmentId: claims.sub.value)
+    /// The channel a token grants: nil when it is not a valid, unexpired token of ours;
+    /// `.some(nil)` when it is one but grants another stream.
+    func channel(token: String, streamName: String) async -> ChannelAddress?? {
+        guard let claims = try? await keys.verify(token, as: Claims.self) else { return nil }
+        guard claims.stream == streamName else { return .some(nil) }
+        return .some(Self.channel(streamName: streamName, environmentId: claims.sub.value))
     }
 
     /// `sessions/{friendlyId}/{io}`: a channel's name in the S2 REST subset.

@@ -187,7 +187,10 @@ struct S2Routes: Sendable {
         }
         let raw = try context.parameters.require("stream")
         let name = raw.removingPercentEncoding ?? raw
-        guard let channel = await tokens.channel(token: String(header.dropFirst(7)), streamName: name) else {
+        guard let granted = await tokens.channel(token: String(header.dropFirst(7)), streamName: name) else {
+            throw S2Error(.unauthorized, "authn", "The access token is invalid or has expired")
+        }
+        guard let channel = granted else {
             throw S2Error(.forbidden, "permission_denied", "The access token does not grant this stream")
         }
         return channel
