@@ -177,7 +177,7 @@ enum OpenAPIDocument {
                 "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string", "maxLength": 524288 } } } },
                 "responses": {
                   "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
-                  "400": { "description": "Closed or expired session (`ok: false`), or a bad header or body (`error` only)", "content": { "application/json": { "schema": { "oneOf": [{ "$ref": "#/components/schemas/AppendResult" }, { "$ref": "#/components/schemas/Error" }] } } } },
+                  "400": { "description": "Closed or expired session (`ok: false`), or a bad header or body (`error` only)", "content": { "application/json": { "schema": { "anyOf": [{ "$ref": "#/components/schemas/AppendResult" }, { "$ref": "#/components/schemas/Error" }] } } } },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
                   "404": { "$ref": "#/components/responses/NotFound" },
