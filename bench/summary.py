@@ -17,7 +17,8 @@ def load(name, stamp):
     if not os.path.exists(path):
         return None
     with open(path) as file:
-        return json.load(file)["results"]
+        data = json.load(file)
+    return data.get("results", data)  # replication.py writes its sections at the top level
 
 
 def rows(stamp):
