@@ -168,35 +168,24 @@ public final class NatsConnection: @unchecked Sendable {
     ) async throws -> NatsMessage {
         let id = nextRequestID.add(1, ordering: .relaxed).newValue
         let timeout = timeout ?? configuration.requestTimeout
-        let reply = try await withThrowingTaskGroup(of: NatsMessage?.self) { group in
-            group.addTask {
-                try await withTaskCancellationHandler {
-                    try await withCheckedThrowingContinuation { continuation in
-                        self.pendingRequests.add(id, continuation)
-                        do {
-                            try self.publish(
-                                subject,
-                                payload: payload,
-                                headers: headers,
-                                replySubject: "\(self.inboxPrefix).\(id)"
-                            )
-                        } catch {
-                            self.pendingRequests.take(id)?.resume(throwing: error)
-                        }
-                    }
-                } onCancel: {
-                    self.pendingRequests.take(id)?.resume(throwing: CancellationError())
+        // No task or timer per request: one sweeper fails the requests whose time is up.
+        let reply: NatsMessage = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NatsMessage, any Error>) in
+                if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
+                self.pendingRequests.add(id, continuation, subject: subject, timeout: timeout)
+                do {
+                    try self.publish(
+                        subject,
+                        payload: payload,
+                        headers: headers,
+                        replySubject: "\(self.inboxPrefix).\(id)"
+                    )
+                } catch {
+                    self.pendingRequests.take(id)?.resume(throwing: error)
                 }
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? nil
-        }
-        guard let reply else {
-            throw NatsError(.timeout, message: "no reply on \(subject) within \(timeout)")
+        } onCancel: {
+            self.pendingRequests.take(id)?.resume(throwing: CancellationError())
         }
         if reply.status == 503 {
             throw NatsError(.noResponders, message: "no service listens on \(subject)")
@@ -239,14 +228,57 @@ public final class NatsConnection: @unchecked Sendable {
 
 /// Requests waiting for their reply, by request number.
 final class PendingRequests: Sendable {
-    private let waiting = Mutex<[UInt64: CheckedContinuation<NatsMessage, any Error>]>([:])
+    private struct Waiting {
+        var continuation: CheckedContinuation<NatsMessage, any Error>
+        var deadline: ContinuousClock.Instant
+        var subject: String
+        var timeout: Duration
+    }
 
-    func add(_ id: UInt64, _ continuation: CheckedContinuation<NatsMessage, any Error>) {
-        waiting.withLock { $0[id] = continuation }
+    private let state = Mutex<(waiting: [UInt64: Waiting], sweeping: Bool)>(([:], false))
+
+    func add(
+        _ id: UInt64,
+        _ continuation: CheckedContinuation<NatsMessage, any Error>,
+        subject: String,
+        timeout: Duration
+    ) {
+        let waiting = Waiting(
+            continuation: continuation,
+            deadline: .now + timeout,
+            subject: subject,
+            timeout: timeout
+        )
+        let startSweeper = state.withLock { state in
+            state.waiting[id] = waiting
+            defer { state.sweeping = true }
+            return !state.sweeping
+        }
+        if startSweeper { Task.detached { await self.sweep() } }
     }
 
     func take(_ id: UInt64) -> CheckedContinuation<NatsMessage, any Error>? {
-        waiting.withLock { $0.removeValue(forKey: id) }
+        state.withLock { $0.waiting.removeValue(forKey: id)?.continuation }
+    }
+
+    /// Every 50 ms, fails the requests past their deadline; ends when none is left.
+    private func sweep() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(50))
+            let now = ContinuousClock.now
+            let (expired, isIdle) = state.withLock { state -> ([Waiting], Bool) in
+                let expired = state.waiting.filter { $0.value.deadline <= now }
+                for id in expired.keys { state.waiting[id] = nil }
+                if state.waiting.isEmpty { state.sweeping = false }
+                return (Array(expired.values), state.waiting.isEmpty)
+            }
+            for request in expired {
+                request.continuation.resume(
+                    throwing: NatsError(.timeout, message: "no reply on \(request.subject) within \(request.timeout)")
+                )
+            }
+            if isIdle { return }
+        }
     }
 }
 
