@@ -85,16 +85,19 @@ struct WaitpointEngine: Sendable {
         // drain interrupted by a crash took out). A waiter gets the first record at or after its
         // fromSeqNum, which is not this one when it was registered further back: that one is read
         // from the channel.
-        let pending = try await store.pending(on: channel)
-        let due = pending.filter { $0.fromSeqNum <= record.seqNum }
-        await complete(due.filter { $0.fromSeqNum == record.seqNum }, with: record)
+        let (completed, others) = try await store.settle(
+            channel,
+            seqNum: record.seqNum,
+            output: WaitpointOutput(value: Self.data(of: record))
+        )
+        for waitpoint in completed { announce(waitpoint, .completed) }
         await withTaskGroup(of: Void.self) { group in
-            for waitpoint in due where waitpoint.fromSeqNum < record.seqNum {
+            for waitpoint in others where waitpoint.fromSeqNum < record.seqNum {
                 group.addTask { await raceCheck(waitpoint) }
             }
         }
         // Every waiter that wants a later record goes back into the registry, and checks again.
-        for waitpoint in pending where waitpoint.fromSeqNum > record.seqNum { await register(waitpoint) }
+        for waitpoint in others where waitpoint.fromSeqNum > record.seqNum { await register(waitpoint) }
     }
 
     /// When Redis lost its data, registers every pending waitpoint again. True when it did.

@@ -123,15 +123,43 @@ struct WaitpointStore: Sendable {
         ).map(Self.waitpoint)
     }
 
-    /// The channel's pending waitpoints.
-    func pending(on channel: ChannelAddress) async throws -> [Waitpoint] {
-        try await database.query(
+    /// What record `seqNum` of `channel` does, in one statement: completes the channel's pending
+    /// waitpoints that wait for exactly that record, and returns them with the channel's other
+    /// pending waitpoints (which wait for an earlier or a later record).
+    func settle(
+        _ channel: ChannelAddress,
+        seqNum: UInt64,
+        output: WaitpointOutput
+    ) async throws -> (completed: [Waitpoint], others: [Waitpoint]) {
+        let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
+        let seq = Int64(seqNum)
+        let rows = try await database.query(
             """
-            SELECT \(unescaped: Self.columns) FROM waitpoints
-            WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
-                AND io = \(channel.io.rawValue) AND status = 'PENDING'
+            WITH pending AS (
+                SELECT id AS pending_id, from_seq_num AS pending_from FROM waitpoints
+                WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
+                    AND io = \(channel.io.rawValue) AND status = 'PENDING'
+            ), completed AS (
+                UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
+                FROM pending WHERE waitpoints.id = pending_id AND pending_from = \(seq) AND status = 'PENDING'
+                RETURNING \(unescaped: Self.columns), true AS settled
+            )
+            SELECT * FROM completed
+            UNION ALL
+            SELECT \(unescaped: Self.columns), false AS settled FROM waitpoints
+            WHERE id IN (SELECT pending_id FROM pending WHERE pending_from <> \(seq))
             """
-        ).map(Self.waitpoint)
+        )
+        var completed: [Waitpoint] = []
+        var others: [Waitpoint] = []
+        for row in rows {
+            if try row.decode("settled", as: Bool.self) {
+                completed.append(try Self.waitpoint(row))
+            } else {
+                others.append(try Self.waitpoint(row))
+            }
+        }
+        return (completed, others)
     }
 
     /// Every pending waitpoint, a page at a time (by id, after `after`).
