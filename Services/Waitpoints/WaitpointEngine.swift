@@ -46,19 +46,26 @@ struct WaitpointEngine: Sendable {
         return .seconds(seconds) + registrationSlack
     }
 
-    /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is one.
+    /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is
+    /// one; a failure is logged (the waiter stays registered, so a later append completes it).
     func raceCheck(_ waitpoint: Waitpoint) async {
         do {
-            let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
-            guard let record = response.records.first else { return }
-            await complete([waitpoint], with: record)
-            try? await registry.remove(waitpoint.id, from: waitpoint.channel)
+            try await completeFromChannel(waitpoint)
         } catch {
             logger.warning(
                 "The race check failed; the next append completes the waiter.",
                 metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
             )
         }
+    }
+
+    /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is one.
+    func completeFromChannel(_ waitpoint: Waitpoint) async throws {
+        let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
+        guard let record = response.records.first else { return }
+        let completed = try await store.complete([waitpoint.id], with: WaitpointOutput(value: Self.data(of: record)))
+        for waitpoint in completed { announce(waitpoint, .completed) }
+        try? await registry.remove(waitpoint.id, from: waitpoint.channel)
     }
 
     /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
@@ -91,13 +98,21 @@ struct WaitpointEngine: Sendable {
             output: WaitpointOutput(value: Self.data(of: record))
         )
         for waitpoint in completed { announce(waitpoint, .completed) }
-        await withTaskGroup(of: Void.self) { group in
+        // These waiters were drained from Redis: each failure here throws, so the record is
+        // delivered again (and consults PostgreSQL) instead of being acknowledged with a waiter
+        // left out of the registry — as a shutdown that cancels this half-way would otherwise do.
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for waitpoint in others where waitpoint.fromSeqNum < record.seqNum {
-                group.addTask { await raceCheck(waitpoint) }
+                group.addTask { try await completeFromChannel(waitpoint) }
             }
+            try await group.waitForAll()
         }
         // Every waiter that wants a later record goes back into the registry, and checks again.
-        for waitpoint in others where waitpoint.fromSeqNum > record.seqNum { await register(waitpoint) }
+        for waitpoint in others where waitpoint.fromSeqNum > record.seqNum {
+            try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+            try await completeFromChannel(waitpoint)
+        }
+        try Task.checkCancellation()
     }
 
     /// When Redis lost its data, registers every pending waitpoint again. True when it did.
@@ -120,23 +135,6 @@ struct WaitpointEngine: Sendable {
     }
 
     // MARK: Completion
-
-    /// Completes the pending ones of `waitpoints` with the record, all in one statement.
-    func complete(_ waitpoints: [Waitpoint], with record: ChannelRecord) async {
-        guard !waitpoints.isEmpty else { return }
-        do {
-            let completed = try await store.complete(
-                waitpoints.map(\.id),
-                with: WaitpointOutput(value: Self.data(of: record))
-            )
-            for waitpoint in completed { announce(waitpoint, .completed) }
-        } catch {
-            logger.error(
-                "Could not complete waitpoints.",
-                metadata: ["waitpoint.ids": "\(waitpoints.map(\.id))", "error": "\(error)"]
-            )
-        }
-    }
 
     /// Wakes long-polling waiters at once and queues the waitpoint's durable event.
     func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) {
