@@ -14,25 +14,25 @@ struct AppendConsumer: Service {
     let durableName: String
     let logger: Logger
 
+    /// Graceful shutdown stops intake and lets the fetched batch finish: cancelling it would
+    /// strand the records of a fetch in flight until the server's ack wait (30 s) redelivers them.
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            guard let consumer = try await connect() else { return }
-            defer { consumer.stop() }
-            while !Task.isCancelled {
-                let messages: [AckableMessage]
-                do {
-                    messages = try await consumer.fetch(batch: 64, timeout: .seconds(1))
-                } catch {
-                    if Task.isCancelled { break }
-                    logger.warning("Fetching appended records failed; retrying.", metadata: ["error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
-                // Channels in parallel; the records of one channel in order.
-                await withTaskGroup(of: Void.self) { group in
-                    for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
-                        group.addTask { for message in records { await handle(message) } }
-                    }
+        guard let consumer = try await connect() else { return }
+        defer { consumer.stop() }
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let messages: [AckableMessage]
+            do {
+                messages = try await consumer.fetch(batch: 64, timeout: .seconds(1))
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("Fetching appended records failed; retrying.", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            // Channels in parallel; the records of one channel in order.
+            await withTaskGroup(of: Void.self) { group in
+                for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
+                    group.addTask { for message in records { await handle(message) } }
                 }
             }
         }
@@ -63,9 +63,9 @@ struct AppendConsumer: Service {
     }
 
     /// The durable consumer; waits for realtime to create the channel stream if needed. Nil
-    /// when cancelled first.
+    /// when cancelled or shut down first.
     private func connect() async throws -> PullConsumer? {
-        while !Task.isCancelled {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 return try await engine.jetStream.pullConsumer(
                     stream: Subjects.channelStream,

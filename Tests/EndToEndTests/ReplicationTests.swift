@@ -75,7 +75,7 @@ struct IsolatedReplicator {
         return (postgres.sorted(), clickhouse.sorted())
     }
 
-    func converged(timeout: Duration = .seconds(30)) async throws -> Bool {
+    func converged(timeout: Duration = .seconds(60)) async throws -> Bool {
         let done = try await TestServers.waitUntil(timeout: timeout) {
             let (postgres, clickhouse) = try await snapshots()
             return !postgres.isEmpty && postgres == clickhouse

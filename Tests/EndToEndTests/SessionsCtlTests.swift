@@ -32,7 +32,7 @@ import Testing
         stdin: String? = nil
     ) async throws -> (status: Int32, output: String, errors: String) {
         let cli = try CLI(arguments, url: url ?? controlPlane, apiKey: apiKey ?? stack.apiKey, stdin: stdin)
-        let status = try await cli.finish()
+        let status = try await cli.finish(timeout: .seconds(60))
         return (status, cli.output, cli.errors)
     }
 
@@ -126,11 +126,15 @@ import Testing
         for index in 0..<3 {
             _ = try await run(["create", "--type", "cli.list", "--tag", tag, "--external-id", "\(tag)-\(index)"])
         }
-        #expect(
-            try await TestServers.waitUntil(timeout: .seconds(20)) {
-                try await run(["list", "--tag", tag]).output.split(separator: "\n").count == 4
-            }
-        )
+        // Listing reads ClickHouse, which the replicator fills within a second or so; ask a few
+        // times a second, not in a tight loop (the dev server answers one query at a time).
+        var replicated = false
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !replicated && ContinuousClock.now < deadline {
+            replicated = try await run(["list", "--tag", tag]).output.split(separator: "\n").count == 4
+            if !replicated { try await Task.sleep(for: .milliseconds(300)) }
+        }
+        #expect(replicated)
         let listed = try await run(["list", "--tag", tag, "--limit", "2"])
         #expect(listed.output.hasPrefix("ID"))
         #expect(listed.output.contains("\(tag)-2"), "newest first")
