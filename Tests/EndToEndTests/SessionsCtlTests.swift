@@ -121,6 +121,20 @@ import Testing
         )
     }
 
+    @Test func tailOfAnExternalIdBeforeItsSessionExistsWaitsForIt() async throws {
+        let externalId = TestServers.uniqueName("later")
+        let missing = try await run(["tail", externalId, "--no-follow"], url: realtime)
+        #expect(missing.status == 3)
+        #expect(missing.errors.contains("not found"))
+        let tail = try CLI(["tail", externalId], url: realtime, apiKey: stack.apiKey)
+        defer { tail.process.terminate() }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(tail.process.isRunning, "tail waits for the session: \(tail.errors)")
+        _ = try await stack.createSession(externalId: externalId)
+        _ = try await stack.appended(externalId, "first")
+        #expect(try await TestServers.waitUntil { tail.lines == ["first"] }, "\(tail.output) \(tail.errors)")
+    }
+
     @Test func listFiltersAndPrintsATable() async throws {
         let tag = TestServers.uniqueName("t")
         for index in 0..<3 {

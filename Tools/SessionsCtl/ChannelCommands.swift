@@ -95,7 +95,14 @@ struct Tail: AsyncParsableCommand {
         try await reporting {
             let client = try api.client()
             let path = "/realtime/v1/sessions/\(SessionsClient.segment(session))/\(io.rawValue)"
-            let end = try await lastSeqNum(client, path)
+            let end: Int64
+            do {
+                end = try await lastSeqNum(client, path)
+            } catch let error as CLIError where error.kind == .notFound && !noFollow {
+                // Following an externalId before its session exists waits for it (the server's
+                // stream does); nothing to print before then.
+                end = -1
+            }
             // The record before the first one to print; the stream resumes after it.
             var position = last.map { max(-1, end - $0) } ?? ((from ?? 0) - 1)
             var backoff = Duration.milliseconds(250)

@@ -93,9 +93,16 @@ struct SessionsClient: Sendable {
     static func failure(_ status: Int, _ body: Data) -> CLIError {
         struct Failure: Decodable { var error: String?; var message: String? }
         let decoded = try? JSONDecoder().decode(Failure.self, from: body)
+        let bare: String =
+            switch status {
+            case 401: "not authenticated"
+            case 403: "not allowed"
+            case 404: "not found"
+            default: "request failed"
+            }
         let message =
             decoded?.error ?? decoded?.message
-            ?? (body.isEmpty ? "request failed" : String(decoding: body.prefix(200), as: UTF8.self))
+            ?? (body.isEmpty ? bare : String(decoding: body.prefix(200), as: UTF8.self))
         return CLIError(status: status, message: message)
     }
 }
