@@ -97,3 +97,34 @@ drill_down() {
     fi
     DRILL_DIR=
 }
+
+# The exit path both drills share: stop the drill process (CHILD, when set), print the services'
+# last warnings when the run failed, stop the stack. Call once, right after sourcing.
+CHILD=
+# shellcheck disable=SC2317 # runs from the traps below
+drill_cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    trap '' PIPE
+    set +e
+    if [[ -n $CHILD ]]; then
+        kill -TERM "$CHILD" 2>/dev/null
+        wait "$CHILD" 2>/dev/null
+    fi
+    if ((status != 0)) && [[ -n $DRILL_DIR && -d $DRILL_DIR/logs ]]; then
+        local name
+        for name in control-plane realtime waitpoints replicator; do
+            [[ -s $DRILL_DIR/logs/$name.log ]] || continue
+            printf '\n---- %s: last error/warning lines ----\n' "$name" >&2
+            grep -E '\b(error|critical|warning)\b' "$DRILL_DIR/logs/$name.log" | tail -n 8 >&2
+        done
+    fi
+    drill_down
+    exit "$status"
+}
+
+drill_traps() {
+    trap drill_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}

@@ -18,31 +18,7 @@ cd "$ROOT"
 # shellcheck source=scripts/drill-stack.sh
 source "$ROOT/scripts/drill-stack.sh"
 
-CHILD=
-# shellcheck disable=SC2317 # runs from the traps below
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    trap '' PIPE
-    set +e
-    if [[ -n $CHILD ]]; then
-        kill -TERM "$CHILD" 2>/dev/null
-        wait "$CHILD" 2>/dev/null
-    fi
-    if ((status != 0)) && [[ -n $DRILL_DIR && -d $DRILL_DIR/logs ]]; then
-        local name
-        for name in control-plane realtime waitpoints replicator; do
-            [[ -s $DRILL_DIR/logs/$name.log ]] || continue
-            printf '\n---- %s: last error/warning lines ----\n' "$name" >&2
-            grep -E '\b(error|critical|warning)\b' "$DRILL_DIR/logs/$name.log" | tail -n 8 >&2
-        done
-    fi
-    drill_down
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+drill_traps
 
 ulimit -n 65536 2>/dev/null || true
 T0=$SECONDS

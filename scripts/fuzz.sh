@@ -42,23 +42,7 @@ TOTAL_SECONDS=${FUZZ_TOTAL_SECONDS:-480}
 REQUEST_TIMEOUT=${FUZZ_REQUEST_TIMEOUT:-20}
 WORKERS=${FUZZ_WORKERS:-1}
 
-CHILD=
-# shellcheck disable=SC2317 # runs from the traps below
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    trap '' PIPE
-    set +e
-    if [[ -n $CHILD ]]; then
-        kill -TERM "$CHILD" 2>/dev/null
-        wait "$CHILD" 2>/dev/null
-    fi
-    drill_down
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+drill_traps
 
 T0=$SECONDS
 drill_up fuzz # runs scripts/stack.sh install, which creates the venv

@@ -203,6 +203,27 @@ public struct CreatedSession: Codable, Sendable, Equatable {
     }
 }
 
+/// `GET /api/v1/sessions`' answer: a page of sessions and the cursors around it.
+public struct SessionPage: Codable, Sendable, Equatable {
+    public struct Pagination: Codable, Sendable, Equatable {
+        public var next: String?
+        public var previous: String?
+
+        public init(next: String? = nil, previous: String? = nil) {
+            self.next = next
+            self.previous = previous
+        }
+    }
+
+    public var data: [SessionItem]
+    public var pagination: Pagination
+
+    public init(data: [SessionItem], pagination: Pagination) {
+        self.data = data
+        self.pagination = pagination
+    }
+}
+
 /// JSON coding with ISO-8601 UTC dates with milliseconds, as the API sends them. Shared
 /// instances: encoders and decoders are safe to use from many tasks once configured.
 extension JSONEncoder {

@@ -51,16 +51,7 @@ struct SessionListing: Sendable {
         }
     }
 
-    struct Page: Encodable {
-        struct Pagination: Encodable {
-            var next: String?
-            var previous: String?
-        }
-        var data: [SessionItem]
-        var pagination: Pagination
-    }
-
-    func list(_ filters: Filters, in principal: Principal) async throws -> Page {
+    func list(_ filters: Filters, in principal: Principal) async throws -> SessionPage {
         var conditions = [
             "organization_id = {organization:String}", "project_id = {project:String}",
             "environment_id = {environment:String}", "_is_deleted = 0",
@@ -130,7 +121,7 @@ struct SessionListing: Sendable {
         // back found more; older ones after a page that found more, or one reached going back.
         let hasNewer = backwards ? hasMore : filters.after != nil
         let hasOlder = backwards ? true : hasMore
-        return Page(
+        return SessionPage(
             data: page.compactMap { byId[$0.sessionId]?.item() },
             pagination: .init(
                 next: hasOlder ? cursors.last?.text : nil,

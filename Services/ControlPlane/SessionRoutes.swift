@@ -93,7 +93,7 @@ struct SessionRoutes: Sendable {
             let requested = filters.taskIdentifiers
             filters.taskIdentifiers = requested.isEmpty ? tasks : requested.filter(tasks.contains)
             if filters.taskIdentifiers.isEmpty {
-                return try .json(SessionListing.Page(data: [], pagination: .init()))
+                return try .json(SessionPage(data: [], pagination: .init()))
             }
         }
         do {

@@ -9,7 +9,6 @@ import JWTKit
 import Logging
 import Nats
 import Postgres
-import Prometheus
 import ServiceKit
 import TestSupport
 import Testing
@@ -250,17 +249,7 @@ import Testing
             tokenSettings: AccessTokenSettings(),
             adminToken: nil
         )
-        let host = ServiceHost(
-            name: .controlPlane,
-            configuration: try CommonConfiguration(environment: Environment([:]), defaultPort: 0),
-            connection: connection,
-            checks: [],
-            registry: PrometheusCollectorRegistry(),
-            logger: Logger(label: "test")
-        )
-        api.addRoutes(to: host.router)
-        host.sealRoutes()
-        try await Application(router: host.router).test(.router) { client in
+        try await serve(api, connection: connection) { client in
             let response = try await client.execute(
                 uri: "/api/v1/sessions/x",
                 method: .get,

@@ -106,6 +106,20 @@ func withControlPlane(
         tokenSettings: AccessTokenSettings(),
         adminToken: adminToken
     )
+    try await serve(api, connection: connection) { client in
+        try await body(API(client: client), tenants, api, connection)
+    }
+    await connection.close()
+    await database.close()
+}
+
+/// Serves `api` behind the service host's middleware, in process.
+func serve(
+    _ api: ControlPlaneAPI,
+    connection: NatsConnection,
+    _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
+) async throws {
+    let logger = Logger(label: "control-plane-tests")
     let host = ServiceHost(
         name: .controlPlane,
         configuration: try CommonConfiguration(environment: Environment([:]), defaultPort: 0),
@@ -116,12 +130,7 @@ func withControlPlane(
     )
     api.addRoutes(to: host.router)
     host.sealRoutes()
-    let application = Application(router: host.router, logger: logger)
-    try await application.test(.router) { client in
-        try await body(API(client: client), tenants, api, connection)
-    }
-    await connection.close()
-    await database.close()
+    try await Application(router: host.router, logger: logger).test(.router, body)
 }
 
 /// Signs arbitrary claims the way a misbehaving client might.

@@ -7,16 +7,11 @@ import TestSupport
 import Testing
 
 @Suite(.timeLimit(.minutes(2))) struct SessionListTests {
-    struct Page: Decodable {
-        struct Pagination: Decodable {
-            var next: String?
-            var previous: String?
-        }
-        var data: [SessionItem]
-        var pagination: Pagination
-    }
-
-    func list(_ stack: ServicesFixture, _ query: String, token: String? = nil) async throws -> (Int, Page?, String) {
+    func list(
+        _ stack: ServicesFixture,
+        _ query: String,
+        token: String? = nil
+    ) async throws -> (Int, SessionPage?, String) {
         let response = try await stack.http.execute(
             HTTPRequest(
                 url: stack.controlPlane.baseURL + "/api/v1/sessions?" + query,
@@ -24,7 +19,7 @@ import Testing
             )
         )
         let text = String(decoding: response.body, as: UTF8.self)
-        return (response.status, try? JSONDecoder.sessions.decode(Page.self, from: response.body), text)
+        return (response.status, try? JSONDecoder.sessions.decode(SessionPage.self, from: response.body), text)
     }
 
     /// Sessions made by the API, visible in listings once replicated.

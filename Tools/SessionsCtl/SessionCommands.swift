@@ -99,15 +99,6 @@ struct List: AsyncParsableCommand {
         if after != nil && before != nil { throw ValidationError("use either --after or --before") }
     }
 
-    struct Page: Codable {
-        struct Pagination: Codable {
-            var next: String?
-            var previous: String?
-        }
-        var data: [SessionItem]
-        var pagination: Pagination
-    }
-
     func run() async throws {
         try await reporting {
             let client = try api.client()
@@ -122,11 +113,11 @@ struct List: AsyncParsableCommand {
             if let since { filters.append(("filter[createdAt][period]", since)) }
             var items: [SessionItem] = []
             var cursor = after.map { ("page[after]", $0) } ?? before.map { ("page[before]", $0) }
-            var pagination = Page.Pagination()
+            var pagination = SessionPage.Pagination()
             repeat {
                 let size = min(100, limit - items.count)
                 let query = filters + [("page[size]", String(size))] + (cursor.map { [$0] } ?? [])
-                let (page, _) = try await client.json(Page.self, "GET", "/api/v1/sessions", query: query)
+                let (page, _) = try await client.json(SessionPage.self, "GET", "/api/v1/sessions", query: query)
                 items += page.data
                 pagination = page.pagination
                 let next = before == nil ? page.pagination.next : page.pagination.previous
@@ -134,7 +125,7 @@ struct List: AsyncParsableCommand {
                 if page.data.isEmpty { break }
             } while items.count < limit && cursor != nil
             if api.json {
-                let page = Page(data: items, pagination: pagination)
+                let page = SessionPage(data: items, pagination: pagination)
                 return say(String(decoding: try JSONEncoder.sessions.encode(page), as: UTF8.self))
             }
             say(
