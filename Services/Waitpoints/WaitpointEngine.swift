@@ -82,12 +82,12 @@ struct WaitpointEngine: Sendable {
 
     // MARK: Appends
 
-    /// A record was appended to `channel`: completes every waiter it is for. `redelivered` means
-    /// an earlier attempt may have drained the set and failed, so PostgreSQL is consulted.
-    func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
+    /// A record was appended to `channel`: completes every waiter it is for.
+    func appended(_ record: ChannelRecord, on channel: ChannelAddress) async throws {
         let drained = try await registry.drain(channel)
-        let refilled = drained.isFilled ? false : try await refillRegistryIfEmpty()
-        if drained.waiters.isEmpty && !redelivered && !refilled { return }
+        if !drained.isFilled { _ = try await refillRegistryIfEmpty() }
+        // PostgreSQL is consulted for every record, waiters in Redis or not: a CI run showed a
+        // waiter left out of Redis (cause not found yet), and the record is what wakes it.
         // PostgreSQL says who this record completes (it also knows waiters Redis lost, or that a
         // drain interrupted by a crash took out). A waiter gets the first record at or after its
         // fromSeqNum, which is not this one when it was registered further back: that one is read

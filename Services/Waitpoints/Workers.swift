@@ -51,7 +51,7 @@ struct AppendConsumer: Service {
             body: String(decoding: message.message.payload, as: UTF8.self)
         )
         do {
-            try await engine.appended(record, on: channel, redelivered: (message.message.metadata?.deliveries ?? 1) > 1)
+            try await engine.appended(record, on: channel)
             try message.ack()
         } catch {
             logger.warning(
