@@ -25,15 +25,47 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
 
     var isBroken: Bool { PQstatus(connection) != CONNECTION_OK }
 
-    /// Runs a parameterised statement with the extended protocol (blocking).
+    /// Statement names by SQL text: each statement is parsed and planned once per connection,
+    /// not on every call (parsing a CTE cost PostgreSQL more than running it).
+    private var prepared: [String: String] = [:]
+    private var preparedCount = 0
+    /// Statements past this many run unprepared, so SQL built from varying text (identifiers)
+    /// cannot grow the cache without bound.
+    static let preparedLimit = 256
+
+    /// Runs a parameterised statement with the extended protocol (blocking), prepared on first use.
     func execute(_ query: PostgresQuery) throws -> [PostgresRow] {
         let parameters = query.parameters.map { $0.flatMap { strdup($0) } }
         defer { parameters.forEach { free($0) } }
         let values = parameters.map { UnsafePointer<CChar>($0) }
-        let result = values.withUnsafeBufferPointer { buffer in
-            PQexecParams(connection, query.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+        return try values.withUnsafeBufferPointer { buffer in
+            let count = Int32(buffer.count)
+            guard let name = try statement(for: query.sql, parameterCount: count) else {
+                return try rows(of: PQexecParams(connection, query.sql, count, nil, buffer.baseAddress, nil, nil, 0))
+            }
+            do {
+                return try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+            } catch let error as PostgresError where error.sqlState == PostgresError.featureNotSupported {
+                // "cached plan must not change result type": a table changed under the statement
+                // (a migration ran). Prepare it again, and retry unless a transaction was aborted.
+                prepared[query.sql] = nil
+                guard PQtransactionStatus(connection) == PQTRANS_IDLE,
+                    let name = try statement(for: query.sql, parameterCount: count)
+                else { throw error }
+                return try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+            }
         }
-        return try rows(of: result)
+    }
+
+    /// The prepared statement for `sql`, preparing it now if needed; nil when the cache is full.
+    private func statement(for sql: String, parameterCount: Int32) throws -> String? {
+        if let name = prepared[sql] { return name }
+        guard prepared.count < Self.preparedLimit else { return nil }
+        preparedCount += 1
+        let name = "s\(preparedCount)"
+        _ = try rows(of: PQprepare(connection, name, sql, parameterCount, nil))
+        prepared[sql] = name
+        return name
     }
 
     /// Runs one or more statements with the simple protocol (blocking). Used for migrations and

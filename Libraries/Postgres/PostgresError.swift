@@ -54,6 +54,8 @@ public struct PostgresError: RetriableError, Sendable, CustomStringConvertible {
 
     /// The SQLSTATE for a unique-constraint violation.
     public static let uniqueViolation = "23505"
+    /// The SQLSTATE of "cached plan must not change result type", among others.
+    public static let featureNotSupported = "0A000"
 
     public var description: String {
         "PostgresError(\(code)\(sqlState.map { ", sqlState: \($0)" } ?? ""), \(message))"

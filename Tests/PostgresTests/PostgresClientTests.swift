@@ -53,6 +53,38 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
         await client.close()
     }
 
+    @Test func statementsArePreparedOnceAndSurviveATableChange() async throws {
+        let client = try makeClient(poolSize: 1)
+        let table = TestServers.uniqueName("prepared")
+        try await client.query("CREATE TABLE \(identifier: table) (id int PRIMARY KEY)")
+        try await client.query("INSERT INTO \(identifier: table) VALUES (\(1))")
+        func preparedCount() async throws -> Int {
+            try await client.query("SELECT count(*)::int AS n FROM pg_prepared_statements")[0].decode("n", as: Int.self)
+        }
+        func select(_ id: Int) async throws -> [PostgresRow] {
+            try await client.query("SELECT * FROM \(identifier: table) WHERE id = \(id)")
+        }
+        let before = try await preparedCount()
+        #expect(try await select(1).count == 1)
+        #expect(try await preparedCount() == before + 1, "the first run prepares it")
+        #expect(try await select(2).isEmpty)
+        #expect(try await preparedCount() == before + 1, "later runs reuse it, whatever the parameters")
+        // `SELECT *` now returns another shape: the statement is prepared again.
+        try await client.query("ALTER TABLE \(identifier: table) ADD COLUMN name text DEFAULT 'x'")
+        let row = try #require(try await select(1).first)
+        #expect(try row.decode("name", as: String.self) == "x")
+        // Inside a transaction the retry cannot happen; the error is reported, not a crash.
+        try await client.query("ALTER TABLE \(identifier: table) ADD COLUMN other int")
+        await #expect(throws: PostgresError.self) {
+            try await client.withTransaction {
+                _ = try await $0.query("SELECT * FROM \(identifier: table) WHERE id = \(1)")
+            }
+        }
+        #expect(try await select(1).first?.decode("other", as: Int?.self) == .some(nil), "and it works after")
+        try await client.query("DROP TABLE \(identifier: table)")
+        await client.close()
+    }
+
     @Test func serverErrorsKeepTheirSQLState() async throws {
         let client = try makeClient()
         let table = TestServers.uniqueName("unique")
