@@ -84,14 +84,19 @@ struct WaitpointEngine: Sendable {
 
     /// A record was appended to `channel`: completes every waiter it is for.
     func appended(_ record: ChannelRecord, on channel: ChannelAddress) async throws {
-        let drained = try await registry.drain(channel)
-        if !drained.isFilled { _ = try await refillRegistryIfEmpty() }
-        // PostgreSQL is consulted for every record, waiters in Redis or not: a CI run showed a
-        // waiter left out of Redis (cause not found yet), and the record is what wakes it.
-        // PostgreSQL says who this record completes (it also knows waiters Redis lost, or that a
-        // drain interrupted by a crash took out). A waiter gets the first record at or after its
-        // fromSeqNum, which is not this one when it was registered further back: that one is read
-        // from the channel.
+        do {
+            if try await !registry.drain(channel).isFilled { _ = try await refillRegistryIfEmpty() }
+        } catch {
+            // PostgreSQL below still completes the waiters: Redis down delays no wake-up.
+            logger.warning(
+                "Could not drain the channel's waiters from Redis.",
+                metadata: ["channel": "\(channel)", "error": "\(error)"]
+            )
+        }
+        // PostgreSQL is consulted for every record, waiters in Redis or not: it says who this
+        // record completes, including waiters Redis lost or that a drain interrupted by a crash
+        // took out. A waiter gets the first record at or after its fromSeqNum, which is not this
+        // one when it was registered further back: that one is read from the channel.
         let (completed, others) = try await store.settle(
             channel,
             seqNum: record.seqNum,

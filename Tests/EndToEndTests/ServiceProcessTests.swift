@@ -32,6 +32,10 @@ final class ServiceProcess: @unchecked Sendable {
         environment["SESSIONS_LOG_LEVEL"] = "debug"
         // If this test process dies, the service follows instead of lingering.
         environment["SESSIONS_PARENT_PID"] = String(getpid())
+        // Each waitpoints instance reads appended records through a durable consumer of its own:
+        // one that shares the fixture's would take records the fixture's waiters wait for (and a
+        // broken one, started to test readiness, would hold them until they are delivered again).
+        if name == .waitpoints { environment["SESSIONS_WAITPOINT_CONSUMER"] = "test_\(port)" }
         environment.merge(extraEnvironment) { $1 }
         process.environment = environment
         let handle = try FileHandle(forWritingTo: log)

@@ -264,6 +264,26 @@ extension ServicesFixture {
         _ = try await second.terminate(timeout: .seconds(10))
     }
 
+    @Test func waitersCompleteWhileRedisIsDown() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let (_, environment) = try await isolatedWaitpoints()
+        var broken = environment
+        broken["SESSIONS_REDIS_URL"] = "redis://127.0.0.1:\(try TestServers.freePort())"
+        let service = try ServiceProcess(.waitpoints, extraEnvironment: broken)
+        try service.start()
+        let alive = try await TestServers.waitUntil {
+            try await stack.http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status
+                == 200
+        }
+        #expect(alive, "\(service.output)")
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
+        _ = try await stack.appended(session.id, "without redis", io: "in")
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
+        #expect(done.status == .completed && done.output?.value == "without redis", "\(service.output)")
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+
     @Test func waitersStillCompleteAfterRedisLostItsData() async throws {
         let stack = try await ServicesFixture.shared.value
         let (service, environment) = try await isolatedWaitpoints()
