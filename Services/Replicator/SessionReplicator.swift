@@ -188,6 +188,8 @@ final class SessionReplicator: Service, Sendable {
     private func consume(_ stream: PostgresReplicationStream) async throws {
         var relations: [UInt32: PgOutputRelation] = [:]
         var transaction: [SessionsTable.Row] = []
+        /// Between a transaction's begin and its commit (it may have no rows of ours yet).
+        var inTransaction = false
         var batch = Batch()
         var flushes = Flushes()
         var latestCommit = LSN.zero
@@ -220,7 +222,9 @@ final class SessionReplicator: Service, Sendable {
             switch message {
             case .data(_, _, let payload):
                 switch try PgOutputMessage(decoding: payload) {
-                case .begin: transaction = []
+                case .begin:
+                    transaction = []
+                    inTransaction = true
                 case .relation(let relation): relations[relation.id] = relation
                 case .insert(let id, let new):
                     transaction.append(try row(relations[id], new: new, old: nil, deleted: false))
@@ -240,6 +244,7 @@ final class SessionReplicator: Service, Sendable {
                     batch.lastLSN = end
                     latestCommit = end
                     transaction = []
+                    inTransaction = false
                     ReplicatorMetrics.lag.record(max(0, Date().timeIntervalSince(time)))
                 case .other: break
                 }
@@ -247,13 +252,14 @@ final class SessionReplicator: Service, Sendable {
                 // With nothing buffered, in flight or half-read, every change up to the server's
                 // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
                 // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
-                if batch.rows.isEmpty && flushes.count == 0 && transaction.isEmpty {
+                // Otherwise only what ClickHouse has is confirmed: the last commit read may still
+                // be buffered, and a crash would lose it.
+                if batch.rows.isEmpty && flushes.count == 0 && !inTransaction {
                     latestCommit = max(latestCommit, walEnd)
+                    try await acknowledge(latestCommit, force: replyRequested)
+                } else if replyRequested {
+                    try await acknowledge(acknowledged, force: true)
                 }
-                try await acknowledge(
-                    replyRequested ? max(acknowledged, latestCommit) : latestCommit,
-                    force: replyRequested
-                )
             case nil: break
             }
             if batch.rows.count >= settings.batchSize || (!batch.rows.isEmpty && batch.age >= settings.flushInterval) {
@@ -261,7 +267,7 @@ final class SessionReplicator: Service, Sendable {
             }
             if let lsn = try flushes.completed() { try await acknowledge(lsn) }
             // Nothing buffered or in flight: everything read so far is in ClickHouse.
-            if batch.rows.isEmpty && flushes.count == 0 && transaction.isEmpty { try await acknowledge(latestCommit) }
+            if batch.rows.isEmpty && flushes.count == 0 && !inTransaction { try await acknowledge(latestCommit) }
         }
         // Graceful shutdown: flush what is buffered, wait for every flush, acknowledge.
         try await flush()
