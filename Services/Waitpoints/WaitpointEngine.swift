@@ -89,7 +89,7 @@ struct WaitpointEngine: Sendable {
         } catch {
             // PostgreSQL below still completes the waiters: Redis down delays no wake-up.
             logger.warning(
-                "Could not drain the channel's waiters from Redis.",
+                "Could not drain (or refill) the Redis registry of waiters.",
                 metadata: ["channel": "\(channel)", "error": "\(error)"]
             )
         }

@@ -229,7 +229,7 @@ extension ServicesFixture {
 /// A waitpoints instance of its own (own database, Redis database and consumer), so that the
 /// shared one cannot complete its waiters while it is stopped or its Redis is flushed.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct WaitpointRecoveryTests {
-    func isolatedWaitpoints() async throws -> (ServiceProcess, [String: String]) {
+    func isolatedWaitpoints(_ overrides: [String: String] = [:]) async throws -> (ServiceProcess, [String: String]) {
         let database = TestServers.uniqueName("wp")
         let admin = try TestServers.databaseURL
         let create = Process()
@@ -243,7 +243,7 @@ extension ServicesFixture {
         let environment = [
             "SESSIONS_DATABASE_URL": databaseURL, "SESSIONS_REDIS_URL": redisURL,
             "SESSIONS_WAITPOINT_CONSUMER": database, "SESSIONS_WAITPOINT_SWEEP_MS": "100",
-        ]
+        ].merging(overrides) { $1 }
         return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
     }
 
@@ -266,10 +266,8 @@ extension ServicesFixture {
 
     @Test func waitersCompleteWhileRedisIsDown() async throws {
         let stack = try await ServicesFixture.shared.value
-        let (_, environment) = try await isolatedWaitpoints()
-        var broken = environment
-        broken["SESSIONS_REDIS_URL"] = "redis://127.0.0.1:\(try TestServers.freePort())"
-        let service = try ServiceProcess(.waitpoints, extraEnvironment: broken)
+        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
+        let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
         try service.start()
         let alive = try await TestServers.waitUntil {
             try await stack.http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status
