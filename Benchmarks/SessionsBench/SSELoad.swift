@@ -7,7 +7,7 @@ import NIOPosix
 import Synchronization
 
 /// Appends to one channel at a fixed rate while many SSE subscribers follow it; measures append
-/// sent → record received at every subscriber. Subscribers share one event-loop thread and scan
+/// sent → record received at every subscriber, and the append's own round trip. Subscribers share one event-loop thread and scan
 /// the stream's bytes instead of decoding JSON, so the client costs little next to the server.
 struct SSELoad {
     var url: String
@@ -34,6 +34,7 @@ struct SSELoad {
         let parts = try Self.hostAndPort(url)
         let path = "/realtime/v1/sessions/\(session)/out"
         let latencies = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))
+        let appendLatencies = LatencyRecorder()
         let residentBefore = serverPid.flatMap(Self.residentKiB)
         var handlers: [SSESubscriber] = []
         for index in 0..<subscribers {
@@ -66,6 +67,7 @@ struct SSELoad {
                 tasks.addTask {
                     for n in stride(from: producer, to: total, by: producers) {
                         try await Task.sleep(until: start + .nanoseconds(Int64(n) * 1_000_000_000 / Int64(rate)))
+                        let sent = DispatchTime.now().uptimeNanoseconds
                         let response = try await http.execute(
                             HTTPRequest(
                                 method: "POST",
@@ -75,6 +77,8 @@ struct SSELoad {
                             )
                         )
                         guard response.status == 200 else { throw LoadError("append answered \(response.status)") }
+                        let micros = (DispatchTime.now().uptimeNanoseconds - sent) / 1000
+                        appendLatencies.record(micros)
                     }
                 }
             }
@@ -88,12 +92,15 @@ struct SSELoad {
         let complete = handlers.filter { $0.received == total && !$0.failed }.count
         for handler in handlers { handler.close() }
         let histogram = latencies.withLock { $0 }
+        let appends = appendLatencies.histogram.withLock { $0 }
         var result: [String: Double] = [
             "subscribers": Double(subscribers), "appends": Double(total), "completeSubscribers": Double(complete),
             "received": Double(histogram.totalCount),
             "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
             "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
             "maxMs": Double(histogram.max) / 1000,
+            "appendP50Ms": Double(appends.valueAtPercentile(50)) / 1000,
+            "appendP99Ms": Double(appends.valueAtPercentile(99)) / 1000,
         ]
         if let residentBefore, let residentIdle {
             result["idleKiBPerSubscriber"] = Double(residentIdle - residentBefore) / Double(subscribers)
@@ -114,6 +121,12 @@ struct SSELoad {
         else { return nil }
         return Int(line.split(separator: " ").dropFirst().first ?? "")
     }
+}
+
+/// A histogram that concurrent tasks record into.
+final class LatencyRecorder: Sendable {
+    let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))
+    func record(_ micros: UInt64) { histogram.withLock { _ = $0.record(micros) } }
 }
 
 struct LoadError: Error, CustomStringConvertible {

@@ -78,4 +78,20 @@ public enum Subjects {
         "events.sessions.\(environmentId).\(kind.rawValue)"
     }
     public static let allSessionEvents = "events.sessions.>"
+    /// Core NATS, not stored: `session-changes.{environmentId}`, a ``SessionChange`` sent the
+    /// moment a session is updated or closed, so caches drop it before the durable event comes.
+    public static func sessionChange(environmentId: String) -> String { "session-changes.\(environmentId)" }
+    public static let allSessionChanges = "session-changes.>"
+}
+
+/// The names (friendlyId and every externalId it had) under which a changed session may be
+/// cached; whoever caches it forgets them.
+public struct SessionChange: Codable, Sendable, Equatable {
+    public var environmentId: String
+    public var names: [String]
+
+    public init(environmentId: String, names: [String]) {
+        self.environmentId = environmentId
+        self.names = names
+    }
 }

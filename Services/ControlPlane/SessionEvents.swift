@@ -54,6 +54,23 @@ final class SessionEventRelay: Service, Sendable {
         nudger.yield()
     }
 
+    /// After an update or a close: relays its event, and tells every cache of the session at
+    /// once (core NATS, ahead of the durable event) to forget it under its old and new names.
+    func changed(_ session: SessionRecord, was previous: SessionRecord) {
+        nudge()
+        let names = Array(Set([session.friendlyId, session.externalId, previous.externalId].compactMap { $0 }))
+        let change = SessionChange(environmentId: session.environmentId, names: names.sorted())
+        do {
+            try jetStream.connection.publish(
+                Subjects.sessionChange(environmentId: session.environmentId),
+                payload: try JSONEncoder.sessions.encode(change)
+            )
+        } catch {
+            // The durable event still invalidates them, a little later.
+            logger.warning("Could not announce a session change.", metadata: ["error": "\(error)"])
+        }
+    }
+
     func run() async throws {
         await withDiscardingTaskGroup { group in
             // A ticker turns the poll interval into nudges, so one loop handles both.

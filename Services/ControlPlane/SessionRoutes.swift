@@ -125,7 +125,7 @@ struct SessionRoutes: Sendable {
         guard let updated = try await store.update(session, with: changes) else {
             throw APIError(.notFound, "Session not found")
         }
-        events.nudge()
+        events.changed(updated, was: session)
         return try .json(updated.item())
     }
 
@@ -138,7 +138,7 @@ struct SessionRoutes: Sendable {
         guard let (closed, didClose) = try await store.close(session, reason: reason) else {
             throw APIError(.notFound, "Session not found")
         }
-        if didClose { events.nudge() }
+        if didClose { events.changed(closed, was: session) }
         return try .json(closed.item())
     }
 

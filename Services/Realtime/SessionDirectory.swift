@@ -8,18 +8,21 @@ import Synchronization
 
 /// Sessions as the control plane knows them, asked over NATS (`sessions.resolve`).
 ///
-/// Answers are reused for `lifetime` (100 ms by default, so a close takes effect for appends
-/// within that even if its event is lost) and dropped at once when the control plane's session
-/// events say the session changed. Runs as a service: it follows those events.
+/// Answers are reused until the control plane says the session changed: at once on an update
+/// or close (``SessionChange``, core NATS), and again with its durable event. `lifetime` (30 s)
+/// only bounds how long a lost notice can matter; a reconnect forgets everything, since notices
+/// sent meanwhile are lost. An answer that was on its way while its session changed is not kept.
+/// Runs as a service: it follows the notices and events.
 final class SessionDirectory: Service, Sendable {
     private struct Key: Hashable {
         var environmentId: String
         var session: String
     }
 
-    private struct Entry {
-        var session: SessionRecord
-        var fetchedAt: ContinuousClock.Instant
+    private enum Entry {
+        case session(SessionRecord, fetchedAt: ContinuousClock.Instant)
+        /// Changed at this instant: an answer asked for earlier is out of date.
+        case changed(at: ContinuousClock.Instant)
     }
 
     private let connection: NatsConnection
@@ -29,7 +32,7 @@ final class SessionDirectory: Service, Sendable {
     private let creations = Mutex<[Key: [UInt64: AsyncStream<Void>.Continuation]]>([:])
     private let lastWaiter = Atomic<UInt64>(0)
 
-    init(connection: NatsConnection, lifetime: Duration = .milliseconds(100), logger: Logger) {
+    init(connection: NatsConnection, lifetime: Duration = .seconds(30), logger: Logger) {
         self.connection = connection
         self.lifetime = lifetime
         self.logger = logger
@@ -41,13 +44,16 @@ final class SessionDirectory: Service, Sendable {
     func session(_ session: String, environmentId: String) async throws -> SessionRecord? {
         let key = Key(environmentId: environmentId, session: session)
         let now = ContinuousClock.now
-        if let entry = cache.withLock({ $0[key] }), now - entry.fetchedAt < lifetime { return entry.session }
+        if case .session(let record, let fetchedAt)? = cache.withLock({ $0[key] }), now - fetchedAt < lifetime {
+            return record
+        }
         guard let record = try await connection.resolveSession(session, environmentId: environmentId) else {
             return nil
         }
         cache.withLock { cache in
+            if case .changed(let at)? = cache[key], at >= now { return }
             if cache.count >= 100_000 { cache.removeAll() }
-            cache[key] = Entry(session: record, fetchedAt: now)
+            cache[key] = .session(record, fetchedAt: now)
         }
         return record
     }
@@ -79,6 +85,7 @@ final class SessionDirectory: Service, Sendable {
 
     func run() async throws {
         let events = try connection.subscribe(Subjects.allSessionEvents)
+        let changes = try connection.subscribe(Subjects.allSessionChanges)
         let connectionEvents = connection.events
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -88,7 +95,17 @@ final class SessionDirectory: Service, Sendable {
                         else {
                             continue
                         }
-                        self.changed(event.session)
+                        let names = [event.session.friendlyId, event.session.externalId].compactMap { $0 }
+                        self.forget(names, environmentId: event.session.environmentId, isNew: event.kind == .created)
+                    }
+                }
+                group.addTask {
+                    for await message in changes {
+                        guard let change = try? JSONDecoder.sessions.decode(SessionChange.self, from: message.payload)
+                        else {
+                            continue
+                        }
+                        self.forget(change.names, environmentId: change.environmentId, isNew: false)
                     }
                 }
                 group.addTask {
@@ -102,15 +119,20 @@ final class SessionDirectory: Service, Sendable {
             }
         } onGracefulShutdown: {
             events.unsubscribe()
+            changes.unsubscribe()
         }
     }
 
-    private func changed(_ session: SessionRecord) {
-        let keys = [session.friendlyId, session.externalId].compactMap { $0 }.map {
-            Key(environmentId: session.environmentId, session: $0)
-        }
+    /// Drops the cached session under these names and wakes whoever waits for its creation.
+    /// A new session was not cached (misses are not), so it leaves no mark.
+    private func forget(_ names: [String], environmentId: String, isNew: Bool) {
+        let keys = names.map { Key(environmentId: environmentId, session: $0) }
+        let now = ContinuousClock.now
         cache.withLock { cache in
-            for key in keys { cache[key] = nil }
+            if cache.count >= 100_000 { cache.removeAll() }
+            for key in keys {
+                if isNew { cache[key] = nil } else { cache[key] = .changed(at: now) }
+            }
         }
         let waiting = creations.withLock { creations in keys.flatMap { creations[$0]?.values.map { $0 } ?? [] } }
         for waiter in waiting { waiter.yield() }

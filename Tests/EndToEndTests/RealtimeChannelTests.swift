@@ -163,7 +163,8 @@ import Testing
     @Test func appendsStopAtTheCloseWithin100Milliseconds() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
-        #expect(try await stack.appended(session.id, "open") == 0)
+        // Both instances know the session as open (and keep it: their cache lives 30 s).
+        for instance in 0..<2 { #expect(try await stack.append(session.id, "open", instance: instance).status == 200) }
         let close = try await stack.http.execute(
             HTTPRequest(
                 method: "POST",
@@ -188,7 +189,29 @@ import Testing
         )
         #expect(put.status == 400)
         let history = try await stack.subscribe(session.id)
-        #expect(history.events.flatMap(\.records).map(\.seqNum) == [0], "a closed session stays readable")
+        #expect(history.events.flatMap(\.records).map(\.seqNum) == [0, 1], "a closed session stays readable")
+    }
+
+    @Test func aRenamedExternalIdStopsNamingTheSessionAtOnce() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let old = "rename-\(UUID().uuidString)"
+        let session = try await stack.createSession(externalId: old)
+        for instance in 0..<2 { #expect(try await stack.append(old, "by old name", instance: instance).status == 200) }
+        let new = "renamed-\(UUID().uuidString)"
+        let patch = try await stack.http.execute(
+            HTTPRequest(
+                method: "PATCH",
+                url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session.id)",
+                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
+                body: Data(#"{"externalId":"\#(new)"}"#.utf8)
+            )
+        )
+        #expect(patch.status == 200)
+        try await Task.sleep(for: .milliseconds(100))
+        for instance in 0..<2 {
+            #expect(try await stack.append(old, "late", instance: instance).status == 404, "instance \(instance)")
+            #expect(try await stack.append(new, "by new name", instance: instance).status == 200)
+        }
     }
 
     @Test func badRequestsGetClearErrors() async throws {
