@@ -71,7 +71,9 @@ public struct WaitpointItem: Codable, Sendable, Equatable {
     }
 }
 
-/// A waitpoint left `PENDING`; published durably for run engines.
+/// Waitpoints that left `PENDING` the same way, in one environment, at about the same moment
+/// (the waiters one record completed, a sweep's timeouts): published durably for run engines,
+/// 1 to 100 per message. Delivery is at least once: a consumer keys its work by waitpoint id.
 public struct WaitpointEvent: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case completed
@@ -79,11 +81,11 @@ public struct WaitpointEvent: Codable, Sendable, Equatable {
     }
 
     public var kind: Kind
-    public var waitpoint: WaitpointItem
+    public var waitpoints: [WaitpointItem]
 
-    public init(kind: Kind, waitpoint: WaitpointItem) {
+    public init(kind: Kind, waitpoints: [WaitpointItem]) {
         self.kind = kind
-        self.waitpoint = waitpoint
+        self.waitpoints = waitpoints
     }
 }
 

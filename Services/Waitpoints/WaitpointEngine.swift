@@ -64,7 +64,7 @@ struct WaitpointEngine: Sendable {
         let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
         guard let record = response.records.first else { return }
         let completed = try await store.complete([waitpoint.id], with: WaitpointOutput(value: Self.data(of: record)))
-        for waitpoint in completed { announce(waitpoint, .completed) }
+        announce(completed, .completed)
         try? await registry.remove(waitpoint.id, from: waitpoint.channel)
     }
 
@@ -102,7 +102,7 @@ struct WaitpointEngine: Sendable {
             seqNum: record.seqNum,
             output: WaitpointOutput(value: Self.data(of: record))
         )
-        for waitpoint in completed { announce(waitpoint, .completed) }
+        announce(completed, .completed)
         // These waiters were drained from Redis: each failure here throws, so the record is
         // delivered again (and consults PostgreSQL) instead of being acknowledged with a waiter
         // left out of the registry — as a shutdown that cancels this half-way would otherwise do.
@@ -141,11 +141,14 @@ struct WaitpointEngine: Sendable {
 
     // MARK: Completion
 
-    /// Wakes long-polling waiters at once and queues the waitpoint's durable event.
-    func announce(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) {
-        let item = try? JSONEncoder.sessions.encode(waitpoint.item)
-        try? connection.publish(Subjects.waitpointSettled(waitpoint.id), payload: item ?? Data())
-        events.enqueue(waitpoint, kind)
+    /// Wakes long-polling waiters at once and queues the waitpoints' durable event.
+    func announce(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
+        guard !waitpoints.isEmpty else { return }
+        for waitpoint in waitpoints {
+            let item = try? JSONEncoder.sessions.encode(waitpoint.item)
+            try? connection.publish(Subjects.waitpointSettled(waitpoint.id), payload: item ?? Data())
+        }
+        events.enqueue(waitpoints, kind)
     }
 
     static func eventStreamConfiguration() -> StreamConfiguration {

@@ -1,4 +1,5 @@
 import Contracts
+import Crypto
 import Foundation
 import Logging
 import Nats
@@ -110,63 +111,97 @@ struct TimeoutSweeper: Service {
         _ = try await engine.refillRegistryIfEmpty()
         while true {
             let timedOut = try await engine.store.timeOutDue(limit: 100)
-            for waitpoint in timedOut {
-                engine.announce(waitpoint, .timedOut)
-                try? await engine.registry.remove(waitpoint.id, from: waitpoint.channel)
-            }
+            engine.announce(timedOut, .timedOut)
+            for waitpoint in timedOut { try? await engine.registry.remove(waitpoint.id, from: waitpoint.channel) }
             if timedOut.count < 100 { break }
         }
-        for waitpoint in try await engine.store.unpublished(limit: 100)
-        where (waitpoint.item.completedAt?.timeIntervalSinceNow ?? 0) < -5 {
-            engine.events.enqueue(waitpoint, waitpoint.item.status == .timedOut ? .timedOut : .completed)
+        let unpublished = try await engine.store.unpublished(limit: 100).filter {
+            ($0.item.completedAt?.timeIntervalSinceNow ?? 0) < -5
         }
+        engine.events.enqueue(unpublished.filter { $0.item.status == .timedOut }, .timedOut)
+        engine.events.enqueue(unpublished.filter { $0.item.status != .timedOut }, .completed)
     }
 }
 
-/// Publishes waitpoint events on JetStream off the completion path, many at a time, and marks
-/// each published once JetStream has it; what it could not publish, the sweeper enqueues again.
+/// Publishes waitpoint events on JetStream off the completion path and marks each waitpoint
+/// published once JetStream has it; what it could not publish, the sweeper enqueues again.
+///
+/// Whatever is waiting when the publisher gets to it goes out together: one message per
+/// environment and kind, up to 100 waitpoints each. JetStream writes (and syncs) every message
+/// on its own, so a burst of completions — one record waking many waiters, or many records at
+/// once — costs it a write per message rather than per waitpoint, and leaves room for appends.
 final class EventPublisher: Service, Sendable {
-    private let queue: AsyncStream<(Waitpoint, WaitpointEvent.Kind)>
-    private let continuation: AsyncStream<(Waitpoint, WaitpointEvent.Kind)>.Continuation
+    private let waiting = Mutex<[(Waitpoint, WaitpointEvent.Kind)]>([])
+    private let signals: AsyncStream<Void>
+    private let signal: AsyncStream<Void>.Continuation
     let jetStream: JetStream
     let store: WaitpointStore
     let logger: Logger
     static let concurrency = 32
+    static let batchLimit = 100
 
     init(jetStream: JetStream, store: WaitpointStore, logger: Logger) {
-        (queue, continuation) = AsyncStream.makeStream()
+        (signals, signal) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.jetStream = jetStream
         self.store = store
         self.logger = logger
     }
 
-    func enqueue(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) { continuation.yield((waitpoint, kind)) }
+    func enqueue(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
+        guard !waitpoints.isEmpty else { return }
+        waiting.withLock { $0 += waitpoints.map { ($0, kind) } }
+        signal.yield()
+    }
 
     func run() async throws {
+        // Published ids are marked in PostgreSQL in batches, one statement each.
+        let marker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                await self.markPublished()
+            }
+        }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                // Published ids are marked in PostgreSQL in batches, one statement each.
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(100))
-                        await self.markPublished()
-                    }
-                }
                 var running = 0
-                for await (waitpoint, kind) in queue {
-                    if running == Self.concurrency {
-                        await group.next()
-                        running -= 1
+                for await _ in signals {
+                    for batch in takeBatches() {
+                        if running == Self.concurrency {
+                            await group.next()
+                            running -= 1
+                        }
+                        group.addTask { await self.publish(batch.waitpoints, batch.kind) }
+                        running += 1
                     }
-                    group.addTask { await self.publish(waitpoint, kind) }
-                    running += 1
                 }
-                group.cancelAll()
+                // Shutting down: what is still waiting goes out too; the group waits for it all.
+                for batch in takeBatches() { group.addTask { await self.publish(batch.waitpoints, batch.kind) } }
             }
-            await markPublished()
         } onGracefulShutdown: {
-            self.continuation.finish()
+            self.signal.finish()
         }
+        marker.cancel()
+        await markPublished()
+    }
+
+    /// Everything waiting, grouped by environment and kind, in order, at most `batchLimit` each.
+    private func takeBatches() -> [(waitpoints: [Waitpoint], kind: WaitpointEvent.Kind)] {
+        let taken = waiting.withLock { waiting in
+            defer { waiting = [] }
+            return waiting
+        }
+        var batches: [(waitpoints: [Waitpoint], kind: WaitpointEvent.Kind)] = []
+        var open: [String: Int] = [:]  // "env kind" → index of its batch that still has room
+        for (waitpoint, kind) in taken {
+            let key = "\(waitpoint.item.environmentId) \(kind.rawValue)"
+            if let index = open[key], batches[index].waitpoints.count < Self.batchLimit {
+                batches[index].waitpoints.append(waitpoint)
+            } else {
+                open[key] = batches.count
+                batches.append(([waitpoint], kind))
+            }
+        }
+        return batches
     }
 
     private let published = Mutex<[String]>([])
@@ -187,20 +222,31 @@ final class EventPublisher: Service, Sendable {
         }
     }
 
-    private func publish(_ waitpoint: Waitpoint, _ kind: WaitpointEvent.Kind) async {
+    private func publish(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) async {
+        let ids = waitpoints.map(\.id)
         do {
             _ = try await jetStream.publish(
-                Subjects.waitpointEvent(environmentId: waitpoint.item.environmentId, kind: kind),
-                payload: try JSONEncoder.sessions.encode(WaitpointEvent(kind: kind, waitpoint: waitpoint.item)),
-                messageID: "\(waitpoint.id):\(kind.rawValue)"
+                Subjects.waitpointEvent(environmentId: waitpoints[0].item.environmentId, kind: kind),
+                payload: try JSONEncoder.sessions.encode(
+                    WaitpointEvent(kind: kind, waitpoints: waitpoints.map(\.item))
+                ),
+                messageID: Self.messageID(ids, kind)
             )
-            published.withLock { $0.append(waitpoint.id) }
+            published.withLock { $0 += ids }
         } catch {
             logger.warning(
-                "A waitpoint event is not published yet; the sweeper retries.",
-                metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+                "Waitpoint events are not published yet; the sweeper retries.",
+                metadata: ["waitpoint.ids": "\(ids)", "error": "\(error)"]
             )
         }
+    }
+
+    /// The same waitpoints settled the same way get the same id, so JetStream drops a copy that a
+    /// retry after a crash publishes again within its duplicate window.
+    static func messageID(_ ids: [String], _ kind: WaitpointEvent.Kind) -> String {
+        guard ids.count > 1 else { return "\(ids[0]):\(kind.rawValue)" }
+        let digest = SHA256.hash(data: Data(ids.sorted().joined(separator: ",").utf8))
+        return "\(kind.rawValue):" + digest.map { String(format: "%02x", $0) }.joined()
     }
 }
 

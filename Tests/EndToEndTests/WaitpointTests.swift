@@ -28,6 +28,36 @@ extension ServicesFixture {
         return try JSONDecoder().decode(WaitBody.self, from: response.body).waitpointId
     }
 
+    /// The environment's completion events up to the first moment all of `ids` have appeared (and
+    /// nothing more is stored), each reduced to the sorted ids of `ids` it carries; messages with
+    /// none are left out, and every message is checked for its shape. Gives up after `timeout`.
+    func completionEvents(of ids: Set<String>, timeout: Duration = .seconds(15)) async throws -> [[String]] {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
+        let jetStream = try JetStream(connection: connection)
+        let events = try jetStream.orderedConsumer(
+            stream: Subjects.waitpointEventsStream,
+            subject: Subjects.waitpointEvent(environmentId: environmentId, kind: .completed)
+        )
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            events.unsubscribe()
+        }
+        var messages: [[String]] = []
+        var seen: Set<String> = []
+        for await message in events {
+            let event = try JSONDecoder.sessions.decode(WaitpointEvent.self, from: message.payload)
+            #expect(event.kind == .completed && (1...100).contains(event.waitpoints.count))
+            let wanted = event.waitpoints.map(\.id).filter(ids.contains).sorted()
+            if !wanted.isEmpty { messages.append(wanted) }
+            seen.formUnion(wanted)
+            if seen == ids, message.metadata?.pending == 0 { break }
+        }
+        timer.cancel()
+        events.unsubscribe()
+        await connection.close()
+        return messages
+    }
+
     func waitpoint(_ id: String, base: String? = nil, poll seconds: Int? = nil) async throws -> WaitpointItem {
         let path = seconds.map { "/wait?timeout=\($0)" } ?? ""
         let response = try await http.execute(
@@ -65,6 +95,8 @@ extension ServicesFixture {
             #expect(done.output == WaitpointOutput(value: #"{"approved":true}"#))
         }
         #expect(try await stack.waitpoint(other).status == .pending, "an .in append leaves .out waiters")
+        // Completed by one record, the two share one durable event.
+        #expect(try await stack.completionEvents(of: [first, second]) == [[first, second].sorted()])
     }
 
     @Test func aShortWaiterNeverShortensALongOnesRegistration() async throws {
@@ -124,26 +156,11 @@ extension ServicesFixture {
         _ = try await stack.appended(session.id, "last", io: "in")  // completes any still waiting
         for id in ids { #expect(try await stack.waitpoint(id, poll: 60).status == .completed, "\(id)") }
         // The durable events a run engine reads: one completion per waitpoint.
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
-        let jetStream = try JetStream(connection: connection)
-        let events = try jetStream.orderedConsumer(
-            stream: Subjects.waitpointEventsStream,
-            subject: "events.waitpoints.\(stack.environmentId).>"
-        )
+        let messages = try await stack.completionEvents(of: Set(ids))
         var completions: [String: Int] = [:]
-        for await message in events {
-            if let event = try? JSONDecoder.sessions.decode(WaitpointEvent.self, from: message.payload),
-                ids.contains(event.waitpoint.id)
-            {
-                #expect(event.kind == .completed)
-                completions[event.waitpoint.id, default: 0] += 1
-            }
-            if message.metadata?.pending == 0 { break }
-        }
+        for id in messages.flatMap({ $0 }) { completions[id, default: 0] += 1 }
         #expect(Set(completions.keys) == Set(ids))
         #expect(completions.values.allSatisfy { $0 == 1 }, "\(completions.filter { $0.value != 1 })")
-        events.unsubscribe()
-        await connection.close()
     }
 
     @Test func timeoutsFire() async throws {
