@@ -96,7 +96,8 @@ def main():
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-delivery")
     d = sse_load(options, session, 1, 500)
     results["delivery"] = {"appends": int(d["appends"]), "received": int(d["received"]),
-                           "p50Ms": d["p50Ms"], "p99Ms": d["p99Ms"]}
+                           "p50Ms": d["p50Ms"], "p99Ms": d["p99Ms"],
+                           "appendP50Ms": d["appendP50Ms"], "appendP99Ms": d["appendP99Ms"]}
 
     say(f"fan-out: one channel to {options.subscribers} SSE subscribers at 10 appends/s")
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-fanout")
@@ -113,7 +114,8 @@ def main():
         print(f"{name:<14}{ours['opsPerSecond']:>11.0f}{ours['p50Ms']:>8.2f}{ours['p99Ms']:>8.2f} |"
               f"{raw['opsPerSecond']:>13.0f}{raw['p50Ms']:>8.2f}{raw['p99Ms']:>8.2f} |{ours['p50Ms'] / raw['p50Ms']:>12.1f}x")
     d = results["delivery"]
-    print(f"append -> SSE delivery at 500/s: p50 {d['p50Ms']:.2f} ms, p99 {d['p99Ms']:.2f} ms ({d['received']}/{d['appends']} received)")
+    print(f"append -> SSE delivery at 500/s: p50 {d['p50Ms']:.2f} ms, p99 {d['p99Ms']:.2f} ms ({d['received']}/{d['appends']} received); "
+          f"the append's own round trip: p50 {d['appendP50Ms']:.2f} ms, p99 {d['appendP99Ms']:.2f} ms")
     f = results["fanout"]
     print(f"fan-out to {f['subscribers']} subscribers: {f['completeSubscribers']} got all {f['appends']} records in order; "
           f"delivery p50 {f['p50Ms']:.1f} ms, p99 {f['p99Ms']:.1f} ms; {f['idleKiBPerSubscriber']:.0f} KiB resident per idle subscriber")
