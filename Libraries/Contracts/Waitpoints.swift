@@ -97,8 +97,7 @@ extension Subjects {
         "events.waitpoints.\(environmentId).\(kind.rawValue)"
     }
     public static let allWaitpointEvents = "events.waitpoints.>"
-    /// Core NATS, best effort: `waitpoints.settled.{waitpointId}` when it leaves `PENDING`, for
-    /// long-polling waiters on any instance.
-    public static func waitpointSettled(_ waitpointId: String) -> String { "waitpoints.settled.\(waitpointId)" }
-    public static let allWaitpointsSettled = "waitpoints.settled.*"
+    /// Core NATS, best effort: the waitpoints (`[WaitpointItem]`) that just left `PENDING`
+    /// together, for long-polling waiters on any instance.
+    public static let waitpointsSettled = "waitpoints.settled"
 }

@@ -144,9 +144,8 @@ struct WaitpointEngine: Sendable {
     /// Wakes long-polling waiters at once and queues the waitpoints' durable event.
     func announce(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
         guard !waitpoints.isEmpty else { return }
-        for waitpoint in waitpoints {
-            let item = try? JSONEncoder.sessions.encode(waitpoint.item)
-            try? connection.publish(Subjects.waitpointSettled(waitpoint.id), payload: item ?? Data())
+        if let items = try? JSONEncoder.sessions.encode(waitpoints.map(\.item)) {
+            try? connection.publish(Subjects.waitpointsSettled, payload: items)
         }
         events.enqueue(waitpoints, kind)
     }

@@ -250,37 +250,36 @@ final class EventPublisher: Service, Sendable {
     }
 }
 
-/// Wakes this instance's long-polls when any instance announces a settled waitpoint: one
-/// subscription to `waitpoints.settled.*` per instance instead of one per waiting request.
+/// Wakes this instance's long-polls when any instance announces settled waitpoints: one
+/// subscription to `waitpoints.settled` per instance instead of one per waiting request.
 final class SettledSignals: Service, Sendable {
-    private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem?>.Continuation]]>([:])
+    private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem>.Continuation]]>([:])
     private let lastID = Atomic<UInt64>(0)
     let connection: NatsConnection
 
     init(connection: NatsConnection) { self.connection = connection }
 
     func run() async throws {
-        let subscription = try connection.subscribe(Subjects.allWaitpointsSettled)
-        let prefix = Subjects.waitpointSettled("")
+        let subscription = try connection.subscribe(Subjects.waitpointsSettled)
         await withGracefulShutdownHandler {
             for await message in subscription {
-                let id = String(message.subject.dropFirst(prefix.count))
-                let waiters = waiting.withLock { $0[id].map { Array($0.values) } ?? [] }
-                guard !waiters.isEmpty else { continue }
-                // The signal carries the settled waitpoint, so woken polls answer without a query.
-                let item = try? JSONDecoder.sessions.decode(WaitpointItem.self, from: message.payload)
-                for waiter in waiters { waiter.yield(item?.id == id ? item : nil) }
+                // The signal carries the settled waitpoints, so woken polls answer without a query.
+                guard let items = try? JSONDecoder.sessions.decode([WaitpointItem].self, from: message.payload)
+                else { continue }
+                for item in items {
+                    let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
+                    for waiter in waiters { waiter.yield(item) }
+                }
             }
         } onGracefulShutdown: {
             subscription.unsubscribe()
         }
     }
 
-    /// Yields once the waitpoint settles: the settled waitpoint, or nil when the signal did not
-    /// carry it. Listen before looking at its state, so that a settlement in between is not
-    /// missed; stop listening by ending the iteration.
-    func listen(_ waitpointId: String) -> AsyncStream<WaitpointItem?> {
-        let (signals, continuation) = AsyncStream<WaitpointItem?>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Yields the settled waitpoint once it settles. Listen before looking at its state, so that
+    /// a settlement in between is not missed; stop listening by ending the iteration.
+    func listen(_ waitpointId: String) -> AsyncStream<WaitpointItem> {
+        let (signals, continuation) = AsyncStream<WaitpointItem>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = lastID.add(1, ordering: .relaxed).newValue
         waiting.withLock { $0[waitpointId, default: [:]][id] = continuation }
         continuation.onTermination = { [weak self] _ in
