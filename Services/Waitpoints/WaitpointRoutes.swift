@@ -89,14 +89,20 @@ struct WaitpointRoutes: Sendable {
         let environmentId = found.item.environmentId
         let outcome = await withTaskGroup(of: WaitpointItem?.self) { group in
             group.addTask {
-                for await item in settled { return item }
+                for await item in settled {
+                    if let item { return item }
+                    if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
+                        return row.item
+                    }
+                }
                 return nil
             }
-            // The settled signal is best effort (core NATS): look again now and then anyway,
-            // at a spread-out pace so that many waiting polls do not load the database.
+            // The settled signal is best effort (core NATS; a reconnect makes every poll look
+            // again): a slow consumer can still miss one, so look now and then anyway, at a
+            // spread-out pace so that many waiting polls do not load the database.
             group.addTask {
                 while ContinuousClock.now < deadline {
-                    let pause = Duration.milliseconds(Int.random(in: 5_000...10_000))
+                    let pause = Duration.milliseconds(Int.random(in: 20_000...40_000))
                     try? await Task.sleep(for: min(pause, deadline - ContinuousClock.now))
                     if Task.isCancelled { return nil }
                     if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {

@@ -253,7 +253,7 @@ final class EventPublisher: Service, Sendable {
 /// Wakes this instance's long-polls when any instance announces settled waitpoints: one
 /// subscription to `waitpoints.settled` per instance instead of one per waiting request.
 final class SettledSignals: Service, Sendable {
-    private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem>.Continuation]]>([:])
+    private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem?>.Continuation]]>([:])
     private let lastID = Atomic<UInt64>(0)
     let connection: NatsConnection
 
@@ -261,25 +261,37 @@ final class SettledSignals: Service, Sendable {
 
     func run() async throws {
         let subscription = try connection.subscribe(Subjects.waitpointsSettled)
+        let connectionEvents = connection.events
         await withGracefulShutdownHandler {
-            for await message in subscription {
-                // The signal carries the settled waitpoints, so woken polls answer without a query.
-                guard let items = try? JSONDecoder.sessions.decode([WaitpointItem].self, from: message.payload)
-                else { continue }
-                for item in items {
-                    let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
-                    for waiter in waiters { waiter.yield(item) }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // Signals sent while disconnected are lost: every waiter looks again.
+                    for await event in connectionEvents where event == .reconnected {
+                        let waiters = self.waiting.withLock { $0.values.flatMap(\.values) }
+                        for waiter in waiters { waiter.yield(nil) }
+                    }
                 }
+                for await message in subscription {
+                    // The signal carries the settled waitpoints, so woken polls answer without a query.
+                    guard let items = try? JSONDecoder.sessions.decode([WaitpointItem].self, from: message.payload)
+                    else { continue }
+                    for item in items {
+                        let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
+                        for waiter in waiters { waiter.yield(item) }
+                    }
+                }
+                group.cancelAll()
             }
         } onGracefulShutdown: {
             subscription.unsubscribe()
         }
     }
 
-    /// Yields the settled waitpoint once it settles. Listen before looking at its state, so that
-    /// a settlement in between is not missed; stop listening by ending the iteration.
-    func listen(_ waitpointId: String) -> AsyncStream<WaitpointItem> {
-        let (signals, continuation) = AsyncStream<WaitpointItem>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Yields the settled waitpoint once it settles, or nil when signals may have been lost (a
+    /// reconnect) and the waitpoint should be looked at again. Listen before looking at its
+    /// state, so that a settlement in between is not missed; stop listening by ending the iteration.
+    func listen(_ waitpointId: String) -> AsyncStream<WaitpointItem?> {
+        let (signals, continuation) = AsyncStream<WaitpointItem?>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = lastID.add(1, ordering: .relaxed).newValue
         waiting.withLock { $0[waitpointId, default: [:]][id] = continuation }
         continuation.onTermination = { [weak self] _ in
