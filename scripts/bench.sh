@@ -97,7 +97,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
     say "waitpoints: append -> completion -> long-poll with 1,000 pending waiters on 100 channels"
     python3 bench/waitpoints.py --realtime "http://127.0.0.1:$REALTIME_PORT" \
         --waitpoints "http://127.0.0.1:$WAITPOINTS_PORT" --control-plane "http://127.0.0.1:$PORT" \
-        --api-key "$KEY" --output "$OUT"
+        --api-key "$KEY" --bench "$BIN/sessions-bench" --output "$OUT"
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == replication ]]; then

@@ -61,18 +61,9 @@ struct SSELoad {
         // Appends go out on the subscribers' event loop over keep-alive connections, one request
         // in flight on each: the load generator shares the machine, so it must cost little.
         let producers = min(4, max(1, rate / 50))
-        var appenders: [AppendConnection] = []
+        var appenders: [BenchConnection] = []
         for _ in 0..<producers {
-            let appender = AppendConnection(host: "\(parts.host):\(parts.port)", path: path + "/append", apiKey: apiKey)
-            _ = try await ClientBootstrap(group: group)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(appender)
-                    }
-                }
-                .connect(host: parts.host, port: parts.port).get()
-            appenders.append(appender)
+            appenders.append(try await BenchConnection.connect(to: url, apiKey: apiKey, on: group))
         }
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -81,8 +72,8 @@ struct SSELoad {
                     for n in stride(from: producer, to: total, by: producers) {
                         try await Task.sleep(until: start + .nanoseconds(Int64(n) * 1_000_000_000 / Int64(rate)))
                         let sent = DispatchTime.now().uptimeNanoseconds
-                        let status = try await appender.append(String(sent)).get()
-                        guard status == .ok else { throw LoadError("append answered \(status.code)") }
+                        let response = try await appender.request(.POST, path + "/append", body: String(sent)).get()
+                        guard response.status == .ok else { throw LoadError("append answered \(response.status.code)") }
                         appendLatencies.record((DispatchTime.now().uptimeNanoseconds - sent) / 1000)
                     }
                 }
@@ -264,74 +255,4 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
         }
         return (value, index)
     }
-}
-
-/// A keep-alive HTTP/1.1 connection that appends one record at a time.
-///
-/// `@unchecked Sendable`: state is touched on the channel's event loop only.
-final class AppendConnection: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    private let host: String
-    private let path: String
-    private let apiKey: String
-    private var context: ChannelHandlerContext?
-    private var waiting: EventLoopPromise<HTTPResponseStatus>?
-    private var status: HTTPResponseStatus = .ok
-
-    init(host: String, path: String, apiKey: String) {
-        self.host = host
-        self.path = path
-        self.apiKey = apiKey
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    /// Sends one append; the answer's status once its response has been read in full.
-    func append(_ body: String) -> EventLoopFuture<HTTPResponseStatus> {
-        guard let eventLoop = context?.eventLoop else { fatalError("append before the connection was set up") }
-        return eventLoop.flatSubmit {
-            let context = self.context!
-            let promise = context.eventLoop.makePromise(of: HTTPResponseStatus.self)
-            guard self.waiting == nil else {
-                promise.fail(LoadError("one append at a time per connection"))
-                return promise.futureResult
-            }
-            self.waiting = promise
-            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.path)
-            head.headers.add(name: "Host", value: self.host)
-            head.headers.add(name: "Authorization", value: "Bearer \(self.apiKey)")
-            head.headers.add(name: "Content-Type", value: "text/plain")
-            head.headers.add(name: "Content-Length", value: String(body.utf8.count))
-            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            return promise.futureResult
-        }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let response): status = response.status
-        case .body: break
-        case .end:
-            let promise = waiting
-            waiting = nil
-            promise?.succeed(status)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        waiting?.fail(error)
-        waiting = nil
-        context.close(promise: nil)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        waiting?.fail(LoadError("the append connection closed"))
-        waiting = nil
-    }
-
-    func close() { context?.channel.close(promise: nil) }
 }

@@ -11,7 +11,7 @@ struct SessionsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sessions-bench",
         abstract:
-            "Raw JetStream publish-with-ack or publish → ordered-consumer delivery; or appends → SSE subscribers (HdrHistogram)."
+            "Raw JetStream publish-with-ack or publish → ordered-consumer delivery; appends → SSE subscribers; or appends → waitpoint long-polls (HdrHistogram)."
     )
 
     enum Mode: String, ExpressibleByArgument {
@@ -22,13 +22,19 @@ struct SessionsBench: AsyncParsableCommand {
         case delivery
         /// Append through realtime at `rate` while `subscribers` SSE streams follow the channel.
         case sse
+        /// Waiters long-poll on every session's `.in` channel; one append each wakes them.
+        case wait
     }
 
     @Option(help: "publish or delivery.") var mode = Mode.publish
     @Option(help: "Messages per second in delivery mode.") var rate = 500
     @Option(help: "NATS URL (publish, delivery).") var nats: String?
-    @Option(help: "Realtime base URL (sse).") var url: String?
-    @Option(help: "API key (sse).") var apiKey: String?
+    @Option(help: "Realtime base URL (sse, wait).") var url: String?
+    @Option(help: "Waitpoints base URL (wait).") var waitpointsUrl: String?
+    @Option(help: "Comma-separated session friendlyIds (wait).") var sessions: String?
+    @Option(help: "Waiters per session (wait).") var waiters = 10
+    @Option(help: "Rounds (wait).") var rounds = 3
+    @Option(help: "API key (sse, wait).") var apiKey: String?
     @Option(help: "Session friendlyId whose .out channel is used (sse).") var session: String?
     @Option(help: "SSE subscribers (sse).") var subscribers = 1
     @Option(help: "Realtime's pid, to report resident memory per idle subscriber (sse).") var serverPid: Int32?
@@ -37,6 +43,20 @@ struct SessionsBench: AsyncParsableCommand {
     @Option(help: "Payload bytes.") var payload = 64
 
     func run() async throws {
+        if mode == .wait {
+            guard let url, let waitpointsUrl, let apiKey, let sessions else {
+                throw ValidationError("wait needs --url, --waitpoints-url, --api-key, --sessions")
+            }
+            let load = WaitLoad(
+                realtimeURL: url,
+                waitpointsURL: waitpointsUrl,
+                apiKey: apiKey,
+                sessions: sessions.split(separator: ",").map(String.init),
+                waiters: waiters,
+                rounds: rounds
+            )
+            return print(String(decoding: try JSONEncoder().encode(try await load.run()), as: UTF8.self))
+        }
         if mode == .sse {
             guard let url, let apiKey, let session else {
                 throw ValidationError("sse needs --url, --api-key, --session")
