@@ -34,16 +34,41 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     static func connect(to url: String, apiKey: String, on group: any EventLoopGroup) async throws -> BenchConnection {
         let (host, port) = try SSELoad.hostAndPort(url)
         let connection = BenchConnection(host: "\(host):\(port)", apiKey: apiKey)
+        try await open(connection, host: host, port: port, on: group)
+        return connection
+    }
+
+    /// Connects an HTTP/1.1 client pipeline that ends in `handler`.
+    static func open(
+        _ handler: some ChannelInboundHandler & Sendable,
+        host: String,
+        port: Int,
+        on group: any EventLoopGroup
+    ) async throws {
         _ = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(connection)
+                    try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
             .connect(host: host, port: port).get()
-        return connection
+    }
+
+    /// Runs `body` with a one-thread event-loop group, shut down afterwards whatever happens.
+    static func onOneEventLoop<Result>(
+        _ body: (MultiThreadedEventLoopGroup) async throws -> Result
+    ) async throws -> Result {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let result = try await body(group)
+            try await group.shutdownGracefully()
+            return result
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }

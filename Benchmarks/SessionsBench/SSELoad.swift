@@ -18,15 +18,7 @@ struct SSELoad {
     var serverPid: Int32?
 
     func run() async throws -> [String: Double] {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            let result = try await measure(on: group)
-            try await group.shutdownGracefully()
-            return result
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        try await BenchConnection.onOneEventLoop { try await measure(on: $0) }
     }
 
     private func measure(on group: MultiThreadedEventLoopGroup) async throws -> [String: Double] {
@@ -41,15 +33,7 @@ struct SSELoad {
                 latencies.withLock { _ = $0.record(micros) }
             }
             handlers.append(handler)
-            _ = try await ClientBootstrap(group: group)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                }
-                .connect(host: parts.host, port: parts.port).get()
+            try await BenchConnection.open(handler, host: parts.host, port: parts.port, on: group)
             // Attach in waves so the server's accept queue never overflows.
             if index % 100 == 99 { for handler in handlers { try await handler.connected.get() } }
         }

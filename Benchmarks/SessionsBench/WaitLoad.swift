@@ -25,15 +25,7 @@ struct WaitLoad {
     }
 
     func run() async throws -> [String: Double] {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            let result = try await measure(on: group)
-            try await group.shutdownGracefully()
-            return result
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        try await BenchConnection.onOneEventLoop { try await measure(on: $0) }
     }
 
     private func measure(on group: MultiThreadedEventLoopGroup) async throws -> [String: Double] {
