@@ -13,6 +13,29 @@ import Testing
 @testable import Waitpoints
 
 @Suite struct WaitpointRouteTests {
+    @Test(.timeLimit(.minutes(1))) func aNatsReconnectMakesEveryParkedLongPollLookAgain() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let connection = try await NatsConnection.connect(
+            .init(url: server.url, name: "signals", reconnectWait: .milliseconds(100), requestTimeout: .seconds(1))
+        )
+        #expect(try await TestServers.waitUntil { connection.isConnected }, "never connected")
+        let signals = SettledSignals(connection: connection)
+        let running = Task { try await signals.run() }
+        var parked = signals.listen("waitpoint_parked").makeAsyncIterator()
+        try await connection.flush()
+        // Signals sent while the server is away are lost: the reconnect says "look again".
+        try await server.stop()
+        #expect(try await TestServers.waitUntil { !connection.isConnected }, "never noticed the server was gone")
+        try server.start()
+        #expect(try await TestServers.waitUntil { connection.isConnected }, "never reconnected")
+        let signal = await parked.next()
+        #expect(signal == .some(nil), "woken to look again, with no waitpoint: \(String(describing: signal))")
+        running.cancel()
+        await connection.close()
+        try await server.stop()
+    }
+
     @Test func theOpenAPIDocumentDescribesEveryWaitpointRoute() async throws {
         let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")

@@ -3,33 +3,6 @@ import Nats
 import TestSupport
 import Testing
 
-/// A NATS server of this test's own, so it can be stopped and started again.
-final class OwnNatsServer: @unchecked Sendable {
-    let port: Int
-    private var process: Process?
-
-    init() throws { port = try TestServers.freePort() }
-
-    var url: String { "nats://127.0.0.1:\(port)" }
-
-    func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestServers.natsServerBinary)
-        process.arguments = ["-a", "127.0.0.1", "-p", String(port)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-    }
-
-    func stop() async throws {
-        guard let process else { return }
-        process.terminate()
-        _ = try await TestServers.waitUntil { !process.isRunning }
-        self.process = nil
-    }
-}
-
 @Suite(.timeLimit(.minutes(1))) struct ReconnectTests {
     @Test func reconnectsAfterTheServerRestartsAndKeepsSubscriptions() async throws {
         let server = try OwnNatsServer()
