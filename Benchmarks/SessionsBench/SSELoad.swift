@@ -14,6 +14,8 @@ struct SSELoad {
     var session: String
     var subscribers: Int
     var rate: Int
+    /// Connections appending at once (each one append at a time), sharing the rate.
+    var writers: Int
     var seconds: Int
     var serverPid: Int32?
 
@@ -44,7 +46,7 @@ struct SSELoad {
         let total = rate * seconds
         // Appends go out on the subscribers' event loop over keep-alive connections, one request
         // in flight on each: the load generator shares the machine, so it must cost little.
-        let producers = min(4, max(1, rate / 50))
+        let producers = max(1, writers)
         var appenders: [BenchConnection] = []
         for _ in 0..<producers {
             appenders.append(try await BenchConnection.connect(to: url, apiKey: apiKey, on: group))
@@ -64,6 +66,7 @@ struct SSELoad {
             }
             try await tasks.waitForAll()
         }
+        let appendSeconds = (ContinuousClock.now - start) / .seconds(1)
         for appender in appenders { appender.close() }
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline, handlers.contains(where: { $0.received < total && !$0.failed }) {
@@ -79,6 +82,7 @@ struct SSELoad {
             "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
             "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
             "maxMs": Double(histogram.max) / 1000,
+            "appendsPerSecond": Double(total) / appendSeconds,
             "appendP50Ms": Double(appends.valueAtPercentile(50)) / 1000,
             "appendP99Ms": Double(appends.valueAtPercentile(99)) / 1000,
         ]

@@ -38,7 +38,7 @@ struct SessionsBench: AsyncParsableCommand {
     @Option(help: "Session friendlyId whose .out channel is used (sse).") var session: String?
     @Option(help: "SSE subscribers (sse).") var subscribers = 1
     @Option(help: "Realtime's pid, to report resident memory per idle subscriber (sse).") var serverPid: Int32?
-    @Option(help: "Concurrent publishers.") var concurrency = 1
+    @Option(help: "Concurrent publishers (publish), or appending connections (sse).") var concurrency = 1
     @Option(help: "Measured seconds (after one second of warm-up).") var seconds = 10
     @Option(help: "Payload bytes.") var payload = 64
 
@@ -67,6 +67,7 @@ struct SessionsBench: AsyncParsableCommand {
                 session: session,
                 subscribers: subscribers,
                 rate: rate,
+                writers: concurrency,
                 seconds: seconds,
                 serverPid: serverPid
             )
