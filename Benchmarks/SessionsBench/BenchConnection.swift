@@ -32,10 +32,17 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Connects to the host of `url` (`http://host:port`).
     static func connect(to url: String, apiKey: String, on group: any EventLoopGroup) async throws -> BenchConnection {
-        let (host, port) = try SSELoad.hostAndPort(url)
+        let (host, port) = try hostAndPort(url)
         let connection = BenchConnection(host: "\(host):\(port)", apiKey: apiKey)
         try await open(connection, host: host, port: port, on: group)
         return connection
+    }
+
+    static func hostAndPort(_ url: String) throws -> (host: String, port: Int) {
+        guard let components = URLComponents(string: url), let host = components.host else {
+            throw LoadError("not a URL: \(url)")
+        }
+        return (host, components.port ?? 80)
     }
 
     /// Connects an HTTP/1.1 client pipeline that ends in `handler`.

@@ -24,7 +24,7 @@ struct SSELoad {
     }
 
     private func measure(on group: MultiThreadedEventLoopGroup) async throws -> [String: Double] {
-        let parts = try Self.hostAndPort(url)
+        let parts = try BenchConnection.hostAndPort(url)
         let path = "/realtime/v1/sessions/\(session)/out"
         let latencies = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))
         let appendLatencies = LatencyRecorder()
@@ -90,13 +90,6 @@ struct SSELoad {
             result["idleKiBPerSubscriber"] = Double(residentIdle - residentBefore) / Double(subscribers)
         }
         return result
-    }
-
-    static func hostAndPort(_ url: String) throws -> (host: String, port: Int) {
-        guard let components = URLComponents(string: url), let host = components.host else {
-            throw LoadError("not a URL: \(url)")
-        }
-        return (host, components.port ?? 80)
     }
 
     static func residentKiB(_ pid: Int32) -> Int? {

@@ -43,8 +43,11 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
             guard let name = try statement(for: query.sql, parameterCount: count) else {
                 return try rows(of: PQexecParams(connection, query.sql, count, nil, buffer.baseAddress, nil, nil, 0))
             }
+            func run(_ name: String) throws -> [PostgresRow] {
+                try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+            }
             do {
-                return try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+                return try run(name)
             } catch let error as PostgresError where error.sqlState == PostgresError.featureNotSupported {
                 // "cached plan must not change result type": a table changed under the statement
                 // (a migration ran). Prepare it again, and retry unless a transaction was aborted.
@@ -52,7 +55,7 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
                 guard PQtransactionStatus(connection) == PQTRANS_IDLE,
                     let name = try statement(for: query.sql, parameterCount: count)
                 else { throw error }
-                return try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+                return try run(name)
             }
         }
     }

@@ -87,13 +87,19 @@ struct WaitpointRoutes: Sendable {
         let deadline = ContinuousClock.now + .seconds(timeout)
         let store = engine.store
         let environmentId = found.item.environmentId
+        /// The waitpoint as PostgreSQL has it, once it is no longer pending.
+        @Sendable func settledRow() async -> WaitpointItem? {
+            guard let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending else {
+                return nil
+            }
+            return row.item
+        }
         let outcome = await withTaskGroup(of: WaitpointItem?.self) { group in
             group.addTask {
-                for await item in settled {
-                    if let item { return item }
-                    if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
-                        return row.item
-                    }
+                for await signal in settled {
+                    // nil: signals may have been lost, so look.
+                    if let item = signal { return item }
+                    if let item = await settledRow() { return item }
                 }
                 return nil
             }
@@ -105,9 +111,7 @@ struct WaitpointRoutes: Sendable {
                     let pause = Duration.milliseconds(Int.random(in: 20_000...40_000))
                     try? await Task.sleep(for: min(pause, deadline - ContinuousClock.now))
                     if Task.isCancelled { return nil }
-                    if let row = try? await store.find(found.id, environmentId: environmentId), !row.isPending {
-                        return row.item
-                    }
+                    if let item = await settledRow() { return item }
                 }
                 return nil
             }
