@@ -100,7 +100,7 @@ let package = Package(
             ]
         ),
         service("Replicator", ["Postgres", "Redis", "ClickHouse", "HTTPClient", metrics]),
-        service("Waitpoints", ["Postgres", "Redis", .product(name: "Crypto", package: "swift-crypto")]),
+        service("Waitpoints", ["Postgres", "Redis", metrics, .product(name: "Crypto", package: "swift-crypto")]),
 
         .executableTarget(
             name: "SessionsBench",

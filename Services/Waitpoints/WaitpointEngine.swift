@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import Logging
+import Metrics
 import Nats
 import ServiceKit
 
@@ -25,18 +26,36 @@ struct WaitpointEngine: Sendable {
     // MARK: Registration
 
     /// Puts the waiter in the registry, then completes it at once if its record is already there.
-    func register(_ waitpoint: Waitpoint) async {
+    ///
+    /// When Redis cannot take it, the row is marked `unregistered` and the sweeper registers it
+    /// (and checks again) later: a drain that finds an empty set skips PostgreSQL, so a waiter
+    /// missing from Redis would otherwise wait for its timeout.
+    ///
+    /// - Throws: only when neither Redis nor PostgreSQL could note the waiter.
+    func register(_ waitpoint: Waitpoint) async throws {
         do {
             try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
         } catch {
-            // The row stays pending: the next drain of the channel consults PostgreSQL when
-            // Redis is behind, and the race check below still runs.
             logger.warning(
-                "Could not register a waiter in Redis.",
+                "Could not register a waiter in Redis; the sweeper registers it later.",
                 metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
             )
+            try await store.markUnregistered(waitpoint.id)
         }
         await raceCheck(waitpoint)
+    }
+
+    /// Registers (and checks again) the waiters that Redis could not take when they came.
+    func registerUnregistered() async throws {
+        while true {
+            let page = try await store.unregistered(limit: 100)
+            for waitpoint in page {
+                try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+                try await completeFromChannel(waitpoint)
+            }
+            try await store.markRegistered(page.map(\.id))
+            if page.count < 100 { return }
+        }
     }
 
     /// `nil` for no expiry (a waitpoint without timeout waits as long as it takes).
@@ -83,9 +102,22 @@ struct WaitpointEngine: Sendable {
     // MARK: Appends
 
     /// A record was appended to `channel`: completes every waiter it is for.
-    func appended(_ record: ChannelRecord, on channel: ChannelAddress) async throws {
+    ///
+    /// A record whose channel has no waiter in Redis is done after one Redis round trip, unless
+    /// PostgreSQL has to be asked: the registry lost its data (it is filled again first), Redis
+    /// is unreachable, or the record is `redelivered` — a drain before it may have taken
+    /// waiters out and then failed. PostgreSQL says who the record completes, including waiters
+    /// Redis lost. A waiter gets the first record at or after its fromSeqNum, which is not this
+    /// one when it was registered further back: that one is read from the channel.
+    func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
         do {
-            if try await !registry.drain(channel).isFilled { _ = try await refillRegistryIfEmpty() }
+            let drained = try await registry.drain(channel)
+            if !drained.isFilled {
+                _ = try await refillRegistryIfEmpty()
+            } else if drained.waiters.isEmpty && !redelivered {
+                WaitpointsMetrics.recordsSeenByRedisOnly.increment()
+                return
+            }
         } catch {
             // PostgreSQL below still completes the waiters: Redis down delays no wake-up.
             logger.warning(
@@ -93,10 +125,7 @@ struct WaitpointEngine: Sendable {
                 metadata: ["channel": "\(channel)", "error": "\(error)"]
             )
         }
-        // PostgreSQL is consulted for every record, waiters in Redis or not: it says who this
-        // record completes, including waiters Redis lost or that a drain interrupted by a crash
-        // took out. A waiter gets the first record at or after its fromSeqNum, which is not this
-        // one when it was registered further back: that one is read from the channel.
+        WaitpointsMetrics.recordsSettledInPostgres.increment()
         let (completed, others) = try await store.settle(
             channel,
             seqNum: record.seqNum,

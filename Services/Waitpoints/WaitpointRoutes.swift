@@ -62,7 +62,7 @@ struct WaitpointRoutes: Sendable {
                 tags: tags
             )
         )
-        if waitpoint.isPending { await engine.register(waitpoint) }
+        if waitpoint.isPending { try await engine.register(waitpoint) }
         return try .json(WaitResponse(waitpointId: waitpoint.id, isCached: isCached))
     }
 

@@ -103,6 +103,31 @@ struct WaitpointStore: Sendable {
         ).map(Self.waitpoint)
     }
 
+    /// Marks a pending waitpoint that could not be put in the Redis registry, for the sweeper.
+    func markUnregistered(_ friendlyId: String) async throws {
+        try await database.query(
+            "UPDATE waitpoints SET unregistered = true WHERE friendly_id = \(friendlyId) AND status = 'PENDING'"
+        )
+    }
+
+    /// Up to `limit` pending waitpoints marked as missing from the Redis registry, oldest first.
+    func unregistered(limit: Int) async throws -> [Waitpoint] {
+        try await database.query(
+            """
+            SELECT \(unescaped: Self.columns) FROM waitpoints WHERE status = 'PENDING' AND unregistered
+            ORDER BY created_at LIMIT \(limit)
+            """
+        ).map(Self.waitpoint)
+    }
+
+    /// Clears the marks of waitpoints that are in the registry now.
+    func markRegistered(_ friendlyIds: [String]) async throws {
+        guard !friendlyIds.isEmpty else { return }
+        try await database.query(
+            "UPDATE waitpoints SET unregistered = false WHERE friendly_id = ANY(\(friendlyIds)) AND unregistered"
+        )
+    }
+
     /// Times out up to `limit` due waitpoints; several instances may sweep at once.
     func timeOutDue(limit: Int) async throws -> [Waitpoint] {
         let output = String(

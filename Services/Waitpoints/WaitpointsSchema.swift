@@ -39,7 +39,17 @@ enum WaitpointsSchema {
                     CREATE INDEX waitpoints_unpublished ON waitpoints (completed_at)
                         WHERE status <> 'PENDING' AND published_at IS NULL;
                     """
-            )
+            ),
+            PostgresMigration(
+                version: 2,
+                name: "unregistered waitpoints",
+                sql: """
+                    -- Set when a waiter could not be put in the Redis registry; the sweeper registers it.
+                    ALTER TABLE waitpoints ADD COLUMN unregistered boolean NOT NULL DEFAULT false;
+                    CREATE INDEX waitpoints_unregistered ON waitpoints (created_at)
+                        WHERE status = 'PENDING' AND unregistered;
+                    """
+            ),
         ]
     )
 }

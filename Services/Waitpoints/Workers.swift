@@ -52,7 +52,8 @@ struct AppendConsumer: Service {
             body: String(decoding: message.message.payload, as: UTF8.self)
         )
         do {
-            try await engine.appended(record, on: channel)
+            let redelivered = (message.message.metadata?.deliveries ?? 2) > 1
+            try await engine.appended(record, on: channel, redelivered: redelivered)
             try message.ack()
         } catch {
             logger.warning(
@@ -87,8 +88,8 @@ struct AppendConsumer: Service {
 }
 
 /// Times out due waitpoints (several instances may sweep at once: rows are claimed with
-/// `FOR UPDATE SKIP LOCKED`), publishes events a crash left unpublished, and refills Redis when
-/// it lost its data.
+/// `FOR UPDATE SKIP LOCKED`), publishes events a crash left unpublished, refills Redis when it
+/// lost its data, and registers the waiters Redis could not take when they came.
 struct TimeoutSweeper: Service {
     let engine: WaitpointEngine
     let interval: Duration
@@ -109,6 +110,7 @@ struct TimeoutSweeper: Service {
 
     func sweep() async throws {
         _ = try await engine.refillRegistryIfEmpty()
+        try await engine.registerUnregistered()
         while true {
             let timedOut = try await engine.store.timeOutDue(limit: 100)
             engine.announce(timedOut, .timedOut)

@@ -299,6 +299,63 @@ extension ServicesFixture {
         _ = try await service.terminate(timeout: .seconds(10))
     }
 
+    @Test func aWaiterRedisCouldNotTakeIsRegisteredByTheSweeper() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
+        let (second, environment) = try await isolatedWaitpoints()
+        let first = try ServiceProcess(
+            .waitpoints,
+            extraEnvironment: environment.merging(["SESSIONS_REDIS_URL": unreachable]) { $1 }
+        )
+        try first.start()
+        let alive = try await TestServers.waitUntil {
+            try await stack.http.execute(HTTPRequest(url: first.baseURL + "/healthz", timeout: .seconds(1))).status
+                == 200
+        }
+        #expect(alive, "\(first.output)")
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: first.baseURL)
+        _ = try await first.terminate(timeout: .seconds(10))
+        _ = try await stack.appended(session.id, "registered late", io: "in")
+        // A registry that looks complete: a drain finds the channel's set empty and, without the
+        // mark the failed registration left in PostgreSQL, nothing would complete the waiter.
+        let redis = try RedisClient(configuration: .init(url: environment["SESSIONS_REDIS_URL"]!))
+        _ = try await redis.command("SET", "ssw:epoch", "test")
+        await redis.close()
+        try second.start()
+        #expect(try await second.waitUntilReady(stack.http), "\(second.output)")
+        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 60)
+        #expect(done.status == .completed && done.output?.value == "registered late", "\(second.output)")
+        _ = try await second.terminate(timeout: .seconds(10))
+    }
+
+    @Test func recordsWithoutWaitersAreHandledWithoutPostgres() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let (service, _) = try await isolatedWaitpoints()
+        try service.start()
+        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        func handled(_ consulted: String) async throws -> Int {
+            let metrics = try await stack.http.execute(HTTPRequest(url: service.baseURL + "/metrics"))
+            let text = String(decoding: metrics.body, as: UTF8.self)
+            let line = text.split(separator: "\n").first {
+                $0.hasPrefix(#"waitpoints_appended_records_total{consulted="\#(consulted)"}"#)
+            }
+            return line.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) } ?? 0
+        }
+        // A waiter completed by an append shows that the service reads appended records.
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
+        _ = try await stack.appended(session.id, "awaited", io: "in")
+        #expect(try await stack.waitpoint(id, base: service.baseURL, poll: 60).status == .completed)
+        let settled = try await handled("postgres")
+        #expect(settled >= 1)
+        for index in 0..<3 { _ = try await stack.appended(session.id, "unawaited \(index)", io: "out") }
+        let seen = try await TestServers.waitUntil { try await handled("redis") >= 3 }
+        #expect(seen, "\(service.output)")
+        #expect(try await handled("postgres") == settled)
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+
     @Test func waitersStillCompleteAfterRedisLostItsData() async throws {
         let stack = try await ServicesFixture.shared.value
         let (service, environment) = try await isolatedWaitpoints()
