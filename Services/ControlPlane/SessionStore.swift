@@ -90,9 +90,6 @@ struct SessionStore: Sendable {
         return try rows.first.map(SessionRow.decode)
     }
 
-    /// Applies `changes`; nil when the session no longer exists.
-    ///
-    /// - Throws: ``APIError`` 409 when the new externalId is taken in this environment.
     /// The sessions with these internal ids in the environment, in no particular order.
     func sessions(ids: [String], environmentId: String) async throws -> [SessionRecord] {
         guard !ids.isEmpty else { return [] }
@@ -104,6 +101,9 @@ struct SessionStore: Sendable {
         ).map(SessionRow.decode)
     }
 
+    /// Applies `changes`; nil when the session no longer exists.
+    ///
+    /// - Throws: ``APIError`` 409 when the new externalId is taken in this environment.
     func update(_ session: SessionRecord, with changes: SessionChanges) async throws -> SessionRecord? {
         let metadata = changes.metadata.map { $0.map(JSONText.init) }
         do {
