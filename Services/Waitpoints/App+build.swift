@@ -37,9 +37,9 @@ func buildServiceGroup(
         connection: connection,
         jetStream: jetStream,
         events: events,
+        settled: SettledSignals(connection: connection),
         logger: logger
     )
-    let settled = SettledSignals(connection: connection)
     let host = ServiceHost(
         name: .waitpoints,
         configuration: configuration.common,
@@ -50,14 +50,14 @@ func buildServiceGroup(
         ],
         work: [
             events,
-            settled,
+            engine.settled,
             AppendConsumer(engine: engine, durableName: configuration.consumerName, logger: logger),
             TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
         ],
         registry: registry,
         logger: logger
     )
-    WaitpointRoutes(engine: engine, settled: settled).add(
+    WaitpointRoutes(engine: engine).add(
         to: host.router,
         authenticator: NatsAuthenticator(connection: connection)
     )

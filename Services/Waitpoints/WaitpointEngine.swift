@@ -17,6 +17,9 @@ struct WaitpointEngine: Sendable {
     let connection: NatsConnection
     let jetStream: JetStream
     let events: EventPublisher
+    /// Where this instance's long-polls listen; settlements reach them here at once, and
+    /// other instances' through NATS.
+    let settled: SettledSignals
     let logger: Logger
 
     /// How long a registration lives in Redis when the waitpoint has no timeout of its own is
@@ -170,11 +173,14 @@ struct WaitpointEngine: Sendable {
 
     // MARK: Completion
 
-    /// Wakes long-polling waiters at once and queues the waitpoints' durable event.
+    /// Wakes long-polling waiters at once — this instance's directly, every other one's through
+    /// NATS — and queues the waitpoints' durable event.
     func announce(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
         guard !waitpoints.isEmpty else { return }
-        if let items = try? JSONEncoder.sessions.encode(waitpoints.map(\.item)) {
-            try? connection.publish(Subjects.waitpointsSettled, payload: items)
+        let items = waitpoints.map(\.item)
+        settled.deliver(items)
+        if let payload = try? JSONEncoder.sessions.encode(items) {
+            try? connection.publish(Subjects.waitpointsSettled, payload: payload)
         }
         events.enqueue(waitpoints, kind)
     }

@@ -9,7 +9,6 @@ import ServiceKit
 /// Secret API keys only: these are for tasks and their run engine, never for browsers.
 struct WaitpointRoutes: Sendable {
     let engine: WaitpointEngine
-    let settled: SettledSignals
 
     static let bodyLimit = 10 * 1024
 
@@ -81,7 +80,7 @@ struct WaitpointRoutes: Sendable {
             timeout = seconds
         }
         // Listen first, then look, so a completion in between is not missed.
-        let settled = settled.listen(try context.parameters.require("waitpoint"))
+        let settled = engine.settled.listen(try context.parameters.require("waitpoint"))
         let found = try await waitpoint(context)
         guard found.isPending else { return try .json(found.item) }
         let deadline = ContinuousClock.now + .seconds(timeout)

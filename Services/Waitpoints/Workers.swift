@@ -277,15 +277,21 @@ final class SettledSignals: Service, Sendable {
                     // The signal carries the settled waitpoints, so woken polls answer without a query.
                     guard let items = try? JSONDecoder.sessions.decode([WaitpointItem].self, from: message.payload)
                     else { continue }
-                    for item in items {
-                        let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
-                        for waiter in waiters { waiter.yield(item) }
-                    }
+                    deliver(items)
                 }
                 group.cancelAll()
             }
         } onGracefulShutdown: {
             subscription.unsubscribe()
+        }
+    }
+
+    /// Wakes the listeners of these settled waitpoints (a listener that already heard of its
+    /// settlement has stopped listening, so hearing twice is harmless).
+    func deliver(_ items: [WaitpointItem]) {
+        for item in items {
+            let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
+            for waiter in waiters { waiter.yield(item) }
         }
     }
 

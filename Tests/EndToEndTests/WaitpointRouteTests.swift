@@ -36,6 +36,45 @@ import Testing
         try await server.stop()
     }
 
+    /// An instance wakes its own long-polls directly; those parked on another instance hear of
+    /// the settlement through NATS.
+    @Test(.timeLimit(.minutes(1))) func aSettlementAnnouncedByAnotherInstanceWakesTheLongPoll() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "signals"))
+        let other = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "other instance"))
+        let signals = SettledSignals(connection: connection)
+        let running = Task { try await signals.run() }
+        let item = WaitpointItem(
+            id: "waitpoint_\(UUID().uuidString)",
+            status: .completed,
+            runId: "run_1",
+            session: "session_1",
+            io: .in,
+            output: WaitpointOutput(value: "elsewhere"),
+            timeoutAt: nil,
+            idempotencyKey: nil,
+            idempotencyKeyExpiresAt: nil,
+            tags: [],
+            createdAt: Date(),
+            completedAt: Date(),
+            environmentId: "env"
+        )
+        var parked = signals.listen(item.id).makeAsyncIterator()
+        // Until the subscription is in place a signal is lost, so the other instance repeats it.
+        let announcing = Task {
+            while !Task.isCancelled {
+                try other.publish(Subjects.waitpointsSettled, payload: try JSONEncoder.sessions.encode([item]))
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let signal = await parked.next()
+        // Dates travel with millisecond precision; the id and the output are what a poll answers.
+        #expect(signal??.id == item.id && signal??.output == item.output, "\(String(describing: signal))")
+        announcing.cancel()
+        running.cancel()
+        await other.close()
+        await connection.close()
+    }
+
     @Test func theOpenAPIDocumentDescribesEveryWaitpointRoute() async throws {
         let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
@@ -51,10 +90,11 @@ import Testing
             connection: connection,
             jetStream: jetStream,
             events: EventPublisher(jetStream: jetStream, store: store, logger: Logger(label: "routes")),
+            settled: SettledSignals(connection: connection),
             logger: Logger(label: "routes")
         )
         let router = Router(context: APIRequestContext.self)
-        WaitpointRoutes(engine: engine, settled: SettledSignals(connection: connection)).add(
+        WaitpointRoutes(engine: engine).add(
             to: router,
             authenticator: NatsAuthenticator(connection: connection)
         )
