@@ -2,7 +2,8 @@
 """Control-plane benchmark: session create and retrieve through the HTTP API (wrk), side by side
 with the raw PostgreSQL INSERT/SELECT of the same rows (pgbench), at the same concurrency, in
 the same run, from the same machine. Both load generators are separate native processes, so the
-numbers measure the servers, not the client.
+numbers measure the servers, not the client. Also measures the HTTP floor: `GET /healthz`, which
+does no work, through the same server — the most any route of it can answer on this machine.
 
 Usage: control_plane.py --url URL --api-key KEY --database-url URL [--concurrency 32]
                         [--seconds 10] [--warmup 2] [--output FILE]
@@ -20,8 +21,8 @@ PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 
 
 def wrk(url, script, concurrency, seconds, headers):
-    """Runs wrk with a Lua script; returns (ops/s, p50 ms, p99 ms, non-2xx count)."""
-    command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script]
+    """Runs wrk, with a Lua script or none; returns (ops/s, p50 ms, p99 ms, non-2xx count)."""
+    command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency"] + (["-s", script] if script else [])
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
@@ -144,6 +145,7 @@ def main():
         ours = phase("api retrieve (wrk)", lambda s: wrk(options.url, retrieve_script, options.concurrency, s, auth))
         raw = phase("pg select (pgbench)", lambda s: pgbench(options.database_url, SELECT_SQL, options.concurrency, s))
         rows.append(("retrieve", ours, raw))
+        floor = phase("http floor: GET /healthz (wrk)", lambda s: wrk(options.url + "/healthz", None, options.concurrency, s, {}))
     subprocess.run(psql + ["DROP TABLE bench_sessions"], check=True)
 
     print(f"control plane, concurrency {options.concurrency}, {options.seconds} s per phase, {os.cpu_count()} cores")
@@ -156,10 +158,13 @@ def main():
             print(f"  ({errors} responses of {metric} were not 2xx)")
         results.append({"metric": metric, "ours": {"opsPerSecond": rate, "p50Ms": p50, "p99Ms": p99, "errors": errors},
                         "raw": {"opsPerSecond": raw_rate, "p50Ms": raw_p50, "p99Ms": raw_p99}, "ratio": ratio})
+    floor_rate, floor_p50, floor_p99, _ = floor
+    print(f"{'floor':<9}{floor_rate:>11.0f}{floor_p50:>8.2f}{floor_p99:>8.2f} |  GET /healthz: the most this server answers here")
     if options.output:
         with open(options.output, "w") as handle:
             json.dump({"benchmark": "control-plane", "concurrency": options.concurrency, "seconds": options.seconds,
-                       "cores": os.cpu_count(), "results": results}, handle, indent=2)
+                       "cores": os.cpu_count(), "results": results,
+                       "floor": {"opsPerSecond": floor_rate, "p50Ms": floor_p50, "p99Ms": floor_p99}}, handle, indent=2)
     if any(row["ours"]["errors"] for row in results):
         sys.exit(1)
 

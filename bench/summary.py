@@ -12,13 +12,13 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def load(name, stamp):
+def load(name, stamp, section="results"):
     path = os.path.join(RESULTS, f"{name}-{stamp}.json")
     if not os.path.exists(path):
         return None
     with open(path) as file:
         data = json.load(file)
-    return data.get("results", data)  # replication.py writes its sections at the top level
+    return data.get(section, data)  # replication.py writes its sections at the top level
 
 
 def rows(stamp):
@@ -34,6 +34,11 @@ def rows(stamp):
                         ">= 50%" if name == "create" else ""))
             out.append((f"session {name}, c=32 p99 (ms)", ours["p99Ms"], engine, base["p99Ms"], "latency",
                         "< 20 ms" if name == "create" else ""))
+        floor = load("control-plane", stamp, "floor")
+        if isinstance(floor, dict) and "opsPerSecond" in floor:
+            insert = next(item["raw"]["opsPerSecond"] for item in control if item["metric"] == "create")
+            out.append(("  HTTP floor: GET /healthz, c=32 (ops/s)", floor["opsPerSecond"], "PostgreSQL INSERT",
+                        insert, "rate", ""))
     delivery = (raw or {}).get("jetstreamDelivery")
     if realtime:
         one, many = realtime["append c=1"], realtime["append c=64"]

@@ -67,9 +67,33 @@ ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project ben
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
 KEY=$(field apiKey)
 
+# Waits (at most a minute) until under 15% of the CPUs are busy over a second, so that one
+# benchmark does not measure the end of the previous one's work (a consumer or the replicator
+# catching up, ClickHouse merging parts).
+quiet() {
+    python3 - <<'PY' >&2
+import time
+def sample():
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+start = time.monotonic()
+while True:
+    idle0, total0 = sample()
+    time.sleep(1)
+    idle1, total1 = sample()
+    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
+    waited = time.monotonic() - start
+    if busy < 0.15 or waited > 60:
+        print(f"[bench] machine {'quiet' if busy < 0.15 else 'still busy'} after {waited:.0f} s ({busy:.0%} busy)")
+        break
+PY
+}
+
 mkdir -p bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == raw ]]; then
+    quiet
     OUT=bench/results/raw-$STAMP.json
     say "raw engines: JetStream publish -> ordered consumer, Redis EVALSHA, ClickHouse insert"
     python3 bench/raw.py --nats "$SESSIONS_NATS_URL" --redis "$SESSIONS_REDIS_URL" \
@@ -78,6 +102,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == raw ]]; then
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control-plane ]]; then
+    quiet
     OUT=bench/results/control-plane-$STAMP.json
     say "control plane: create and retrieve at concurrency 32 (wrk) vs raw PostgreSQL (pgbench)"
     python3 bench/control_plane.py --url "http://127.0.0.1:$PORT" --api-key "$KEY" \
@@ -85,6 +110,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control-plane ]]; then
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
+    quiet
     OUT=bench/results/realtime-$STAMP.json
     say "realtime: appends vs raw JetStream, SSE delivery, fan-out"
     python3 bench/realtime.py --url "http://127.0.0.1:$REALTIME_PORT" --control-plane "http://127.0.0.1:$PORT" \
@@ -93,6 +119,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
+    quiet
     OUT=bench/results/waitpoints-$STAMP.json
     say "waitpoints: append -> completion -> long-poll with 1,000 pending waiters on 100 channels"
     python3 bench/waitpoints.py --realtime "http://127.0.0.1:$REALTIME_PORT" \
@@ -101,6 +128,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == replication ]]; then
+    quiet
     OUT=bench/results/replication-$STAMP.json
     say "replication: lag at 1,000 session writes/s, list latency over ${BENCH_SESSIONS:-1000000} sessions"
     python3 bench/replication.py --database-url "$SESSIONS_DATABASE_URL" --clickhouse "$SESSIONS_CLICKHOUSE_URL" \
