@@ -2,10 +2,13 @@ import ClickHouse
 import Contracts
 import Foundation
 import HTTPClient
+import Logging
 import Postgres
 import Redis
 import TestSupport
 import Testing
+
+@testable import ControlPlane
 
 /// A replicator of its own: own slot, publication and ClickHouse database, so tests never share
 /// a leader lock or rows.
@@ -248,6 +251,43 @@ struct IsolatedReplicator {
         #expect(ContinuousClock.now - start > .seconds(6), "the copy outlasted the TTL three times over")
         kill(replicator.process.processIdentifier, SIGKILL)
         await redis.close()
+        await replication.cleanUp()
+    }
+
+    @Test func aReplicatorStartedBeforeTheControlPlaneWaitsQuietlyForTheSessionsTable() async throws {
+        let replication = try await IsolatedReplicator()
+        let database = TestServers.uniqueName("fresh")
+        let admin = try TestServers.databaseURL
+        let created = try await replication.database.query("CREATE DATABASE \(identifier: database)")
+        #expect(created.isEmpty)
+        let url = admin.replacingOccurrences(of: #"/[^/]+$"#, with: "/\(database)", options: .regularExpression)
+        let replicator = try replication.process(["SESSIONS_DATABASE_URL": url])
+        try replicator.start()
+        #expect(
+            try await TestServers.waitUntil {
+                replicator.output.contains("Waiting for the control plane to create the sessions table.")
+            },
+            "\(replicator.output)"
+        )
+        let fresh = PostgresClient(configuration: .init(url: url, poolSize: 1))
+        try await ControlPlaneSchema.migrator.run(on: fresh, logger: Logger(label: "migrations"))
+        #expect(
+            try await TestServers.waitUntil(timeout: .seconds(20)) {
+                try await !fresh.query(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = \(replication.name)"
+                ).isEmpty
+            },
+            "the replicator made its slot once the table was there:\n\(replicator.output)"
+        )
+        #expect(!replicator.output.contains("Replication stopped"), "\(replicator.output)")
+        #expect(try await replicator.terminate(timeout: .seconds(10)) == 0)
+        _ = try await TestServers.waitUntil(timeout: .seconds(10)) {
+            try await fresh.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(replication.name) AND NOT active"
+            ).count == 1
+        }
+        await fresh.close()
+        _ = try await replication.database.query("DROP DATABASE \(identifier: database) WITH (FORCE)")
         await replication.cleanUp()
     }
 }
