@@ -67,6 +67,7 @@ struct AppendConsumer: Service {
     /// The durable consumer; waits for realtime to create the channel stream if needed. Nil
     /// when cancelled or shut down first.
     private func connect() async throws -> PullConsumer? {
+        var toldWaiting = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 return try await engine.jetStream.pullConsumer(
@@ -75,16 +76,28 @@ struct AppendConsumer: Service {
                     filterSubject: Subjects.allChannels,
                     onlyNew: true
                 )
+            } catch let error as NatsError where error.jetStreamCode == Self.streamNotFound {
+                // Realtime creates the stream when it first starts; nothing is wrong meanwhile.
+                if !toldWaiting {
+                    logger.notice(
+                        "Waiting for realtime to create the channel stream.",
+                        metadata: ["nats.stream": "\(Subjects.channelStream)"]
+                    )
+                    toldWaiting = true
+                }
             } catch let error as NatsError {
                 logger.warning(
-                    "The channel stream is not there yet; waiting for realtime.",
+                    "Could not create the consumer of appended records; retrying.",
                     metadata: ["nats.stream": "\(Subjects.channelStream)", "error": "\(error)"]
                 )
-                try? await Task.sleep(for: .seconds(1))
             }
+            try? await Task.sleep(for: .seconds(1))
         }
         return nil
     }
+
+    /// JetStream's `err_code` for "stream not found".
+    static let streamNotFound = 10059
 }
 
 /// Times out due waitpoints (several instances may sweep at once: rows are claimed with
