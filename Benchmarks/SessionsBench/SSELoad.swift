@@ -8,6 +8,10 @@ import Synchronization
 /// Appends to one channel at a fixed rate while many SSE subscribers follow it; measures append
 /// sent → record received at every subscriber, and the append's own round trip. Subscribers share one event-loop thread and scan
 /// the stream's bytes instead of decoding JSON, so the client costs little next to the server.
+///
+/// An append whose writer was still waiting for the previous answer when its turn came is
+/// measured from its turn, not from when it finally went out: otherwise a stall would count once
+/// and hide the appends it held back (coordinated omission).
 struct SSELoad {
     var url: String
     var apiKey: String
@@ -52,15 +56,20 @@ struct SSELoad {
             appenders.append(try await BenchConnection.connect(to: url, apiKey: apiKey, on: group))
         }
         let start = ContinuousClock.now
+        let startNanos = DispatchTime.now().uptimeNanoseconds
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for (producer, appender) in appenders.enumerated() {
                 tasks.addTask {
+                    var previousAnswered: UInt64 = 0
                     for n in stride(from: producer, to: total, by: producers) {
-                        try await Task.sleep(until: start + .nanoseconds(Int64(n) * 1_000_000_000 / Int64(rate)))
-                        let sent = DispatchTime.now().uptimeNanoseconds
+                        let turn = Int64(n) * 1_000_000_000 / Int64(rate)
+                        try await Task.sleep(until: start + .nanoseconds(turn))
+                        let turnNanos = startNanos + UInt64(turn)
+                        let sent = previousAnswered > turnNanos ? turnNanos : DispatchTime.now().uptimeNanoseconds
                         let response = try await appender.request(.POST, path + "/append", body: String(sent)).get()
                         guard response.status == .ok else { throw LoadError("append answered \(response.status.code)") }
-                        appendLatencies.record((DispatchTime.now().uptimeNanoseconds - sent) / 1000)
+                        previousAnswered = response.arrived
+                        appendLatencies.record((previousAnswered - sent) / 1000)
                     }
                 }
             }

@@ -132,7 +132,8 @@ struct SessionsBench: AsyncParsableCommand {
     }
 
     /// Publishes at `rate` for `seconds` (after a second of warm-up) while an ordered consumer
-    /// reads the subject; each payload carries its send time.
+    /// reads the subject; each payload carries its send time — its turn when the previous ack
+    /// came after it, as the SSE load measures (no coordinated omission).
     func measureDelivery(_ jetStream: JetStream, stream: String) async throws -> [String: Double] {
         let subject = "bench.\(stream).delivery"
         let subscription = try jetStream.orderedConsumer(stream: stream, subject: subject, deliver: .all)
@@ -149,14 +150,17 @@ struct SessionsBench: AsyncParsableCommand {
             }
             return (received, histogram)
         }
-        let interval = Duration.nanoseconds(1_000_000_000 / rate)
-        var next = ContinuousClock.now
-        for _ in 0..<total {
-            next += interval
-            try await Task.sleep(until: next)
-            var sent = DispatchTime.now().uptimeNanoseconds
+        let start = ContinuousClock.now
+        let startNanos = DispatchTime.now().uptimeNanoseconds
+        var previousAcked: UInt64 = 0
+        for n in 1...total {
+            let turn = Int64(n) * 1_000_000_000 / Int64(rate)
+            try await Task.sleep(until: start + .nanoseconds(turn))
+            let turnNanos = startNanos + UInt64(turn)
+            var sent = previousAcked > turnNanos ? turnNanos : DispatchTime.now().uptimeNanoseconds
             let body = Data(bytes: &sent, count: 8) + Data(repeating: UInt8(ascii: "x"), count: max(0, payload - 8))
             _ = try await jetStream.publish(subject, payload: body)
+            previousAcked = DispatchTime.now().uptimeNanoseconds
         }
         let deadline = Task {
             try await Task.sleep(for: .seconds(5))
