@@ -34,9 +34,13 @@ public struct NatsEndpoint: Sendable {
 /// The error an endpoint handler throws to answer with a service error (headers
 /// `Nats-Service-Error` and `Nats-Service-Error-Code`, body `{"error": description}`).
 /// Clients of ``NatsConnection/serviceRequest(_:payload:timeout:)`` get it back as thrown.
-public struct NatsServiceError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct NatsServiceError: RetriableError, Sendable, Equatable, CustomStringConvertible {
     public var code: ErrorCode
     public var message: String
+
+    /// The service said "unavailable": one of its own dependencies is down, so a caller that
+    /// passes it on answers 503 and `Retry-After`.
+    public var isRetriable: Bool { code == .unavailable }
 
     public init(_ code: ErrorCode, _ message: String) {
         self.code = code
@@ -147,6 +151,13 @@ public final class NatsService: Service, Sendable {
             reply = try await handler(message)
         } catch let error as NatsServiceError {
             failure = error
+        } catch let error as any RetriableError where error.isRetriable {
+            // A server it depends on is down or restarting: the caller may try again.
+            logger.warning(
+                "A NATS endpoint's dependency is unavailable.",
+                metadata: ["nats.subject": "\(message.subject)", "error": "\(error)"]
+            )
+            failure = NatsServiceError(.unavailable, "Service temporarily unavailable; try again")
         } catch {
             logger.error(
                 "A NATS endpoint failed.",

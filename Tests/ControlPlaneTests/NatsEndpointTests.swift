@@ -90,6 +90,37 @@ import Testing
         }
     }
 
+    /// A control plane that cannot answer (its database restarting) makes a request 503, not 500.
+    @Test func anAuthenticationServiceThatFailsMeansTryAgain() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "failing auth"))
+        #expect(try await TestServers.waitUntil { connection.isConnected }, "never connected")
+        let failing = NatsService(
+            connection: connection,
+            name: "control-plane",
+            version: "0",
+            description: "answers every authentication with an internal error",
+            endpoints: [
+                NatsEndpoint(name: "authenticate", subject: Subjects.authenticate) { _ in
+                    throw NatsServiceError(.internalError, "Internal Server Error")
+                }
+            ],
+            logger: Logger(label: "test")
+        )
+        let running = Task { try await failing.run() }
+        let answered = try await TestServers.waitUntil {
+            (try? await connection.request("$SRV.PING.control-plane", timeout: .milliseconds(200))) != nil
+        }
+        #expect(answered)
+        await #expect(throws: APIError(.unavailable, "Authentication is unavailable; try again")) {
+            try await NatsAuthenticator(connection: connection).authenticate(token: "tr_dev_anything")
+        }
+        running.cancel()
+        await connection.close()
+        try await server.stop()
+    }
+
     @Test func lifecycleEventsAreRelayedInOrderOncePerWrite() async throws {
         try await withControlPlane { api, tenants, controlPlane, connection in
             let jetStream = try JetStream(connection: connection)

@@ -27,6 +27,9 @@ import Testing
                     throw NatsServiceError(.notFound, "no such thing")
                 },
                 NatsEndpoint(name: "crash", subject: "\(name).crash") { _ in throw CocoaError(.fileNoSuchFile) },
+                NatsEndpoint(name: "down", subject: "\(name).down") { _ in
+                    throw NatsError(.connectionFailed, message: "secret upstream detail")
+                },
             ],
             logger: Logger(label: "test")
         )
@@ -61,6 +64,14 @@ import Testing
             await #expect(throws: NatsServiceError(.internalError, "Internal Server Error")) {
                 try await connection.serviceRequest("\(name).crash")
             }
+            // A dependency that is down says "try again", again without its text.
+            let down = await #expect(throws: NatsServiceError.self) {
+                try await connection.serviceRequest("\(name).down")
+            }
+            #expect(down == NatsServiceError(.unavailable, "Service temporarily unavailable; try again"))
+            // So the HTTP layer of a service that passes it on answers 503, not 500.
+            #expect(down?.isRetriable == true)
+            #expect(!NatsServiceError(.internalError, "Internal Server Error").isRetriable)
         }
     }
 
@@ -83,7 +94,7 @@ import Testing
                 from: try await connection.request("$SRV.INFO.\(name).\(service.id)").payload
             )
             #expect(info.description == "test service")
-            #expect(info.endpoints.map(\.subject) == ["\(name).echo", "\(name).fail", "\(name).crash"])
+            #expect(info.endpoints.map(\.subject) == ["\(name).echo", "\(name).fail", "\(name).crash", "\(name).down"])
             #expect(info.endpoints.allSatisfy { $0.queueGroup == "q" })
 
             let stats = try JSONDecoder().decode(

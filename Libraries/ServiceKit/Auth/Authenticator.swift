@@ -70,7 +70,8 @@ public final class NatsAuthenticator: Authenticator {
             principal = try JSONDecoder.sessions.decode(Principal.self, from: reply)
         } catch let error as NatsServiceError where error.code == .unauthorized {
             throw APIError(.unauthorized, error.message)
-        } catch is NatsError {
+        } catch is NatsError, is NatsServiceError, is DecodingError {
+            // The control plane is unreachable, or could not answer (its database restarting).
             throw APIError(.unavailable, "Authentication is unavailable; try again")
         }
         let validUntil = min(now.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
