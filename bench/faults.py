@@ -23,6 +23,7 @@ Usage: faults.py --dir STACK_DIR [--seconds 8] [--only NAME[,NAME…]]
 """
 import argparse
 import asyncio
+import base64
 import collections
 import json
 import os
@@ -192,6 +193,7 @@ class Deployment:
         ports = dict(line.strip().split("=", 1) for line in open(os.path.join(directory, "stack.ports")) if "=" in line)
         self.redis_port = int(ports["REDIS_PORT"])
         self.nats_monitor = f"http://127.0.0.1:{ports['NATS_MONITOR_PORT']}"
+        self.nats_port = int(ports["NATS_PORT"])
         self.log_file = open(os.path.join(directory, "logs", "faults-restarts.out"), "a")
 
     def pid(self, name, executable=None):
@@ -288,13 +290,46 @@ class Deployment:
             raise RuntimeError(f"clickhouse {response.status}: {response.body[:300]!r}")
         return [line.split("\t") for line in response.body.decode().splitlines() if line]
 
-    async def stream_messages(self):
+    async def stream_states(self):
         response = await http(self.nats_monitor, "GET", "/jsz?streams=true", timeout=5)
-        counts = {}
+        states = {}
         for account in response.json().get("account_details", []):
             for stream in account.get("stream_detail", []):
-                counts[stream["name"]] = stream["state"]["messages"]
-        return counts
+                states[stream["name"]] = stream["state"]
+        return states
+
+    async def waitpoint_event_ids(self, state):
+        """The waitpoint ids in the WAITPOINT_EVENTS messages (each holds 1-100), read one by one
+        with JetStream's message-get API over a bare NATS connection."""
+        sequences = range(state["first_seq"], state["last_seq"] + 1) if state["messages"] else range(0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.nats_port)
+        try:
+            await reader.readline()  # INFO
+            writer.write(b'CONNECT {"verbose":false,"headers":true}\r\nSUB _INBOX.faults.* 1\r\n')
+            for seq in sequences:
+                body = json.dumps({"seq": seq}).encode()
+                writer.write(f"PUB $JS.API.STREAM.MSG.GET.WAITPOINT_EVENTS _INBOX.faults.{seq} {len(body)}\r\n".encode()
+                             + body + b"\r\n")
+            await writer.drain()
+            ids, pending = set(), len(sequences)
+            while pending:
+                line = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+                if line == "PING":
+                    writer.write(b"PONG\r\n")
+                elif line.startswith("-ERR"):
+                    raise RuntimeError(f"NATS said {line}")
+                elif line.startswith(("MSG ", "HMSG ")):
+                    fields = line.split()
+                    size = int(fields[-1])
+                    payload = (await reader.readexactly(size + 2))[int(fields[-2]) if line.startswith("H") else 0:size]
+                    message = json.loads(payload).get("message")
+                    if message:
+                        event = json.loads(base64.b64decode(message["data"]))
+                        ids.update(item["id"] for item in event["waitpoints"])
+                    pending -= 1
+            return ids
+        finally:
+            writer.close()
 
 
 # Each fault returns a list of lines saying what it did.
@@ -904,32 +939,35 @@ class Drill:
             f"({len(pg_rows)} rows: ids, closed, tags, externalId)")
 
     async def check_events(self):
-        """JetStream: one event per session write, one per settled waitpoint."""
+        """JetStream: one event per session write; every settled waitpoint in a waitpoint event
+        (several that settle together share a message)."""
         deadline = time.monotonic() + 15
         while True:
             try:
-                counts = await self.d.stream_messages()
+                states = await self.d.stream_states()
                 sessions = await self.d.psql("SELECT count(*), count(closed_at) FROM sessions")
-                settled = await self.d.psql("SELECT count(*) FROM waitpoints WHERE status <> 'PENDING'")
+                settled = {row[0] for row in await self.d.psql(
+                    "SELECT friendly_id FROM waitpoints WHERE status <> 'PENDING'")}
                 want_sessions = int(sessions[0][0]) + int(sessions[0][1])
-                want_waitpoints = int(settled[0][0])
-                got = (counts.get("SESSION_EVENTS"), counts.get("WAITPOINT_EVENTS"))
+                session_events = states.get("SESSION_EVENTS", {}).get("messages")
+                announced = await self.d.waitpoint_event_ids(states["WAITPOINT_EVENTS"])
                 error = None
             except Exception as failure:
                 error = str(failure)
-            if not error and got == (want_sessions, want_waitpoints) or time.monotonic() > deadline:
+            if not error and (session_events, announced) == (want_sessions, settled) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.25)
         if error:
             self.fail(f"event check failed: {error}")
             return
-        if got[0] != want_sessions:
-            self.fail(f"SESSION_EVENTS holds {got[0]} events; PostgreSQL has {want_sessions} session writes "
+        if session_events != want_sessions:
+            self.fail(f"SESSION_EVENTS holds {session_events} events; PostgreSQL has {want_sessions} session writes "
                       "(creates + closes)")
-        if got[1] != want_waitpoints:
-            self.fail(f"WAITPOINT_EVENTS holds {got[1]} events; PostgreSQL has {want_waitpoints} settled waitpoints")
-        log(f"  checked events: SESSION_EVENTS {got[0]} (= creates + closes), WAITPOINT_EVENTS {got[1]} "
-            f"(= settled waitpoints)")
+        if announced != settled:
+            self.fail(f"WAITPOINT_EVENTS announces {len(announced)} waitpoints; PostgreSQL has {len(settled)} settled "
+                      f"(missing e.g. {sorted(settled - announced)[:2]}, extra e.g. {sorted(announced - settled)[:2]})")
+        log(f"  checked events: SESSION_EVENTS {session_events} (= creates + closes), WAITPOINT_EVENTS announce "
+            f"all {len(announced)} settled waitpoints in {states['WAITPOINT_EVENTS']['messages']} messages")
 
 
 async def exact_replica(deployment):
@@ -1009,6 +1047,11 @@ async def main():
         odd = summarize_statuses(drill)
         if odd:
             log("  non-2xx answers and client errors seen under load (retried): " + "; ".join(odd))
+        # A dependency down means 503 and Retry-After; any other 5xx is a bug.
+        broken = [f"{operation} {status}×{count}" for operation, counter in sorted(drill.statuses.items())
+                  for status, count in counter.items() if isinstance(status, int) and status >= 500 and status != 503]
+        if broken:
+            drill.fail("answers other than 503 for a fault: " + ", ".join(broken))
         for failure in drill.failures:
             log(f"  FAIL: {failure}")
         verdict = "FAIL" if drill.failures else "PASS"
