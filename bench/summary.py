@@ -47,7 +47,6 @@ def rows(stamp):
         out.append(("append, c=64 (ops/s)", many["ours"]["opsPerSecond"], "JetStream publish+ack",
                     many["raw"]["opsPerSecond"], "rate", ""))
         for key, metric, target in (("delivery", "append -> SSE at 500/s p99 (ms)", "< 10 ms"),
-                                    ("delivery, one writer", "  the same, one writer p99 (ms)", "< 10 ms"),
                                     ("fanout", "fan-out to 1,000 SSE p99 (ms)", "< 100 ms")):
             if key in realtime:
                 out.append((metric, realtime[key]["p99Ms"], "JetStream -> ordered consumer",
