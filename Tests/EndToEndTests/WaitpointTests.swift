@@ -264,6 +264,30 @@ extension ServicesFixture {
         return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
     }
 
+    /// Starts `service` and waits until it answers (it may not be ready: a dependency is down).
+    func startAlive(_ service: ServiceProcess, _ stack: ServicesFixture) async throws {
+        try service.start()
+        let alive = try await TestServers.waitUntil {
+            try await stack.http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status
+                == 200
+        }
+        #expect(alive, "\(service.output)")
+    }
+
+    /// Starts `service`, expects waitpoint `id` to complete with `value` through it, and stops it.
+    func expectCompletion(
+        of id: String,
+        with value: String,
+        startingOn service: ServiceProcess,
+        _ stack: ServicesFixture
+    ) async throws {
+        try service.start()
+        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
+        #expect(done.status == .completed && done.output?.value == value, "\(service.output)")
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+
     @Test func anAppendWhileTheServiceIsDownCompletesItsWaiterOnceItIsBack() async throws {
         let stack = try await ServicesFixture.shared.value
         let (first, environment) = try await isolatedWaitpoints()
@@ -274,23 +298,14 @@ extension ServicesFixture {
         #expect(try await first.terminate(timeout: .seconds(10)) == 0)
         _ = try await stack.appended(session.id, "while you were out", io: "in")
         let second = try ServiceProcess(.waitpoints, extraEnvironment: environment)
-        try second.start()
-        #expect(try await second.waitUntilReady(stack.http), "\(second.output)")
-        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 60)
-        #expect(done.status == .completed && done.output?.value == "while you were out", "\(second.output)")
-        _ = try await second.terminate(timeout: .seconds(10))
+        try await expectCompletion(of: id, with: "while you were out", startingOn: second, stack)
     }
 
     @Test func waitersCompleteWhileRedisIsDown() async throws {
         let stack = try await ServicesFixture.shared.value
         let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
         let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
-        try service.start()
-        let alive = try await TestServers.waitUntil {
-            try await stack.http.execute(HTTPRequest(url: service.baseURL + "/healthz", timeout: .seconds(1))).status
-                == 200
-        }
-        #expect(alive, "\(service.output)")
+        try await startAlive(service, stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
         _ = try await stack.appended(session.id, "without redis", io: "in")
@@ -307,12 +322,7 @@ extension ServicesFixture {
             .waitpoints,
             extraEnvironment: environment.merging(["SESSIONS_REDIS_URL": unreachable]) { $1 }
         )
-        try first.start()
-        let alive = try await TestServers.waitUntil {
-            try await stack.http.execute(HTTPRequest(url: first.baseURL + "/healthz", timeout: .seconds(1))).status
-                == 200
-        }
-        #expect(alive, "\(first.output)")
+        try await startAlive(first, stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: first.baseURL)
         _ = try await first.terminate(timeout: .seconds(10))
@@ -322,11 +332,7 @@ extension ServicesFixture {
         let redis = try RedisClient(configuration: .init(url: environment["SESSIONS_REDIS_URL"]!))
         _ = try await redis.command("SET", "ssw:epoch", "test")
         await redis.close()
-        try second.start()
-        #expect(try await second.waitUntilReady(stack.http), "\(second.output)")
-        let done = try await stack.waitpoint(id, base: second.baseURL, poll: 60)
-        #expect(done.status == .completed && done.output?.value == "registered late", "\(second.output)")
-        _ = try await second.terminate(timeout: .seconds(10))
+        try await expectCompletion(of: id, with: "registered late", startingOn: second, stack)
     }
 
     @Test func recordsWithoutWaitersAreHandledWithoutPostgres() async throws {
