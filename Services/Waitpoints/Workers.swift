@@ -122,8 +122,13 @@ struct TimeoutSweeper: Service {
     }
 
     func sweep() async throws {
-        _ = try await engine.refillRegistryIfEmpty()
-        try await engine.registerUnregistered()
+        do {
+            _ = try await engine.refillRegistryIfEmpty()
+            try await engine.registerUnregistered()
+        } catch {
+            // Redis (or realtime, for the checks) is unreachable: timeouts still fire below.
+            logger.warning("Could not bring the Redis registry up to date.", metadata: ["error": "\(error)"])
+        }
         while true {
             let timedOut = try await engine.store.timeOutDue(limit: 100)
             engine.announce(timedOut, .timedOut)

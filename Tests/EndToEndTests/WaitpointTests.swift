@@ -314,6 +314,21 @@ extension ServicesFixture {
         _ = try await service.terminate(timeout: .seconds(10))
     }
 
+    @Test func timeoutsFireWhileRedisIsDown() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
+        let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
+        try await startAlive(service, stack)
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(
+            ["session": .string(session.id), "io": "in", "timeout": "1s"],
+            base: service.baseURL
+        )
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 30)
+        #expect(done.status == .timedOut, "\(service.output)")
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+
     @Test func aWaiterRedisCouldNotTakeIsRegisteredByTheSweeper() async throws {
         let stack = try await ServicesFixture.shared.value
         let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
