@@ -264,6 +264,14 @@ extension ServicesFixture {
         return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
     }
 
+    /// A waitpoints service of its own whose Redis is unreachable, started.
+    func startedWithoutRedis(_ stack: ServicesFixture) async throws -> ServiceProcess {
+        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
+        let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
+        try await startAlive(service, stack)
+        return service
+    }
+
     /// Starts `service` and waits until it answers (it may not be ready: a dependency is down).
     func startAlive(_ service: ServiceProcess, _ stack: ServicesFixture) async throws {
         try service.start()
@@ -303,9 +311,7 @@ extension ServicesFixture {
 
     @Test func waitersCompleteWhileRedisIsDown() async throws {
         let stack = try await ServicesFixture.shared.value
-        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
-        let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
-        try await startAlive(service, stack)
+        let service = try await startedWithoutRedis(stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
         _ = try await stack.appended(session.id, "without redis", io: "in")
@@ -316,9 +322,7 @@ extension ServicesFixture {
 
     @Test func timeoutsFireWhileRedisIsDown() async throws {
         let stack = try await ServicesFixture.shared.value
-        let unreachable = "redis://127.0.0.1:\(try TestServers.freePort())"
-        let (service, _) = try await isolatedWaitpoints(["SESSIONS_REDIS_URL": unreachable])
-        try await startAlive(service, stack)
+        let service = try await startedWithoutRedis(stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(
             ["session": .string(session.id), "io": "in", "timeout": "1s"],
