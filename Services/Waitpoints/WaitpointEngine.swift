@@ -177,11 +177,7 @@ struct WaitpointEngine: Sendable {
     /// NATS — and queues the waitpoints' durable event.
     func announce(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
         guard !waitpoints.isEmpty else { return }
-        let items = waitpoints.map(\.item)
-        settled.deliver(items)
-        if let payload = try? JSONEncoder.sessions.encode(items) {
-            try? connection.publish(Subjects.waitpointsSettled, payload: payload)
-        }
+        settled.announce(waitpoints.map(\.item))
         events.enqueue(waitpoints, kind)
     }
 

@@ -276,8 +276,24 @@ final class SettledSignals: Service, Sendable {
     private let waiting = Mutex<[String: [UInt64: AsyncStream<WaitpointItem?>.Continuation]]>([:])
     private let lastID = Atomic<UInt64>(0)
     let connection: NatsConnection
+    /// Marks this instance's announcements, which it has delivered already when they come back.
+    private let instance = UUID().uuidString
+    static let instanceHeader = "Sessions-Instance"
 
     init(connection: NatsConnection) { self.connection = connection }
+
+    /// Wakes this instance's listeners of these settled waitpoints at once, and every other
+    /// instance's through NATS (best effort).
+    func announce(_ items: [WaitpointItem]) {
+        deliver(items)
+        if let payload = try? JSONEncoder.sessions.encode(items) {
+            try? connection.publish(
+                Subjects.waitpointsSettled,
+                payload: payload,
+                headers: [Self.instanceHeader: instance]
+            )
+        }
+    }
 
     func run() async throws {
         let subscription = try connection.subscribe(Subjects.waitpointsSettled)
@@ -291,7 +307,7 @@ final class SettledSignals: Service, Sendable {
                         for waiter in waiters { waiter.yield(nil) }
                     }
                 }
-                for await message in subscription {
+                for await message in subscription where message.headers[Self.instanceHeader] != instance {
                     // The signal carries the settled waitpoints, so woken polls answer without a query.
                     guard let items = try? JSONDecoder.sessions.decode([WaitpointItem].self, from: message.payload)
                     else { continue }
@@ -306,7 +322,7 @@ final class SettledSignals: Service, Sendable {
 
     /// Wakes the listeners of these settled waitpoints (a listener that already heard of its
     /// settlement has stopped listening, so hearing twice is harmless).
-    func deliver(_ items: [WaitpointItem]) {
+    private func deliver(_ items: [WaitpointItem]) {
         for item in items {
             let waiters = waiting.withLock { $0[item.id].map { Array($0.values) } ?? [] }
             for waiter in waiters { waiter.yield(item) }
