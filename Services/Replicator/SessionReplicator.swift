@@ -45,20 +45,11 @@ final class SessionReplicator: Service, Sendable {
 
     /// Runs until graceful shutdown; the leader then flushes, acknowledges and releases the lock.
     func run() async throws {
+        await waitForSessionsTable()
         var backoff = Duration.milliseconds(500)
-        var toldWaiting = false
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let lock = LeaderLock(redis: redis, slot: settings.slot, ttl: settings.lockTTL)
             do {
-                // The control plane creates the table when it first starts; nothing is wrong meanwhile.
-                guard try await hasSessionsTable() else {
-                    if !toldWaiting {
-                        logger.notice("Waiting for the control plane to create the sessions table.")
-                        toldWaiting = true
-                    }
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
                 guard try await lock.acquire() else {
                     try? await Task.sleep(for: .seconds(1))  // standby
                     continue
@@ -105,9 +96,23 @@ final class SessionReplicator: Service, Sendable {
         }
     }
 
-    private func hasSessionsTable() async throws -> Bool {
-        let rows = try await database.query("SELECT to_regclass('public.sessions') IS NOT NULL AS present")
-        return try rows.first?.decode("present", as: Bool.self) == true
+    /// Returns once `sessions` exists: the control plane creates it when it first starts, and
+    /// nothing is wrong meanwhile, so the wait is said once.
+    private func waitForSessionsTable() async {
+        var toldWaiting = false
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let rows = try await database.query("SELECT to_regclass('public.sessions') IS NOT NULL AS present")
+                if try rows.first?.decode("present", as: Bool.self) == true { return }
+                if !toldWaiting {
+                    logger.notice("Waiting for the control plane to create the sessions table.")
+                    toldWaiting = true
+                }
+            } catch {
+                logger.warning("Could not look for the sessions table; retrying.", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
     /// Creates the ClickHouse table, the publication (or checks it) and the slot when missing.
