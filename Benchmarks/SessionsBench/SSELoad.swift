@@ -6,12 +6,9 @@ import NIOPosix
 import Synchronization
 
 /// Appends to one channel at a fixed rate while many SSE subscribers follow it; measures append
-/// sent → record received at every subscriber, and the append's own round trip. Subscribers share one event-loop thread and scan
-/// the stream's bytes instead of decoding JSON, so the client costs little next to the server.
-///
-/// An append whose writer was still waiting for the previous answer when its turn came is
-/// measured from its turn, not from when it finally went out: otherwise a stall would count once
-/// and hide the appends it held back (coordinated omission).
+/// sent → record received at every subscriber, and the append's own round trip (both from the
+/// append's turn, see ``Pacing``). Subscribers share one event-loop thread and scan the stream's
+/// bytes instead of decoding JSON, so the client costs little next to the server.
 struct SSELoad {
     var url: String
     var apiKey: String
@@ -55,17 +52,13 @@ struct SSELoad {
         for _ in 0..<producers {
             appenders.append(try await BenchConnection.connect(to: url, apiKey: apiKey, on: group))
         }
-        let start = ContinuousClock.now
-        let startNanos = DispatchTime.now().uptimeNanoseconds
+        let pacing = Pacing(rate: rate)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for (producer, appender) in appenders.enumerated() {
                 tasks.addTask {
                     var previousAnswered: UInt64 = 0
                     for n in stride(from: producer, to: total, by: producers) {
-                        let turn = Int64(n) * 1_000_000_000 / Int64(rate)
-                        try await Task.sleep(until: start + .nanoseconds(turn))
-                        let turnNanos = startNanos + UInt64(turn)
-                        let sent = previousAnswered > turnNanos ? turnNanos : DispatchTime.now().uptimeNanoseconds
+                        let sent = try await pacing.turn(n, previousAnswered: previousAnswered)
                         let response = try await appender.request(.POST, path + "/append", body: String(sent)).get()
                         guard response.status == .ok else { throw LoadError("append answered \(response.status.code)") }
                         previousAnswered = response.arrived
@@ -75,7 +68,7 @@ struct SSELoad {
             }
             try await tasks.waitForAll()
         }
-        let appendSeconds = (ContinuousClock.now - start) / .seconds(1)
+        let appendSeconds = (ContinuousClock.now - pacing.start) / .seconds(1)
         for appender in appenders { appender.close() }
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline, handlers.contains(where: { $0.received < total && !$0.failed }) {
@@ -106,6 +99,25 @@ struct SSELoad {
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
         else { return nil }
         return Int(line.split(separator: " ").dropFirst().first ?? "")
+    }
+}
+
+/// Sends at a fixed rate from one start, and what to measure each from: its turn when the writer
+/// was still waiting for the previous answer then — so a stall counts for every send it held
+/// back (no coordinated omission) — or else the moment it goes out.
+struct Pacing {
+    let rate: Int
+    let start = ContinuousClock.now
+    private let startNanos = DispatchTime.now().uptimeNanoseconds
+
+    init(rate: Int) { self.rate = rate }
+
+    /// Waits for send `n`'s turn; returns the moment (uptime nanoseconds) to measure it from.
+    func turn(_ n: Int, previousAnswered: UInt64) async throws -> UInt64 {
+        let offset = Int64(n) * 1_000_000_000 / Int64(rate)
+        try await Task.sleep(until: start + .nanoseconds(offset))
+        let turn = startNanos + UInt64(offset)
+        return previousAnswered > turn ? turn : DispatchTime.now().uptimeNanoseconds
     }
 }
 

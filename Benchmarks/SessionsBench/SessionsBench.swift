@@ -132,8 +132,7 @@ struct SessionsBench: AsyncParsableCommand {
     }
 
     /// Publishes at `rate` for `seconds` (after a second of warm-up) while an ordered consumer
-    /// reads the subject; each payload carries its send time — its turn when the previous ack
-    /// came after it, as the SSE load measures (no coordinated omission).
+    /// reads the subject; each payload carries the moment to measure it from (``Pacing``).
     func measureDelivery(_ jetStream: JetStream, stream: String) async throws -> [String: Double] {
         let subject = "bench.\(stream).delivery"
         let subscription = try jetStream.orderedConsumer(stream: stream, subject: subject, deliver: .all)
@@ -150,14 +149,10 @@ struct SessionsBench: AsyncParsableCommand {
             }
             return (received, histogram)
         }
-        let start = ContinuousClock.now
-        let startNanos = DispatchTime.now().uptimeNanoseconds
+        let pacing = Pacing(rate: rate)
         var previousAcked: UInt64 = 0
         for n in 1...total {
-            let turn = Int64(n) * 1_000_000_000 / Int64(rate)
-            try await Task.sleep(until: start + .nanoseconds(turn))
-            let turnNanos = startNanos + UInt64(turn)
-            var sent = previousAcked > turnNanos ? turnNanos : DispatchTime.now().uptimeNanoseconds
+            var sent = try await pacing.turn(n, previousAnswered: previousAcked)
             let body = Data(bytes: &sent, count: 8) + Data(repeating: UInt8(ascii: "x"), count: max(0, payload - 8))
             _ = try await jetStream.publish(subject, payload: body)
             previousAcked = DispatchTime.now().uptimeNanoseconds
