@@ -17,6 +17,8 @@ import sys
 import tempfile
 import urllib.request
 
+import benchlib
+
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 
 
@@ -53,12 +55,7 @@ def pgbench(database_url, script, concurrency, seconds):
             if name.startswith("log"):
                 with open(os.path.join(folder, name)) as log:
                     latencies += [int(line.split()[2]) for line in log if line.strip()]
-    latencies.sort()
-
-    def percentile(p):
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1000.0
-
-    return rate, percentile(50), percentile(99)
+    return rate, benchlib.percentile(latencies, 50) / 1000.0, benchlib.percentile(latencies, 99) / 1000.0
 
 
 CREATE_LUA = """

@@ -128,8 +128,7 @@ def main():
         with open(options.output, "w") as handle:
             json.dump({"benchmark": "realtime", "seconds": options.seconds, "cores": cores, "results": results}, handle, indent=2)
     errors = any(results[name]["ours"]["errors"] for name in ("append c=1", "append c=64"))
-    lost = d["received"] != d["appends"]
-    if errors or lost or f["completeSubscribers"] != f["subscribers"]:
+    if errors or d["received"] != d["appends"] or f["completeSubscribers"] != f["subscribers"]:
         sys.exit(1)
 
 

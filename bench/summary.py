@@ -75,6 +75,8 @@ def main():
     stamp = sys.argv[1]
     table = rows(stamp)
     if not table:
+        if load("raw", stamp):
+            return print("summary: the raw engines alone have no headline to put next to them (see above)")
         sys.exit(f"summary: no results for {stamp} in {RESULTS}")
     header = ("metric", "ours", "raw engine", "raw", "ours/raw", "target")
     cells = [header] + [(m, f"{o:,.2f}" if o < 100 else f"{o:,.0f}", e, "" if b is None else

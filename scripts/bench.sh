@@ -138,4 +138,4 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == replication ]]; then
     say "results: $OUT"
 fi
 python3 bench/summary.py "$STAMP"
-say "summary: bench/results/summary-$STAMP.json"
+[[ ! -f bench/results/summary-$STAMP.json ]] || say "summary: bench/results/summary-$STAMP.json"
