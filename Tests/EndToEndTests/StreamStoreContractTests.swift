@@ -90,6 +90,73 @@ import Testing
         }
     }
 
+    /// Two instances appending the same part ids at once store each part once, and every append
+    /// of a part answers the same sequence number.
+    @Test func twoInstancesStoreEachPartOnce() async throws {
+        let connections = [
+            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-0")),
+            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-1")),
+        ]
+        let stores = try connections.map { JetStreamStore(jetStream: try JetStream(connection: $0)) }
+        try await stores[0].prepare()
+        let channel = channel()
+        let starts = try await withThrowingTaskGroup(of: [(Int, UInt64)].self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    var starts: [(Int, UInt64)] = []
+                    for part in 0..<5 {
+                        let ack = try await stores[writer % 2].append(
+                            channel,
+                            bodies: ["part \(part)"],
+                            partId: "part-\(part)",
+                            matchSeqNum: nil
+                        )
+                        starts.append((part, ack.start))
+                    }
+                    return starts
+                }
+            }
+            return try await group.reduce(into: [Int: Set<UInt64>]()) { starts, pairs in
+                for (part, start) in pairs { starts[part, default: []].insert(start) }
+            }
+        }
+        #expect(starts.count == 5 && starts.values.allSatisfy { $0.count == 1 })
+        let records = try await stores[1].read(channel, from: 0, limit: 100)
+        #expect(records.map(\.body).sorted() == (0..<5).map { "part \($0)" })
+        for connection in connections { await connection.close() }
+    }
+
+    /// A writer that stopped between claiming a part and writing its record leaves a claim
+    /// behind; the next append of the part writes the record. A part stored by the atomic
+    /// batches of earlier versions (a claim without `previous`) is not written again.
+    @Test func aClaimWithoutItsRecordIsTakenOver() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
+        let jetStream = try JetStream(connection: connection)
+        let store = JetStreamStore(jetStream: jetStream)
+        try await store.prepare()
+        let channel = channel()
+        _ = try await store.append(channel, bodies: ["first"], partId: nil, matchSeqNum: nil)
+        let first = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
+        let stranded = JetStreamStore.Part(channel, partId: "stranded")
+        let claim = JetStreamStore.PartClaim(
+            ack: .init(start: 1, end: 2, timestamp: 1),
+            previous: try #require(first?.metadata?.streamSequence)
+        )
+        _ = try await jetStream.publish(stranded.subject, payload: try JSONEncoder().encode(claim))
+        _ = try await store.append(channel, bodies: ["other"], partId: nil, matchSeqNum: nil)
+        #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
+        #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
+
+        let legacy = JetStreamStore.Part(channel, partId: "legacy")
+        _ = try await jetStream.publish(
+            legacy.subject,
+            payload: try JSONEncoder().encode(AppendAck(start: 0, end: 1, timestamp: 1))
+        )
+        #expect(try await store.append(channel, bodies: ["legacy"], partId: "legacy", matchSeqNum: nil).start == 0)
+        #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["first", "other", "stranded"])
+        await connection.close()
+    }
+
     @Test(arguments: Kind.allCases) func concurrentWritersNeverForkOrSkip(kind: Kind) async throws {
         try await withStore(kind) { store in
             let channel = channel()

@@ -9,15 +9,19 @@ import Synchronization
 /// Each message carries its dense per-channel sequence number in a header; appends set
 /// expected-last-subject-sequence, so concurrent writers (in this process or another instance)
 /// never fork or skip a number — a loser re-reads the tail and tries again. An append with a part
-/// id also writes a marker on `sessions-parts.{env}.{session}.{io}.{sha256(partId)}` in the same
-/// atomic batch, expected to be that subject's first message: the marker makes the part id
-/// idempotent for the life of the channel, atomically with the record.
+/// id first claims the channel's next position on `sessions-parts.{env}.{session}.{io}.{sha256(partId)}`,
+/// then writes its record carrying the part's digest: the part is stored for the life of the
+/// channel when that record follows its claim (``writtenPart(_:in:)``). Two plain publishes, not
+/// one atomic batch: nats-server stages every atomic batch of a file stream in a store of its
+/// own on disk, which costs about 5 ms and three fsyncs.
 final class JetStreamStore: StreamStore {
     let jetStream: JetStream
     let stream = Subjects.channelStream
     private let writers = KeyedLock<ChannelAddress>()
     private let positions = Mutex<[ChannelAddress: Position]>([:])
     private static let maxAttempts = 100
+    /// On the first record of an append with a part id: the part's digest.
+    private static let partHeader = "Sessions-Part"
     private static let maxCachedPositions = 100_000
 
     /// Where a channel ends: the stream sequence of its last record (0 when empty) and the
@@ -55,68 +59,94 @@ final class JetStreamStore: StreamStore {
         -> AppendAck
     {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
-        let marker = partId.map { partSubject(channel, partId: $0) }
+        let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
             for _ in 0..<Self.maxAttempts {
-                if let marker,
-                    let existing = try await nats({
-                        try await jetStream.directGet(stream: stream, .lastBySubject(marker))
-                    })
-                {
-                    return try JSONDecoder().decode(AppendAck.self, from: existing.payload)
-                }
+                // The position is read before the part is looked up: see ``writtenPart(_:in:)``.
                 let position = try await position(channel)
                 if let matchSeqNum, matchSeqNum != position.nextSeqNum {
                     throw StreamStoreError.seqNumMismatch(nextSeqNum: position.nextSeqNum)
                 }
-                let start = position.nextSeqNum
                 let ack = AppendAck(
-                    start: start,
-                    end: start + UInt64(bodies.count),
+                    start: position.nextSeqNum,
+                    end: position.nextSeqNum + UInt64(bodies.count),
                     timestamp: Int64(Date().timeIntervalSince1970 * 1000)
                 )
-                var messages = bodies.enumerated().map { index, body in
+                var partHeaders: [String: String] = [:]
+                if let part {
+                    let (written, claimSequence) = try await writtenPart(part, in: channel)
+                    if let written { return written }
+                    let claim = PartClaim(ack: ack, previous: position.lastStreamSequence)
+                    guard
+                        try await conflictFree({
+                            _ = try await jetStream.publish(
+                                part.subject,
+                                payload: try JSONEncoder().encode(claim),
+                                expectedLastSubjectSequence: claimSequence
+                            )
+                        })
+                    else { continue }
+                    partHeaders[Self.partHeader] = part.digest
+                }
+                let messages = bodies.enumerated().map { index, body in
                     JetStream.BatchMessage(
                         subject: channel.subject,
                         payload: Data(body.utf8),
-                        headers: [Subjects.channelSeqHeader: String(start + UInt64(index))],
+                        headers: [Subjects.channelSeqHeader: String(ack.start + UInt64(index))].merging(
+                            index == 0 ? partHeaders : [:]
+                        ) { $1 },
                         expectedLastSubjectSequence: index == 0 ? position.lastStreamSequence : nil
                     )
                 }
-                if let marker {
-                    messages.append(
-                        .init(subject: marker, payload: try JSONEncoder().encode(ack), expectedLastSubjectSequence: 0)
-                    )
-                }
-                do {
-                    let published = try await nats {
-                        if messages.count == 1, let only = messages.first {
-                            try await jetStream.publish(
-                                only.subject,
-                                payload: only.payload,
-                                headers: only.headers,
-                                expectedLastSubjectSequence: only.expectedLastSubjectSequence
-                            )
-                        } else {
-                            try await jetStream.publishBatch(messages)
-                        }
-                    }
-                    remember(
-                        channel,
-                        Position(
-                            lastStreamSequence: published.sequence - (marker == nil ? 0 : 1),
-                            nextSeqNum: ack.end,
-                            timestamp: ack.timestamp
-                        )
-                    )
-                    return ack
-                } catch StreamStoreError.conflict {
-                    // Another writer appended first (or stored this part id): read again and retry.
+                var published: PublishAck?
+                guard try await conflictFree({ published = try await publish(messages) }), let published else {
+                    // Another writer appended first: read the channel's end again and retry.
                     forget(channel)
+                    continue
                 }
+                remember(
+                    channel,
+                    Position(lastStreamSequence: published.sequence, nextSeqNum: ack.end, timestamp: ack.timestamp)
+                )
+                return ack
             }
             throw StreamStoreError.unavailable("too many concurrent appends to \(channel)")
         }
+    }
+
+    /// Whether `part` is already written (its acknowledgement), and the stream sequence of its
+    /// latest claim (0 when it has none) for the next claim to expect.
+    ///
+    /// A part is written when the record right after its claim's `previous` carries the part's
+    /// digest. A claim whose record is not there (a writer that stopped, or one still under way)
+    /// is taken over by a new claim at the channel's end. That cannot write the part twice: the
+    /// other writer's record expects `previous` to be the channel's last message, so it can
+    /// still land only while nothing follows `previous` — and then this writer, whose position
+    /// was read before this check, expects the same message or an older one, and JetStream
+    /// stores only one of the two. The loser finds the winner's record on its next attempt.
+    private func writtenPart(_ part: Part, in channel: ChannelAddress) async throws -> (AppendAck?, UInt64) {
+        guard
+            let marker = try await nats({ try await jetStream.directGet(stream: stream, .lastBySubject(part.subject)) })
+        else { return (nil, 0) }
+        let claim = try JSONDecoder().decode(PartClaim.self, from: marker.payload)
+        let claimSequence = marker.metadata?.streamSequence ?? 0
+        guard let previous = claim.previous else { return (claim.ack, claimSequence) }
+        let next = try await nats {
+            try await jetStream.directGet(stream: stream, .nextBySubject(channel.subject, from: previous + 1))
+        }
+        guard let next, next.headers[Self.partHeader] == part.digest, Self.record(next)?.seqNum == claim.ack.start
+        else { return (nil, claimSequence) }
+        return (claim.ack, claimSequence)
+    }
+
+    private func publish(_ messages: [JetStream.BatchMessage]) async throws -> PublishAck {
+        guard messages.count == 1, let only = messages.first else { return try await jetStream.publishBatch(messages) }
+        return try await jetStream.publish(
+            only.subject,
+            payload: only.payload,
+            headers: only.headers,
+            expectedLastSubjectSequence: only.expectedLastSubjectSequence
+        )
     }
 
     func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {
@@ -222,9 +252,32 @@ final class JetStreamStore: StreamStore {
         return low
     }
 
-    private func partSubject(_ channel: ChannelAddress, partId: String) -> String {
-        let digest = SHA256.hash(data: Data(partId.utf8)).map { String(format: "%02x", $0) }.joined()
-        return "sessions-parts.\(channel.environmentId).\(channel.friendlyId).\(channel.io.rawValue).\(digest)"
+    /// A part id as the store keeps it: its SHA-256 (hex) on the first record of the append, and
+    /// the subject of its claims.
+    struct Part {
+        let digest: String
+        let subject: String
+
+        init(_ channel: ChannelAddress, partId: String) {
+            digest = SHA256.hash(data: Data(partId.utf8)).map { String(format: "%02x", $0) }.joined()
+            subject = "sessions-parts.\(channel.environmentId).\(channel.friendlyId).\(channel.io.rawValue).\(digest)"
+        }
+    }
+
+    /// Where the append of a part id goes: its acknowledgement, and the stream sequence of the
+    /// channel's last message before it. `previous` is nil in claims written in one atomic
+    /// batch with their record (before 2026-11-29): those records are certainly stored.
+    struct PartClaim: Codable {
+        var start: UInt64
+        var end: UInt64
+        var timestamp: Int64
+        var previous: UInt64?
+
+        init(ack: AppendAck, previous: UInt64) {
+            (start, end, timestamp, self.previous) = (ack.start, ack.end, ack.timestamp, previous)
+        }
+
+        var ack: AppendAck { AppendAck(start: start, end: end, timestamp: timestamp) }
     }
 
     static func record(_ message: NatsMessage) -> ChannelRecord? {
@@ -234,6 +287,16 @@ final class JetStreamStore: StreamStore {
             timestamp: (message.metadata?.timestamp ?? Date()).epochMilliseconds,
             body: String(decoding: message.payload, as: UTF8.self)
         )
+    }
+
+    /// Runs a JetStream write; false when an expected last sequence did not match.
+    private func conflictFree(_ body: () async throws -> Void) async throws -> Bool {
+        do {
+            try await nats(body)
+            return true
+        } catch StreamStoreError.conflict {
+            return false
+        }
     }
 
     /// Runs a JetStream call, turning its errors into the store's.
