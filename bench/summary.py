@@ -44,6 +44,10 @@ def rows(stamp):
         one, many = realtime["append c=1"], realtime["append c=64"]
         out.append(("append, c=1 p50 (ms)", one["ours"]["p50Ms"], "JetStream publish+ack", one["raw"]["p50Ms"],
                     "latency", "<= 3x"))
+        if "append c=1 X-Part-Id" in realtime:
+            part = realtime["append c=1 X-Part-Id"]
+            out.append(("  with X-Part-Id, c=1 p50 (ms)", part["ours"]["p50Ms"], "JetStream publish+ack",
+                        part["raw"]["p50Ms"], "latency", ""))
         out.append(("append, c=64 (ops/s)", many["ours"]["opsPerSecond"], "JetStream publish+ack",
                     many["raw"]["opsPerSecond"], "rate", ""))
         for key, metric, target in (("delivery", "append -> SSE at 500/s p99 (ms)", "< 10 ms"),
