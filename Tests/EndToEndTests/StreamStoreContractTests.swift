@@ -157,6 +157,61 @@ import Testing
         await connection.close()
     }
 
+    /// Instance A claimed a part and its record is under way; instance B, whose cached position
+    /// is older than A's claim, appends the same part. B must not move the claim back (A's
+    /// record would then land where no claim points, and the part be written twice), and it
+    /// answers A's acknowledgement.
+    @Test func aClaimIsNeverTakenBackToAStalePosition() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
+        let jetStream = try JetStream(connection: connection)
+        let (instanceA, instanceB) = (JetStreamStore(jetStream: jetStream), JetStreamStore(jetStream: jetStream))
+        try await instanceA.prepare()
+        let channel = channel()
+        _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: nil)
+        _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: nil)
+        let last = try #require(
+            try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))?.metadata?
+                .streamSequence
+        )
+        let part = JetStreamStore.Part(channel, partId: "p")
+        let claimed = AppendAck(start: 2, end: 3, timestamp: 777)
+        _ = try await jetStream.publish(
+            part.subject,
+            payload: try JSONEncoder().encode(JetStreamStore.PartClaim(ack: claimed, previous: last))
+        )
+
+        #expect(try await instanceB.append(channel, bodies: ["p"], partId: "p", matchSeqNum: nil) == claimed)
+        let claims = try await jetStream.directGetBatch(
+            stream: Subjects.channelStream,
+            subject: part.subject,
+            from: 1,
+            maxCount: 10
+        )
+        #expect(claims.compactMap { JetStreamStore.PartClaim(decoding: $0.payload)?.previous } == [last, last])
+        // A's record, late, finds the channel moved on.
+        await #expect(throws: NatsError.self) {
+            try await jetStream.publish(channel.subject, payload: Data("p".utf8), expectedLastSubjectSequence: last)
+        }
+        #expect(try await instanceA.read(channel, from: 0, limit: 10).map(\.body) == ["b", "a", "p"])
+        await connection.close()
+    }
+
+    /// A part id keeps its answer whatever else the append carries: a retry with `matchSeqNum`
+    /// answers the stored acknowledgement, and a part of several records is stored once.
+    @Test func aPartAnswersItsAcknowledgementWithMatchSeqNumAndSeveralRecords() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
+        let store = JetStreamStore(jetStream: try JetStream(connection: connection))
+        try await store.prepare()
+        let channel = channel()
+        let first = try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0)
+        #expect(try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0) == first)
+        let several = try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil)
+        #expect(several.start == 1 && several.end == 3)
+        #expect(try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil) == several)
+        #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["x", "a", "b"])
+        await connection.close()
+    }
+
     @Test(arguments: Kind.allCases) func concurrentWritersNeverForkOrSkip(kind: Kind) async throws {
         try await withStore(kind) { store in
             let channel = channel()

@@ -11,9 +11,10 @@ import Synchronization
 /// never fork or skip a number — a loser re-reads the tail and tries again. An append with a part
 /// id first claims the channel's next position on `sessions-parts.{env}.{session}.{io}.{sha256(partId)}`,
 /// then writes its record carrying the part's digest: the part is stored for the life of the
-/// channel when that record follows its claim (``writtenPart(_:in:)``). Two plain publishes, not
-/// one atomic batch: nats-server stages every atomic batch of a file stream in a store of its
-/// own on disk, which costs about 5 ms and three fsyncs.
+/// channel when that record follows its claim (``partState(_:in:)``). The claim is a publish of
+/// its own rather than part of an atomic batch with the record: nats-server stages every atomic
+/// batch of a file stream in a store of its own on disk, which costs about 5 ms and three
+/// fsyncs. (Appends of several records still go in one atomic batch.)
 final class JetStreamStore: StreamStore {
     let jetStream: JetStream
     let stream = Subjects.channelStream
@@ -62,20 +63,34 @@ final class JetStreamStore: StreamStore {
         let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
             for _ in 0..<Self.maxAttempts {
-                // The position is read before the part is looked up: see ``writtenPart(_:in:)``.
+                // The position is read before the part's claim: see ``partState(_:in:)``.
                 let position = try await position(channel)
-                if let matchSeqNum, matchSeqNum != position.nextSeqNum {
-                    throw StreamStoreError.seqNumMismatch(nextSeqNum: position.nextSeqNum)
-                }
-                let ack = AppendAck(
+                var ack = AppendAck(
                     start: position.nextSeqNum,
                     end: position.nextSeqNum + UInt64(bodies.count),
                     timestamp: Int64(Date().timeIntervalSince1970 * 1000)
                 )
+                var claimSequence: UInt64 = 0
+                if let part {
+                    switch try await partState(part, in: channel) {
+                    case .unclaimed: break
+                    case .written(let stored): return stored
+                    case .claimed(let claimed, let previous, let sequence):
+                        guard position.lastStreamSequence >= previous else {
+                            // Never take a claim back to an older position: read the channel's end.
+                            forget(channel)
+                            continue
+                        }
+                        // Same place, same answer, whichever of the two records lands.
+                        if position.lastStreamSequence == previous { ack.timestamp = claimed.timestamp }
+                        claimSequence = sequence
+                    }
+                }
+                if let matchSeqNum, matchSeqNum != position.nextSeqNum {
+                    throw StreamStoreError.seqNumMismatch(nextSeqNum: position.nextSeqNum)
+                }
                 var partHeaders: [String: String] = [:]
                 if let part {
-                    let (written, claimSequence) = try await writtenPart(part, in: channel)
-                    if let written { return written }
                     let claim = PartClaim(ack: ack, previous: position.lastStreamSequence)
                     guard
                         try await conflictFree({
@@ -114,29 +129,41 @@ final class JetStreamStore: StreamStore {
         }
     }
 
-    /// Whether `part` is already written (its acknowledgement), and the stream sequence of its
-    /// latest claim (0 when it has none) for the next claim to expect.
-    ///
+    /// What the stream holds for a part id.
+    private enum PartState {
+        case unclaimed
+        case written(AppendAck)
+        /// Claimed at `previous` (stream sequence `sequence` on the part's subject); its record
+        /// is not there: its writer stopped, or is still under way.
+        case claimed(AppendAck, previous: UInt64, sequence: UInt64)
+    }
+
     /// A part is written when the record right after its claim's `previous` carries the part's
-    /// digest. A claim whose record is not there (a writer that stopped, or one still under way)
-    /// is taken over by a new claim at the channel's end. That cannot write the part twice: the
-    /// other writer's record expects `previous` to be the channel's last message, so it can
-    /// still land only while nothing follows `previous` — and then this writer, whose position
-    /// was read before this check, expects the same message or an older one, and JetStream
-    /// stores only one of the two. The loser finds the winner's record on its next attempt.
-    private func writtenPart(_ part: Part, in channel: ChannelAddress) async throws -> (AppendAck?, UInt64) {
+    /// digest and the claim's first sequence number.
+    ///
+    /// A claim whose record is not there is taken over by a new claim, but only from a position
+    /// at or past its `previous` (a writer whose cached position is older reads the channel's
+    /// end first), so `previous` never goes back. That keeps a part from being written twice:
+    /// the other writer's record expects `previous` to be the channel's last message. If
+    /// something else already follows `previous`, that record can never land. If nothing does,
+    /// this writer's position — read before this look — is exactly `previous`: the new claim
+    /// keeps `previous` and the acknowledgement, and JetStream stores only one of the two
+    /// records, which the next look finds.
+    private func partState(_ part: Part, in channel: ChannelAddress) async throws -> PartState {
         guard
             let marker = try await nats({ try await jetStream.directGet(stream: stream, .lastBySubject(part.subject)) })
-        else { return (nil, 0) }
-        let claim = try JSONDecoder().decode(PartClaim.self, from: marker.payload)
-        let claimSequence = marker.metadata?.streamSequence ?? 0
-        guard let previous = claim.previous else { return (claim.ack, claimSequence) }
+        else { return .unclaimed }
+        guard let claim = PartClaim(decoding: marker.payload), let sequence = marker.metadata?.streamSequence,
+            sequence > 0
+        else { throw StreamStoreError.unavailable("unreadable claim on \(part.subject)") }
+        guard let previous = claim.previous else { return .written(claim.ack) }
         let next = try await nats {
             try await jetStream.directGet(stream: stream, .nextBySubject(channel.subject, from: previous + 1))
         }
-        guard let next, next.headers[Self.partHeader] == part.digest, Self.record(next)?.seqNum == claim.ack.start
-        else { return (nil, claimSequence) }
-        return (claim.ack, claimSequence)
+        if let next, next.headers[Self.partHeader] == part.digest, Self.record(next)?.seqNum == claim.ack.start {
+            return .written(claim.ack)
+        }
+        return .claimed(claim.ack, previous: previous, sequence: sequence)
     }
 
     private func publish(_ messages: [JetStream.BatchMessage]) async throws -> PublishAck {
@@ -265,19 +292,28 @@ final class JetStreamStore: StreamStore {
     }
 
     /// Where the append of a part id goes: its acknowledgement, and the stream sequence of the
-    /// channel's last message before it. `previous` is nil in claims written in one atomic
-    /// batch with their record (before 2026-11-29): those records are certainly stored.
+    /// channel's last message before it. Encoded as `{"ack":…,"previous":…}`, which versions
+    /// before 2026-11-29 cannot read (so they fail rather than take a claim for a stored part);
+    /// their markers — a bare acknowledgement, written in one atomic batch with the record —
+    /// decode with `previous` nil and count as written.
     struct PartClaim: Codable {
-        var start: UInt64
-        var end: UInt64
-        var timestamp: Int64
+        var ack: AppendAck
         var previous: UInt64?
 
-        init(ack: AppendAck, previous: UInt64) {
-            (start, end, timestamp, self.previous) = (ack.start, ack.end, ack.timestamp, previous)
+        init(ack: AppendAck, previous: UInt64?) {
+            self.ack = ack
+            self.previous = previous
         }
 
-        var ack: AppendAck { AppendAck(start: start, end: end, timestamp: timestamp) }
+        init?(decoding payload: Data) {
+            if let claim = try? JSONDecoder().decode(PartClaim.self, from: payload) {
+                self = claim
+            } else if let marker = try? JSONDecoder().decode(AppendAck.self, from: payload) {
+                self.init(ack: marker, previous: nil)
+            } else {
+                return nil
+            }
+        }
     }
 
     static func record(_ message: NatsMessage) -> ChannelRecord? {
