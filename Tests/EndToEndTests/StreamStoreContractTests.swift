@@ -123,6 +123,7 @@ import Testing
         #expect(starts.count == 5 && starts.values.allSatisfy { $0.count == 1 })
         let records = try await stores[1].read(channel, from: 0, limit: 100)
         #expect(records.map(\.body).sorted() == (0..<5).map { "part \($0)" })
+        #expect(records.map(\.seqNum) == Array(0..<5))
         for connection in connections { await connection.close() }
     }
 
@@ -147,13 +148,29 @@ import Testing
         #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
         #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
 
+        // A claim at the channel's end whose writer stopped: taken over in place, its answer kept.
+        let last = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
+        let atEnd = JetStreamStore.Part(channel, partId: "at-end")
+        let kept = AppendAck(start: 3, end: 4, timestamp: 555)
+        // In the first version's flat form, which is a claim too.
+        _ = try await jetStream.publish(
+            atEnd.subject,
+            payload: Data(
+                #"{"start":3,"end":4,"timestamp":555,"previous":\#(try #require(last?.metadata?.streamSequence))}"#.utf8
+            )
+        )
+        #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
+        #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
+
         let legacy = JetStreamStore.Part(channel, partId: "legacy")
         _ = try await jetStream.publish(
             legacy.subject,
             payload: try JSONEncoder().encode(AppendAck(start: 0, end: 1, timestamp: 1))
         )
         #expect(try await store.append(channel, bodies: ["legacy"], partId: "legacy", matchSeqNum: nil).start == 0)
-        #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["first", "other", "stranded"])
+        #expect(
+            try await store.read(channel, from: 0, limit: 10).map(\.body) == ["first", "other", "stranded", "at-end"]
+        )
         await connection.close()
     }
 
@@ -193,6 +210,22 @@ import Testing
             try await jetStream.publish(channel.subject, payload: Data("p".utf8), expectedLastSubjectSequence: last)
         }
         #expect(try await instanceA.read(channel, from: 0, limit: 10).map(\.body) == ["b", "a", "p"])
+        await connection.close()
+    }
+
+    /// `matchSeqNum` is compared with the channel's end, not with what this instance last saw.
+    @Test func matchSeqNumSeesAnotherInstancesAppends() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
+        let jetStream = try JetStream(connection: connection)
+        let (instanceA, instanceB) = (JetStreamStore(jetStream: jetStream), JetStreamStore(jetStream: jetStream))
+        try await instanceA.prepare()
+        let channel = channel()
+        _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: 0)
+        _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: 1)
+        #expect(try await instanceB.append(channel, bodies: ["c"], partId: nil, matchSeqNum: 2).start == 2)
+        await #expect(throws: StreamStoreError.seqNumMismatch(nextSeqNum: 3)) {
+            try await instanceB.append(channel, bodies: ["d"], partId: nil, matchSeqNum: 1)
+        }
         await connection.close()
     }
 

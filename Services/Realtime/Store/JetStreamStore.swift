@@ -62,6 +62,7 @@ final class JetStreamStore: StreamStore {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
         let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
+            var checkedFreshPosition = false
             for _ in 0..<Self.maxAttempts {
                 // The position is read before the part's claim: see ``partState(_:in:)``.
                 let position = try await position(channel)
@@ -87,6 +88,12 @@ final class JetStreamStore: StreamStore {
                     }
                 }
                 if let matchSeqNum, matchSeqNum != position.nextSeqNum {
+                    // A cached position may be behind another instance's appends: look again once.
+                    guard checkedFreshPosition else {
+                        forget(channel)
+                        checkedFreshPosition = true
+                        continue
+                    }
                     throw StreamStoreError.seqNumMismatch(nextSeqNum: position.nextSeqNum)
                 }
                 var partHeaders: [String: String] = [:]
@@ -134,7 +141,7 @@ final class JetStreamStore: StreamStore {
         case unclaimed
         case written(AppendAck)
         /// Claimed at `previous` (stream sequence `sequence` on the part's subject); its record
-        /// is not there: its writer stopped, or is still under way.
+        /// is not there: its writer stopped, is still under way, or was beaten to `previous`.
         case claimed(AppendAck, previous: UInt64, sequence: UInt64)
     }
 
@@ -147,8 +154,11 @@ final class JetStreamStore: StreamStore {
     /// the other writer's record expects `previous` to be the channel's last message. If
     /// something else already follows `previous`, that record can never land. If nothing does,
     /// this writer's position — read before this look — is exactly `previous`: the new claim
-    /// keeps `previous` and the acknowledgement, and JetStream stores only one of the two
-    /// records, which the next look finds.
+    /// keeps `previous`, the first sequence number and the timestamp, and JetStream stores only
+    /// one of the two records, which the next look finds.
+    ///
+    /// The look must see every acknowledged write: it does on this single-replica stream; with
+    /// replicas it would have to read from the leader (direct gets from a replica may lag).
     private func partState(_ part: Part, in channel: ChannelAddress) async throws -> PartState {
         guard
             let marker = try await nats({ try await jetStream.directGet(stream: stream, .lastBySubject(part.subject)) })
@@ -293,9 +303,10 @@ final class JetStreamStore: StreamStore {
 
     /// Where the append of a part id goes: its acknowledgement, and the stream sequence of the
     /// channel's last message before it. Encoded as `{"ack":…,"previous":…}`, which versions
-    /// before 2026-11-29 cannot read (so they fail rather than take a claim for a stored part);
-    /// their markers — a bare acknowledgement, written in one atomic batch with the record —
-    /// decode with `previous` nil and count as written.
+    /// that wrote a marker in one atomic batch with the record cannot read (so they fail rather
+    /// than take a claim for a stored part). Their markers — a bare acknowledgement — decode
+    /// with `previous` nil and count as written; a flat acknowledgement with `previous` is a
+    /// claim (the first version of claims wrote those).
     struct PartClaim: Codable {
         var ack: AppendAck
         var previous: UInt64?
@@ -308,11 +319,21 @@ final class JetStreamStore: StreamStore {
         init?(decoding payload: Data) {
             if let claim = try? JSONDecoder().decode(PartClaim.self, from: payload) {
                 self = claim
-            } else if let marker = try? JSONDecoder().decode(AppendAck.self, from: payload) {
-                self.init(ack: marker, previous: nil)
+            } else if let flat = try? JSONDecoder().decode(Flat.self, from: payload) {
+                self.init(
+                    ack: AppendAck(start: flat.start, end: flat.end, timestamp: flat.timestamp),
+                    previous: flat.previous
+                )
             } else {
                 return nil
             }
+        }
+
+        private struct Flat: Decodable {
+            var start: UInt64
+            var end: UInt64
+            var timestamp: Int64
+            var previous: UInt64?
         }
     }
 
