@@ -150,7 +150,9 @@ struct WaitpointStore: Sendable {
 
     /// What record `seqNum` of `channel` does, in one statement: completes the channel's pending
     /// waitpoints that wait for exactly that record, and returns them with the channel's other
-    /// pending waitpoints (which wait for an earlier or a later record).
+    /// pending waitpoints (which wait for an earlier or a later record). Both halves name the
+    /// channel, so each reads only its rows through `waitpoints_pending_channel` (an update
+    /// joined to a list of ids read every pending waitpoint of the system).
     func settle(
         _ channel: ChannelAddress,
         seqNum: UInt64,
@@ -160,19 +162,17 @@ struct WaitpointStore: Sendable {
         let seq = Int64(seqNum)
         let rows = try await database.query(
             """
-            WITH pending AS (
-                SELECT id AS pending_id, from_seq_num AS pending_from FROM waitpoints
-                WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
-                    AND io = \(channel.io.rawValue) AND status = 'PENDING'
-            ), completed AS (
+            WITH completed AS (
                 UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
-                FROM pending WHERE waitpoints.id = pending_id AND pending_from = \(seq) AND status = 'PENDING'
+                WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
+                    AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num = \(seq)
                 RETURNING \(unescaped: Self.columns), true AS settled
             )
             SELECT * FROM completed
             UNION ALL
             SELECT \(unescaped: Self.columns), false AS settled FROM waitpoints
-            WHERE id IN (SELECT pending_id FROM pending WHERE pending_from <> \(seq))
+            WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
+                AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num <> \(seq)
             """
         )
         var completed: [Waitpoint] = []

@@ -50,6 +50,18 @@ enum WaitpointsSchema {
                         WHERE status = 'PENDING' AND unregistered;
                     """
             ),
+            PostgresMigration(
+                version: 3,
+                name: "due waitpoints index only for the sweeper",
+                sql: """
+                    -- The index also matched every statement on pending waitpoints; with statistics
+                    -- that lag behind the pending set, the planner read all pending waitpoints
+                    -- through it instead of one channel's through waitpoints_pending_channel.
+                    DROP INDEX waitpoints_due;
+                    CREATE INDEX waitpoints_due ON waitpoints (timeout_at)
+                        WHERE status = 'PENDING' AND timeout_at IS NOT NULL;
+                    """
+            ),
         ]
     )
 }
