@@ -40,6 +40,19 @@ import Testing
         }
     }
 
+    /// Two JetStream stores as two realtime instances have them: each its own connection, lock
+    /// and cached positions.
+    func withTwoInstances(_ body: (JetStreamStore, JetStreamStore) async throws -> Void) async throws {
+        let connections = [
+            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-a")),
+            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-b")),
+        ]
+        let stores = try connections.map { JetStreamStore(jetStream: try JetStream(connection: $0)) }
+        try await stores[0].prepare()
+        try await body(stores[0], stores[1])
+        for connection in connections { await connection.close() }
+    }
+
     func channel() -> ChannelAddress {
         ChannelAddress(
             environmentId: TestServers.uniqueName("env"),
@@ -93,85 +106,86 @@ import Testing
     /// Two instances appending the same part ids at once store each part once, and every append
     /// of a part answers the same sequence number.
     @Test func twoInstancesStoreEachPartOnce() async throws {
-        let connections = [
-            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-0")),
-            try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "instance-1")),
-        ]
-        let stores = try connections.map { JetStreamStore(jetStream: try JetStream(connection: $0)) }
-        try await stores[0].prepare()
-        let channel = channel()
-        let starts = try await withThrowingTaskGroup(of: [(Int, UInt64)].self) { group in
-            for writer in 0..<8 {
-                group.addTask {
-                    var starts: [(Int, UInt64)] = []
-                    for part in 0..<5 {
-                        let ack = try await stores[writer % 2].append(
-                            channel,
-                            bodies: ["part \(part)"],
-                            partId: "part-\(part)",
-                            matchSeqNum: nil
-                        )
-                        starts.append((part, ack.start))
+        try await withTwoInstances { instanceA, instanceB in
+            let stores = [instanceA, instanceB]
+            let channel = channel()
+            let starts = try await withThrowingTaskGroup(of: [(Int, UInt64)].self) { group in
+                for writer in 0..<8 {
+                    group.addTask {
+                        var starts: [(Int, UInt64)] = []
+                        for part in 0..<5 {
+                            let ack = try await stores[writer % 2].append(
+                                channel,
+                                bodies: ["part \(part)"],
+                                partId: "part-\(part)",
+                                matchSeqNum: nil
+                            )
+                            starts.append((part, ack.start))
+                        }
+                        return starts
                     }
-                    return starts
+                }
+                return try await group.reduce(into: [Int: Set<UInt64>]()) { starts, pairs in
+                    for (part, start) in pairs { starts[part, default: []].insert(start) }
                 }
             }
-            return try await group.reduce(into: [Int: Set<UInt64>]()) { starts, pairs in
-                for (part, start) in pairs { starts[part, default: []].insert(start) }
-            }
+            #expect(starts.count == 5 && starts.values.allSatisfy { $0.count == 1 })
+            let records = try await stores[1].read(channel, from: 0, limit: 100)
+            #expect(records.map(\.body).sorted() == (0..<5).map { "part \($0)" })
+            #expect(records.map(\.seqNum) == Array(0..<5))
         }
-        #expect(starts.count == 5 && starts.values.allSatisfy { $0.count == 1 })
-        let records = try await stores[1].read(channel, from: 0, limit: 100)
-        #expect(records.map(\.body).sorted() == (0..<5).map { "part \($0)" })
-        #expect(records.map(\.seqNum) == Array(0..<5))
-        for connection in connections { await connection.close() }
     }
 
     /// A writer that stopped between claiming a part and writing its record leaves a claim
     /// behind; the next append of the part writes the record. A part stored by the atomic
     /// batches of earlier versions (a claim without `previous`) is not written again.
     @Test func aClaimWithoutItsRecordIsTakenOver() async throws {
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
-        let jetStream = try JetStream(connection: connection)
-        let store = JetStreamStore(jetStream: jetStream)
-        try await store.prepare()
-        let channel = channel()
-        _ = try await store.append(channel, bodies: ["first"], partId: nil, matchSeqNum: nil)
-        let first = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
-        let stranded = JetStreamStore.Part(channel, partId: "stranded")
-        let claim = JetStreamStore.PartClaim(
-            ack: .init(start: 1, end: 2, timestamp: 1),
-            previous: try #require(first?.metadata?.streamSequence)
-        )
-        _ = try await jetStream.publish(stranded.subject, payload: try JSONEncoder().encode(claim))
-        _ = try await store.append(channel, bodies: ["other"], partId: nil, matchSeqNum: nil)
-        #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
-        #expect(try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2)
-
-        // A claim at the channel's end whose writer stopped: taken over in place, its answer kept.
-        let last = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
-        let atEnd = JetStreamStore.Part(channel, partId: "at-end")
-        let kept = AppendAck(start: 3, end: 4, timestamp: 555)
-        // In the first version's flat form, which is a claim too.
-        _ = try await jetStream.publish(
-            atEnd.subject,
-            payload: Data(
-                #"{"start":3,"end":4,"timestamp":555,"previous":\#(try #require(last?.metadata?.streamSequence))}"#.utf8
+        try await withTwoInstances { store, _ in
+            let jetStream = store.jetStream
+            let channel = channel()
+            _ = try await store.append(channel, bodies: ["first"], partId: nil, matchSeqNum: nil)
+            let first = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
+            let stranded = JetStreamStore.Part(channel, partId: "stranded")
+            let claim = JetStreamStore.PartClaim(
+                ack: .init(start: 1, end: 2, timestamp: 1),
+                previous: try #require(first?.metadata?.streamSequence)
             )
-        )
-        #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
-        #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
+            _ = try await jetStream.publish(stranded.subject, payload: try JSONEncoder().encode(claim))
+            _ = try await store.append(channel, bodies: ["other"], partId: nil, matchSeqNum: nil)
+            #expect(
+                try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2
+            )
+            #expect(
+                try await store.append(channel, bodies: ["stranded"], partId: "stranded", matchSeqNum: nil).start == 2
+            )
 
-        let legacy = JetStreamStore.Part(channel, partId: "legacy")
-        _ = try await jetStream.publish(
-            legacy.subject,
-            payload: try JSONEncoder().encode(AppendAck(start: 0, end: 1, timestamp: 1))
-        )
-        #expect(try await store.append(channel, bodies: ["legacy"], partId: "legacy", matchSeqNum: nil).start == 0)
-        #expect(
-            try await store.read(channel, from: 0, limit: 10).map(\.body) == ["first", "other", "stranded", "at-end"]
-        )
-        await connection.close()
+            // A claim at the channel's end whose writer stopped: taken over in place, its answer kept.
+            let last = try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))
+            let atEnd = JetStreamStore.Part(channel, partId: "at-end")
+            let kept = AppendAck(start: 3, end: 4, timestamp: 555)
+            // In the first version's flat form, which is a claim too.
+            _ = try await jetStream.publish(
+                atEnd.subject,
+                payload: Data(
+                    #"{"start":3,"end":4,"timestamp":555,"previous":\#(try #require(last?.metadata?.streamSequence))}"#
+                        .utf8
+                )
+            )
+            #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
+            #expect(try await store.append(channel, bodies: ["at-end"], partId: "at-end", matchSeqNum: nil) == kept)
+
+            let legacy = JetStreamStore.Part(channel, partId: "legacy")
+            _ = try await jetStream.publish(
+                legacy.subject,
+                payload: try JSONEncoder().encode(AppendAck(start: 0, end: 1, timestamp: 1))
+            )
+            #expect(try await store.append(channel, bodies: ["legacy"], partId: "legacy", matchSeqNum: nil).start == 0)
+            #expect(
+                try await store.read(channel, from: 0, limit: 10).map(\.body) == [
+                    "first", "other", "stranded", "at-end",
+                ]
+            )
+        }
     }
 
     /// Instance A claimed a part and its record is under way; instance B, whose cached position
@@ -179,70 +193,66 @@ import Testing
     /// record would then land where no claim points, and the part be written twice), and it
     /// answers A's acknowledgement.
     @Test func aClaimIsNeverTakenBackToAStalePosition() async throws {
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
-        let jetStream = try JetStream(connection: connection)
-        let (instanceA, instanceB) = (JetStreamStore(jetStream: jetStream), JetStreamStore(jetStream: jetStream))
-        try await instanceA.prepare()
-        let channel = channel()
-        _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: nil)
-        _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: nil)
-        let last = try #require(
-            try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))?.metadata?
-                .streamSequence
-        )
-        let part = JetStreamStore.Part(channel, partId: "p")
-        let claimed = AppendAck(start: 2, end: 3, timestamp: 777)
-        _ = try await jetStream.publish(
-            part.subject,
-            payload: try JSONEncoder().encode(JetStreamStore.PartClaim(ack: claimed, previous: last))
-        )
+        try await withTwoInstances { instanceA, instanceB in
+            let jetStream = instanceA.jetStream
+            let channel = channel()
+            _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: nil)
+            _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: nil)
+            let last = try #require(
+                try await jetStream.directGet(stream: Subjects.channelStream, .lastBySubject(channel.subject))?
+                    .metadata?
+                    .streamSequence
+            )
+            let part = JetStreamStore.Part(channel, partId: "p")
+            let claimed = AppendAck(start: 2, end: 3, timestamp: 777)
+            _ = try await jetStream.publish(
+                part.subject,
+                payload: try JSONEncoder().encode(JetStreamStore.PartClaim(ack: claimed, previous: last))
+            )
 
-        #expect(try await instanceB.append(channel, bodies: ["p"], partId: "p", matchSeqNum: nil) == claimed)
-        let claims = try await jetStream.directGetBatch(
-            stream: Subjects.channelStream,
-            subject: part.subject,
-            from: 1,
-            maxCount: 10
-        )
-        #expect(claims.compactMap { JetStreamStore.PartClaim(decoding: $0.payload)?.previous } == [last, last])
-        // A's record, late, finds the channel moved on.
-        await #expect(throws: NatsError.self) {
-            try await jetStream.publish(channel.subject, payload: Data("p".utf8), expectedLastSubjectSequence: last)
+            #expect(try await instanceB.append(channel, bodies: ["p"], partId: "p", matchSeqNum: nil) == claimed)
+            let claims = try await jetStream.directGetBatch(
+                stream: Subjects.channelStream,
+                subject: part.subject,
+                from: 1,
+                maxCount: 10
+            )
+            #expect(claims.compactMap { JetStreamStore.PartClaim(decoding: $0.payload)?.previous } == [last, last])
+            // A's record, late, finds the channel moved on.
+            await #expect(throws: NatsError.self) {
+                try await jetStream.publish(channel.subject, payload: Data("p".utf8), expectedLastSubjectSequence: last)
+            }
+            #expect(try await instanceA.read(channel, from: 0, limit: 10).map(\.body) == ["b", "a", "p"])
         }
-        #expect(try await instanceA.read(channel, from: 0, limit: 10).map(\.body) == ["b", "a", "p"])
-        await connection.close()
     }
 
     /// `matchSeqNum` is compared with the channel's end, not with what this instance last saw.
     @Test func matchSeqNumSeesAnotherInstancesAppends() async throws {
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
-        let jetStream = try JetStream(connection: connection)
-        let (instanceA, instanceB) = (JetStreamStore(jetStream: jetStream), JetStreamStore(jetStream: jetStream))
-        try await instanceA.prepare()
-        let channel = channel()
-        _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: 0)
-        _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: 1)
-        #expect(try await instanceB.append(channel, bodies: ["c"], partId: nil, matchSeqNum: 2).start == 2)
-        await #expect(throws: StreamStoreError.seqNumMismatch(nextSeqNum: 3)) {
-            try await instanceB.append(channel, bodies: ["d"], partId: nil, matchSeqNum: 1)
+        try await withTwoInstances { instanceA, instanceB in
+            let channel = channel()
+            _ = try await instanceB.append(channel, bodies: ["b"], partId: nil, matchSeqNum: 0)
+            _ = try await instanceA.append(channel, bodies: ["a"], partId: nil, matchSeqNum: 1)
+            #expect(try await instanceB.append(channel, bodies: ["c"], partId: nil, matchSeqNum: 2).start == 2)
+            await #expect(throws: StreamStoreError.seqNumMismatch(nextSeqNum: 3)) {
+                try await instanceB.append(channel, bodies: ["d"], partId: nil, matchSeqNum: 1)
+            }
         }
-        await connection.close()
     }
 
     /// A part id keeps its answer whatever else the append carries: a retry with `matchSeqNum`
     /// answers the stored acknowledgement, and a part of several records is stored once.
     @Test func aPartAnswersItsAcknowledgementWithMatchSeqNumAndSeveralRecords() async throws {
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "contract"))
-        let store = JetStreamStore(jetStream: try JetStream(connection: connection))
-        try await store.prepare()
-        let channel = channel()
-        let first = try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0)
-        #expect(try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0) == first)
-        let several = try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil)
-        #expect(several.start == 1 && several.end == 3)
-        #expect(try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil) == several)
-        #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["x", "a", "b"])
-        await connection.close()
+        try await withTwoInstances { store, _ in
+            let channel = channel()
+            let first = try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0)
+            #expect(try await store.append(channel, bodies: ["x"], partId: "m", matchSeqNum: 0) == first)
+            let several = try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil)
+            #expect(several.start == 1 && several.end == 3)
+            #expect(
+                try await store.append(channel, bodies: ["a", "b"], partId: "several", matchSeqNum: nil) == several
+            )
+            #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["x", "a", "b"])
+        }
     }
 
     @Test(arguments: Kind.allCases) func concurrentWritersNeverForkOrSkip(kind: Kind) async throws {
