@@ -96,32 +96,28 @@ final class JetStreamStore: StreamStore {
                     }
                     throw StreamStoreError.seqNumMismatch(nextSeqNum: position.nextSeqNum)
                 }
-                var partHeaders: [String: String] = [:]
                 if let part {
                     let claim = PartClaim(ack: ack, previous: position.lastStreamSequence)
-                    guard
-                        try await conflictFree({
-                            _ = try await jetStream.publish(
-                                part.subject,
-                                payload: try JSONEncoder().encode(claim),
-                                expectedLastSubjectSequence: claimSequence
-                            )
-                        })
-                    else { continue }
-                    partHeaders[Self.partHeader] = part.digest
+                    let claimed = try await unlessConflict {
+                        try await jetStream.publish(
+                            part.subject,
+                            payload: try JSONEncoder().encode(claim),
+                            expectedLastSubjectSequence: claimSequence
+                        )
+                    }
+                    guard claimed != nil else { continue }
                 }
                 let messages = bodies.enumerated().map { index, body in
-                    JetStream.BatchMessage(
+                    var headers = [Subjects.channelSeqHeader: String(ack.start + UInt64(index))]
+                    if index == 0, let part { headers[Self.partHeader] = part.digest }
+                    return JetStream.BatchMessage(
                         subject: channel.subject,
                         payload: Data(body.utf8),
-                        headers: [Subjects.channelSeqHeader: String(ack.start + UInt64(index))].merging(
-                            index == 0 ? partHeaders : [:]
-                        ) { $1 },
+                        headers: headers,
                         expectedLastSubjectSequence: index == 0 ? position.lastStreamSequence : nil
                     )
                 }
-                var published: PublishAck?
-                guard try await conflictFree({ published = try await publish(messages) }), let published else {
+                guard let published = try await unlessConflict({ try await publish(messages) }) else {
                     // Another writer appended first: read the channel's end again and retry.
                     forget(channel)
                     continue
@@ -346,13 +342,12 @@ final class JetStreamStore: StreamStore {
         )
     }
 
-    /// Runs a JetStream write; false when an expected last sequence did not match.
-    private func conflictFree(_ body: () async throws -> Void) async throws -> Bool {
+    /// Runs a JetStream write; nil when an expected last sequence did not match.
+    private func unlessConflict<Result>(_ body: () async throws -> Result) async throws -> Result? {
         do {
-            try await nats(body)
-            return true
+            return try await nats(body)
         } catch StreamStoreError.conflict {
-            return false
+            return nil
         }
     }
 
