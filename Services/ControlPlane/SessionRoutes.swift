@@ -42,15 +42,16 @@ struct SessionRoutes: Sendable {
             triggerConfig: try Self.object(fields, "triggerConfig"),
             expiresAt: try fields.date("expiresAt")
         )
-        try principal.authorize(
-            AccessRequirement(
-                .write,
-                .tasks,
-                ids: [new.taskIdentifier],
-                superScopes: ["write:sessions", "write:all", "admin"]
-            )
-        )
-        let (session, isNew) = try await store.create(new, in: principal)
+        let superScopes = ["write:sessions", "write:all", "admin"]
+        try principal.authorize(AccessRequirement(.write, .tasks, ids: [new.taskIdentifier], superScopes: superScopes))
+        // A caller allowed only some tasks gets an existing session (and its token) only when it
+        // belongs to one of them; otherwise an externalId would hand over another task's session.
+        let tasks =
+            principal.allows(AccessRequirement(.write, .tasks, ids: [], superScopes: superScopes))
+            ? nil : principal.scopedIds(.write, .tasks)
+        guard let (session, isNew) = try await store.create(new, in: principal, onlyTasks: tasks) else {
+            throw APIError(.forbidden, "Unauthorized: this token does not grant write access")
+        }
         if !isNew {
             switch session.status() {
             case .closed:
@@ -84,9 +85,7 @@ struct SessionRoutes: Sendable {
         if let scopes = principal.scopes,
             !["read:sessions", "read:all", "admin", "read:tasks"].contains(where: scopes.contains)
         {
-            let tasks = scopes.filter { $0.hasPrefix("read:tasks:") }.map { String($0.dropFirst(11)) }.filter {
-                !$0.isEmpty
-            }
+            let tasks = principal.scopedIds(.read, .tasks)
             guard !tasks.isEmpty else {
                 throw APIError(.forbidden, "Unauthorized: this token does not grant read access to sessions")
             }

@@ -34,8 +34,13 @@ struct SessionStore: Sendable {
 
     /// Inserts a session, or — when `externalId` names an existing one — returns that one
     /// (updating only its trigger configuration while it is open). One atomic statement, so
-    /// concurrent first creates agree on a single row.
-    func create(_ session: NewSession, in environment: Principal) async throws -> (SessionRecord, isNew: Bool) {
+    /// concurrent first creates agree on a single row. With `onlyTasks`, an existing session of
+    /// another task is neither touched nor returned: the answer is nil.
+    func create(
+        _ session: NewSession,
+        in environment: Principal,
+        onlyTasks: [String]? = nil
+    ) async throws -> (SessionRecord, isNew: Bool)? {
         let id = Identifier.make()
         let rows = try await database.query(
             """
@@ -57,6 +62,7 @@ struct SessionStore: Sendable {
                     updated_at = CASE
                         WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
                         THEN now() ELSE sessions.updated_at END
+                WHERE \(onlyTasks == nil) OR sessions.task_identifier = ANY(\(onlyTasks ?? [])::text[])
                 RETURNING *
             ), event AS (
                 INSERT INTO session_events_outbox (kind, session_row)
@@ -65,7 +71,8 @@ struct SessionStore: Sendable {
             SELECT to_jsonb(written)::text AS session_row FROM written
             """
         )
-        let record = try SessionRow.decode(rows[0])
+        guard let row = rows.first else { return nil }
+        let record = try SessionRow.decode(row)
         return (record, record.id == id)
     }
 

@@ -153,6 +153,40 @@ import Testing
         }
     }
 
+    @Test func aTaskTokenGetsAnExistingSessionOnlyOfItsOwnTasks() async throws {
+        try await withControlPlane { api, tenants, controlPlane, _ in
+            let externalId = TestServers.uniqueName("task-owned")
+            let existing = try await api.create(
+                #"{"type":"t","externalId":"\#(externalId)","taskIdentifier":"task-b","triggerConfig":{"v":1}}"#,
+                token: tenants.a.apiKey
+            )
+            let takeover =
+                #"{"type":"t","externalId":"\#(externalId)","taskIdentifier":"task-a","triggerConfig":{"v":2}}"#
+            let refused = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: try await token(tenants, ["write:tasks:task-a"]),
+                json: takeover
+            )
+            #expect(refused.status == 403, "\(refused.body)")
+            #expect(!refused.body.contains(existing.session.id))
+            let stored = try await controlPlane.store.find(externalId, environmentId: tenants.a.environmentId)
+            #expect(stored?.triggerConfig == .object(["v": .number(1)]), "the refused create changed nothing")
+            #expect(stored?.updatedAt == existing.session.updatedAt)
+            // A token that also names the session's task gets it, as do wider grants.
+            for scopes in [["write:tasks:task-a", "write:tasks:task-b"], ["write:tasks"], ["write:sessions"]] {
+                let cached = try await api.call(
+                    .post,
+                    "/api/v1/sessions",
+                    token: try await token(tenants, scopes),
+                    json: takeover
+                )
+                #expect(cached.status == 200, "\(scopes) → \(cached.status) \(cached.body)")
+                #expect(try cached.json(CreatedSession.self).session.id == existing.session.id)
+            }
+        }
+    }
+
     @Test func environmentsNeverSeeEachOther() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let externalId = TestServers.uniqueName("shared")

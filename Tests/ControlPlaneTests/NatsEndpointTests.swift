@@ -164,9 +164,8 @@ import Testing
             environmentType: .development,
             scopes: nil
         )
-        let (session, _) = try await SessionStore(database: database).create(
-            NewSession(type: "t", tags: []),
-            in: principal
+        let (session, _) = try #require(
+            try await SessionStore(database: database).create(NewSession(type: "t", tags: []), in: principal)
         )
 
         // A relay whose NATS is down fails, and leaves the event where it is.

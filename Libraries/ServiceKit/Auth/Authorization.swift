@@ -29,6 +29,14 @@ extension Principal {
         return requirement.ids.contains { scopes.contains("\(typeWide):\($0)") }
     }
 
+    /// The ids this caller's scopes name for `{action}:{resource}:{id}`, empty ones left out.
+    public func scopedIds(_ action: AccessRequirement.Action, _ resource: AccessRequirement.Resource) -> [String] {
+        let prefix = "\(action.rawValue):\(resource.rawValue):"
+        return (scopes ?? []).filter { $0.hasPrefix(prefix) && $0.count > prefix.count }.map {
+            String($0.dropFirst(prefix.count))
+        }
+    }
+
     /// Throws 403 unless this caller meets `requirement`.
     public func authorize(_ requirement: AccessRequirement) throws {
         guard allows(requirement) else {
