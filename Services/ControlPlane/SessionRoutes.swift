@@ -148,8 +148,7 @@ struct SessionRoutes: Sendable {
         superScopes: [String]
     ) async throws -> SessionRecord {
         let principal = try context.requirePrincipal()
-        let key = try context.parameters.require("session")
-        guard !key.isEmpty, key.count <= 256 else { throw APIError(.badRequest, "Invalid session id") }
+        let key = try context.pathId("session")
         let session = try await store.find(key, environmentId: principal.environmentId)
         try principal.authorize(
             AccessRequirement(

@@ -99,7 +99,7 @@ struct ChannelRoutes: Sendable {
         let principal = try context.requirePrincipal()
         let timeout = try Self.timeout(request)
         let start = try Self.start(request)
-        let key = try Self.sessionKey(context)
+        let key = try context.pathId("session")
         let io = try Self.io(context)
         let found = try await directory.session(key, environmentId: principal.environmentId)
         try authorize(principal, .read, key: key, session: found)
@@ -150,7 +150,7 @@ struct ChannelRoutes: Sendable {
         -> (SessionRecord, ChannelAddress)
     {
         let principal = try context.requirePrincipal()
-        let key = try Self.sessionKey(context)
+        let key = try context.pathId("session")
         let io = try Self.io(context)
         let session = try await directory.session(key, environmentId: principal.environmentId)
         try authorize(principal, action, key: key, session: session)
@@ -181,12 +181,6 @@ struct ChannelRoutes: Sendable {
             logger.error("The channel store failed.", metadata: ["error": "\(error)"])
             throw APIError(.unavailable, "Channels are unavailable; try again")
         }
-    }
-
-    private static func sessionKey(_ context: APIRequestContext) throws -> String {
-        let key = try context.parameters.require("session")
-        guard !key.isEmpty, key.count <= 256 else { throw APIError(.badRequest, "Invalid session id") }
-        return key
     }
 
     private static func io(_ context: APIRequestContext) throws -> ChannelIO {

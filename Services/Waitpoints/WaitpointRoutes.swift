@@ -22,11 +22,10 @@ struct WaitpointRoutes: Sendable {
 
     @Sendable func wait(_ request: Request, context: APIRequestContext) async throws -> Response {
         let principal = try Self.secretKey(context)
-        let runId = try context.parameters.require("run")
-        guard (1...256).contains(runId.count) else { throw APIError(.badRequest, "Invalid run id") }
+        let runId = try context.pathId("run")
         let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
         let session = try fields.requiredString("session", length: 1...256)
-        guard let io = ChannelIO(rawValue: try fields.requiredString("io", length: 1...3)) else {
+        guard let io = ChannelIO(rawValue: try fields.requiredString("io", length: 1...256)) else {
             throw APIError(.badRequest, "Invalid request body: io must be out or in")
         }
         let timeoutAt = try fields.string("timeout", length: 1...100).map(Self.timeout)

@@ -217,6 +217,40 @@ import Testing
         }
     }
 
+    @Test func externalIdsAreNamedPercentEncodedInPaths() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let prefix = TestServers.uniqueName("enc")
+            // A name that needs encoding, and one that looks like the encoded form of another.
+            let names = [
+                prefix + " a/b?c#d é日本", prefix + "-a%2Fb", prefix + String(repeating: "é", count: 256 - prefix.count),
+            ]
+            var sessions: [String: SessionItem] = [:]
+            for name in names {
+                let body = try JSONEncoder().encode(["type": "t", "externalId": name])
+                sessions[name] = try await api.create(String(decoding: body, as: UTF8.self), token: tenants.a.apiKey)
+                    .session
+            }
+            for name in names {
+                let path = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+                let found = try await api.call(.get, "/api/v1/sessions/\(path)", token: tenants.a.apiKey)
+                #expect(found.status == 200, "\(name) → \(found.status) \(found.body)")
+                #expect(try found.json(SessionItem.self).id == sessions[name]?.id)
+                let closed = try await api.call(
+                    .post,
+                    "/api/v1/sessions/\(path)/close",
+                    token: tenants.a.apiKey,
+                    json: "{}"
+                )
+                #expect(try closed.json(SessionItem.self).id == sessions[name]?.id, "close reaches the named session")
+            }
+            for bad in ["%zz", "%C3", String(repeating: "%C3%A9", count: 257)] {
+                let response = try await api.call(.get, "/api/v1/sessions/\(bad)", token: tenants.a.apiKey)
+                #expect(response.status == 400, "\(bad)")
+                #expect(response.error == "Invalid session id")
+            }
+        }
+    }
+
     @Test func patchReplacesTagsClearsMetadataAndMovesExternalId() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let created = try await api.create(
