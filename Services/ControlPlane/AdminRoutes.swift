@@ -39,8 +39,8 @@ struct AdminRoutes: Sendable {
         guard let adminToken else {
             throw APIError(.forbidden, "The admin API is off; set SESSIONS_ADMIN_TOKEN on the control plane")
         }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-            constantTimeEqual(String(header.dropFirst(7)), adminToken)
-        else { throw APIError(.unauthorized, "Invalid admin token") }
+        guard let token = request.bearerToken, constantTimeEqual(token, adminToken) else {
+            throw APIError(.unauthorized, "Invalid admin token")
+        }
     }
 }

@@ -182,12 +182,12 @@ struct S2Routes: Sendable {
     }
 
     private func authorizedChannel(_ request: Request, _ context: APIRequestContext) async throws -> ChannelAddress {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        guard let token = request.bearerToken else {
             throw S2Error(.unauthorized, "authn", "A bearer access token is required")
         }
         let raw = try context.parameters.require("stream")
         let name = raw.removingPercentEncoding ?? raw
-        guard let granted = await tokens.channel(token: String(header.dropFirst(7)), streamName: name) else {
+        guard let granted = await tokens.channel(token: token, streamName: name) else {
             throw S2Error(.unauthorized, "authn", "The access token is invalid or has expired")
         }
         guard let channel = granted else {

@@ -42,6 +42,26 @@ import Testing
         }
     }
 
+    @Test func theBearerSchemeIsCaseInsensitive() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
+            for scheme in ["bearer", "BEARER", "Bearer"] {
+                let response = try await api.call(
+                    .get,
+                    "/api/v1/sessions/\(created.session.id)",
+                    headers: [.authorization: "\(scheme) \(tenants.a.apiKey)"]
+                )
+                #expect(response.status == 200, "\(scheme)")
+            }
+            let basic = try await api.call(
+                .get,
+                "/api/v1/sessions/x",
+                headers: [.authorization: "Basic \(tenants.a.apiKey)"]
+            )
+            #expect(basic.status == 401)
+        }
+    }
+
     @Test func badTokensAre401() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let scopes = ["read:all"]

@@ -25,12 +25,19 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         context: APIRequestContext,
         next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-            case let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !token.isEmpty
-        else { throw APIError(.unauthorized, "Invalid or Missing API key") }
+        guard let token = request.bearerToken else { throw APIError(.unauthorized, "Invalid or Missing API key") }
         var context = context
         context.principal = try await authenticator.authenticate(token: token)
         return try await next(request, context)
+    }
+}
+
+extension Request {
+    /// The credential of `Authorization: Bearer <token>` (the scheme in any case), or nil.
+    public var bearerToken: String? {
+        guard let header = headers[.authorization], header.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
     }
 }
 
