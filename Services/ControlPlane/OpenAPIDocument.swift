@@ -189,7 +189,7 @@ enum OpenAPIDocument {
               "parameters": [{ "$ref": "#/components/parameters/Stream" }],
               "post": {
                 "operationId": "s2Append",
-                "summary": "S2 append (JSON), with the channel token from PUT",
+                "summary": "S2 append (JSON), with the channel token from PUT; 400 once the session is closed or expired",
                 "security": [{ "channelToken": [] }],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" } } } }, "match_seq_num": { "type": "integer", "minimum": 0 } } } } } },
                 "responses": {
@@ -197,6 +197,7 @@ enum OpenAPIDocument {
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
+                  "404": { "$ref": "#/components/responses/S2Error" },
                   "412": { "description": "match_seq_num did not match", "content": { "application/json": { "schema": { "type": "object", "properties": { "seq_num_mismatch": { "type": "integer" } } } } } },
                   "422": { "$ref": "#/components/responses/S2Error" }
                 }

@@ -107,7 +107,14 @@ struct RealtimeAPI: Sendable {
         )
         s2 =
             configuration.s2 == nil
-            ? S2Routes(store: store, hub: hub, tokens: tokens, pingInterval: configuration.pingInterval, logger: logger)
+            ? S2Routes(
+                directory: directory,
+                store: store,
+                hub: hub,
+                tokens: tokens,
+                pingInterval: configuration.pingInterval,
+                logger: logger
+            )
             : nil
     }
 

@@ -50,8 +50,10 @@ struct ChannelRoutes: Sendable {
 
     @Sendable func initialize(_ request: Request, context: APIRequestContext) async throws -> Response {
         let (session, channel) = try await authorizedChannel(context, .write)
-        guard session.closedAt == nil else {
-            throw APIError(.badRequest, "Cannot initialize a channel on a closed session")
+        switch session.status() {
+        case .closed: throw APIError(.badRequest, "Cannot initialize a channel on a closed session")
+        case .expired: throw APIError(.badRequest, "Cannot initialize a channel on an expired session")
+        case .active: break
         }
         let credentials = try await storeCall { try await directWrites.credentials(for: channel) }
         var headers = HTTPFields()
@@ -72,11 +74,7 @@ struct ChannelRoutes: Sendable {
         else { throw APIError(.badRequest, "The request body must be UTF-8 text") }
         let partId = try Self.partId(request)
         let (session, channel) = try await authorizedChannel(context, .write)
-        switch session.status() {
-        case .closed: return Self.appendFailure("Cannot append to a closed session")
-        case .expired: return Self.appendFailure("Cannot append to an expired session")
-        case .active: break
-        }
+        if let refusal = session.appendRefusal() { return Self.appendFailure(refusal) }
         let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
         let ack = try await storeCall {
             let ack = try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
@@ -249,4 +247,15 @@ extension HTTPField.Name {
     static let timeoutSeconds = Self("Timeout-Seconds")!
     static let lastEventID = Self("Last-Event-ID")!
     static let accelBuffering = Self("X-Accel-Buffering")!
+}
+
+extension SessionRecord {
+    /// Why appends to this session are refused now, or nil while it takes them.
+    func appendRefusal() -> String? {
+        switch status() {
+        case .closed: "Cannot append to a closed session"
+        case .expired: "Cannot append to an expired session"
+        case .active: nil
+        }
+    }
 }

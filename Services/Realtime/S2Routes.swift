@@ -11,6 +11,7 @@ import ServiceKit
 /// written for S2 works unchanged. Authenticated by the channel token `PUT …/:io` issued; a
 /// token reaches its own channel only. Errors are S2's: `{"code": …, "message": …}`.
 struct S2Routes: Sendable {
+    let directory: SessionDirectory
     let store: any StreamStore
     let hub: ChannelHub
     let tokens: ChannelTokens
@@ -56,6 +57,10 @@ struct S2Routes: Sendable {
         guard metered <= Self.maxBatchBytes else {
             throw S2Error(.unprocessableContent, "invalid", "An append may hold at most 1 MiB of records")
         }
+        // A token outlives a close: the session decides whether it still takes records.
+        guard let session = try await directory.session(channel.friendlyId, environmentId: channel.environmentId)
+        else { throw S2Error(.notFound, "stream_not_found", "The session of this stream no longer exists") }
+        if let refusal = session.appendRefusal() { throw S2Error(.badRequest, "invalid", refusal) }
         let ack: AppendAck
         do {
             ack = try await store.append(channel, bodies: bodies, partId: nil, matchSeqNum: input.matchSeqNum)

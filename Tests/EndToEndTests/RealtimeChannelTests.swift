@@ -165,6 +165,14 @@ import Testing
         let session = try await stack.createSession()
         // Both instances know the session as open (and keep it: their cache lives 30 s).
         for instance in 0..<2 { #expect(try await stack.append(session.id, "open", instance: instance).status == 200) }
+        // A direct writer's channel token, issued before the close.
+        let initialized = try await stack.http.execute(
+            HTTPRequest(method: "PUT", url: stack.channelURL(session.id), headers: stack.auth)
+        )
+        let token = try #require(initialized.headers["X-S2-Access-Token"])
+        let stream = try #require(
+            initialized.headers["X-S2-Stream-Name"]?.addingPercentEncoding(withAllowedCharacters: .alphanumerics)
+        )
         let close = try await stack.http.execute(
             HTTPRequest(
                 method: "POST",
@@ -188,8 +196,43 @@ import Testing
             HTTPRequest(method: "PUT", url: stack.channelURL(session.id), headers: stack.auth)
         )
         #expect(put.status == 400)
+        let direct = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: stack.realtime[0].baseURL + "/realtime/s2/v1/streams/\(stream)/records",
+                headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
+                body: Data(#"{"records":[{"body":"late"}]}"#.utf8)
+            )
+        )
+        #expect(direct.status == 400, "the token outlives the close, the right to append does not")
+        #expect(String(decoding: direct.body, as: UTF8.self).contains("Cannot append to a closed session"))
         let history = try await stack.subscribe(session.id)
         #expect(history.events.flatMap(\.records).map(\.seqNum) == [0, 1], "a closed session stays readable")
+    }
+
+    @Test func anExpiredSessionTakesNoWritesButStaysReadable() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let created = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: stack.controlPlane.baseURL + "/api/v1/sessions",
+                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
+                body: Data(#"{"type":"t","expiresAt":"2020-01-01T00:00:00.000Z"}"#.utf8)
+            )
+        )
+        #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+        let id = try JSONDecoder.sessions.decode(CreatedSession.self, from: created.body).session.id
+        let put = try await stack.http.execute(
+            HTTPRequest(method: "PUT", url: stack.channelURL(id), headers: stack.auth)
+        )
+        #expect(put.status == 400)
+        #expect(String(decoding: put.body, as: UTF8.self).contains("Cannot initialize a channel on an expired session"))
+        let append = try await stack.append(id, "late")
+        #expect(append.status == 400)
+        #expect(String(decoding: append.body, as: UTF8.self).contains("Cannot append to an expired session"))
+        let history = try await stack.subscribe(id, timeoutSeconds: 1)
+        #expect(history.status == 200, "an expired session stays readable")
+        #expect(history.events.flatMap(\.records).isEmpty)
     }
 
     @Test func aRenamedExternalIdStopsNamingTheSessionAtOnce() async throws {
