@@ -5,8 +5,9 @@ import Foundation
 /// Keys: `SESSIONS_HTTP_HOST` (default `127.0.0.1`), `SESSIONS_HTTP_PORT` (default: the
 /// service's own), `SESSIONS_NATS_URL` (default `nats://127.0.0.1:4222`), `SESSIONS_PUBLIC_URL`
 /// (default `http://127.0.0.1:8080`), `SESSIONS_LOG_LEVEL` (default `info`),
-/// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10), `SESSIONS_PARENT_PID` (optional: shut down
-/// gracefully once the parent with that pid is gone).
+/// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10), `SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS` (default
+/// 60: a connection that sends nothing that long, between requests or inside one, is closed),
+/// `SESSIONS_PARENT_PID` (optional: shut down gracefully once the parent with that pid is gone).
 public struct CommonConfiguration: Sendable {
     public var httpHost: String
     public var httpPort: Int
@@ -14,6 +15,7 @@ public struct CommonConfiguration: Sendable {
     public var publicURL: String
     public var logLevel: String
     public var shutdownTimeout: Duration
+    public var httpIdleTimeoutSeconds: Int
     public var parentPID: pid_t?
 
     public init(environment: Environment, defaultPort: Int) throws {
@@ -28,6 +30,11 @@ public struct CommonConfiguration: Sendable {
         )
         shutdownTimeout = .seconds(
             try environment.integer("SESSIONS_SHUTDOWN_TIMEOUT_SECONDS", default: 10, in: 1...600)
+        )
+        httpIdleTimeoutSeconds = try environment.integer(
+            "SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS",
+            default: 60,
+            in: 1...3600
         )
         let parent = try environment.integer("SESSIONS_PARENT_PID", default: 0, in: 0...Int(Int32.max))
         parentPID = parent == 0 ? nil : pid_t(parent)

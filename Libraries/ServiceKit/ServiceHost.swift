@@ -71,6 +71,8 @@ public struct ServiceHost {
         let name = self.name
         let application = Application(
             router: router,
+            // Closes connections that stall, before or inside a request (not while we answer).
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutSeconds)))),
             configuration: .init(
                 address: .hostname(configuration.httpHost, port: configuration.httpPort),
                 serverName: nil

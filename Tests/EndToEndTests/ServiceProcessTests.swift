@@ -221,13 +221,13 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(development.projectId == first.projectId && development.environmentId != first.environmentId)
     }
 
-    @Test func theServedAPIRefusesBodiesWithoutContentLength() async throws {
+    @Test func theServedAPIRefusesBadBodiesAndClosesStalledConnections() async throws {
         let (status, output) = try await create(["--organization", TestServers.uniqueName("org"), "--project", "p"])
         #expect(status == 0)
         let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
         let environment = try JSONDecoder().decode(Created.self, from: Data(line.utf8))
         let http = HTTPClient()
-        let service = try ServiceProcess(.controlPlane)
+        let service = try ServiceProcess(.controlPlane, extraEnvironment: ["SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS": "1"])
         try service.start()
         #expect(try await service.waitUntilReady(http), "\(service.output)")
         let url = service.baseURL + "/api/v1/sessions"
@@ -241,6 +241,25 @@ final class ServiceProcess: @unchecked Sendable {
             )
         )
         #expect(chunked.status == 413, "\(String(decoding: chunked.body, as: UTF8.self))")
+        #expect(String(decoding: chunked.body, as: UTF8.self).contains("Content-Length is required"))
+        // A body that ends before its Content-Length is the client's fault: 400, not 500.
+        let short = try await Self.exchange(
+            port: service.port,
+            "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: \(auth)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":"
+        )
+        #expect(short.response.hasPrefix("HTTP/1.1 400"), "\(short.response)")
+        #expect(short.response.contains("The request body ended before its Content-Length"), "\(short.response)")
+        // A client that stops inside its headers, or inside its body, is cut off after the idle timeout.
+        for stalled in [
+            "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nAuthor",
+            "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"type\":",
+        ] {
+            let start = ContinuousClock.now
+            let (_, closed) = try await Self.exchange(port: service.port, stalled, closeSending: false)
+            #expect(closed, "the server closed the stalled connection")
+            #expect(ContinuousClock.now - start < .seconds(8))
+        }
         let sized = try await http.execute(
             HTTPRequest(
                 method: "POST",
@@ -252,6 +271,43 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(sized.status == 201)
         #expect(try await service.terminate(timeout: .seconds(5)) == 0)
         await http.close()
+    }
+
+    /// Sends `request` over a new connection, closes the sending side unless told not to, and
+    /// returns what came back, and whether the server closed the connection within 10 s.
+    static func exchange(
+        port: Int,
+        _ request: String,
+        closeSending: Bool = true
+    ) async throws -> (response: String, closed: Bool) {
+        try await Task.detached {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+            defer { close(descriptor) }
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            guard connected else { throw POSIXError(.ECONNREFUSED) }
+            let bytes = Array(request.utf8)
+            guard send(descriptor, bytes, bytes.count, 0) == bytes.count else { throw POSIXError(.EIO) }
+            if closeSending { shutdown(descriptor, Int32(SHUT_WR)) }
+            var response: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var count = 0
+            repeat {
+                count = recv(descriptor, &buffer, buffer.count, 0)
+                if count > 0 { response += buffer[..<count] }
+            } while count > 0
+            return (String(decoding: response, as: UTF8.self), count == 0)
+        }.value
     }
 
     @Test func rejectsBadNamesWithAClearMessage() async throws {

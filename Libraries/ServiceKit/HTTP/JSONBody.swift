@@ -6,12 +6,21 @@ import Hummingbird
 extension Request {
     /// Reads a body of at most `limit` bytes.
     ///
-    /// - Throws: 413 when `Content-Length` is missing or over the limit.
+    /// - Throws: 413 when `Content-Length` is missing or over the limit; 400 when the body ends
+    ///   before its `Content-Length`.
     public func limitedBody(limit: Int) async throws -> ByteBuffer {
-        guard let length = headers[.contentLength].flatMap(Int.init), length <= limit else {
-            throw APIError(.payloadTooLarge, "Request body too large")
+        guard let length = headers[.contentLength].flatMap(Int.init) else {
+            throw APIError(.payloadTooLarge, "Content-Length is required")
         }
-        return try await body.collect(upTo: limit)
+        guard length <= limit else { throw APIError(.payloadTooLarge, "Request body too large") }
+        do {
+            return try await body.collect(upTo: limit)
+        } catch let error as any HTTPResponseError {
+            throw error
+        } catch {
+            // The connection ended inside the body: nothing is wrong on our side.
+            throw APIError(.badRequest, "The request body ended before its Content-Length")
+        }
     }
 
     /// Reads a JSON object body of at most `limit` bytes.
