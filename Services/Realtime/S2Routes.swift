@@ -91,6 +91,10 @@ struct S2Routes: Sendable {
         guard query["timestamp"] == nil else {
             throw S2Error(.unprocessableContent, "invalid", "Reading from a timestamp is not supported")
         }
+        // Refused rather than ignored: a read bounded by them would silently return more.
+        for limit: Substring in ["bytes", "until"] where query[limit] != nil {
+            throw S2Error(.unprocessableContent, "invalid", "The \(limit) read limit is not supported; use count")
+        }
         let count = try Self.integer(query, "count", in: 1...Int.max)
         let wait = try Self.integer(query, "wait", in: 0...600)
         let clamp = query["clamp"].map { $0 == "true" || $0 == "1" } ?? false

@@ -94,6 +94,10 @@ import Testing
         #expect(beyond.status == 416)
         let clamped = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=9&clamp=true", headers: auth))
         #expect(clamped.status == 200)
+        for bound in ["bytes=10", "until=1"] {
+            let refused = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0&\(bound)", headers: auth))
+            #expect(refused.status == 422, "\(bound) is refused, not ignored")
+        }
 
         // The sessions API sees the same records, and so do SSE readers of the S2 subset.
         let viaSessions = try await stack.subscribe(session.id).events.flatMap(\.records)
