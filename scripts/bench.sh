@@ -71,10 +71,18 @@ KEY=$(field apiKey)
 
 # Waits (at most a minute) until under 15% of the CPUs are busy over a second, so that one
 # benchmark does not measure the end of the previous one's work (a consumer or the replicator
-# catching up, ClickHouse merging parts).
+# catching up, ClickHouse merging parts), after writing back what the previous one left dirty in
+# the page cache: the control-plane benchmark leaves up to ~200 MB, and the kernel writing it back
+# during the next benchmark made JetStream's fsyncs (and so every append) stall for ~100 ms.
 quiet() {
     python3 - <<'PY' >&2
-import time
+import os, time
+def dirty_mb():
+    with open("/proc/meminfo") as meminfo:
+        return next(int(line.split()[1]) for line in meminfo if line.startswith("Dirty:")) / 1024
+before = dirty_mb()
+os.sync()
+print(f"[bench] wrote back {before:.0f} MB of dirty pages first")
 def sample():
     with open("/proc/stat") as stat:
         fields = [int(value) for value in stat.readline().split()[1:]]
