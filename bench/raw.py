@@ -17,14 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from benchlib import percentile
-
-
-def jetstream_delivery(options):
-    """sessions-bench publishes at 500/s while an ordered consumer reads."""
-    out = subprocess.run([options.bench, "--mode", "delivery", "--nats", options.nats, "--rate", "500",
-                          "--seconds", str(options.seconds)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+from benchlib import jetstream_delivery, percentile
 
 
 def redis_evalsha(options, clients):
@@ -88,7 +81,7 @@ def main():
     options = parser.parse_args()
     results = {}
     print("raw: JetStream publish -> ordered consumer at 500/s", file=sys.stderr, flush=True)
-    results["jetstreamDelivery"] = jetstream_delivery(options)
+    results["jetstreamDelivery"] = jetstream_delivery(options.bench, options.nats, options.seconds)
     print("raw: Redis EVALSHA, 1 and 32 clients", file=sys.stderr, flush=True)
     results["redisEvalsha"] = [redis_evalsha(options, 1), redis_evalsha(options, 32)]
     print("raw: ClickHouse insert, 1 row and 1,000-row batches", file=sys.stderr, flush=True)

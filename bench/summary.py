@@ -53,8 +53,10 @@ def rows(stamp):
         for key, metric, target in (("delivery", "append -> SSE at 500/s p99 (ms)", "< 10 ms"),
                                     ("fanout", "fan-out to 1,000 SSE p99 (ms)", "< 100 ms")):
             if key in realtime:
+                # The delivery benchmark measures the engine next to ours; older results did not.
+                base = realtime[key].get("raw") or delivery
                 out.append((metric, realtime[key]["p99Ms"], "JetStream -> ordered consumer",
-                            delivery["p99Ms"] if delivery else None, "latency", target))
+                            base["p99Ms"] if base else None, "latency", target))
         out.append(("idle SSE subscriber (KiB)", realtime["fanout"]["idleKiBPerSubscriber"], "", None, "", ""))
     if waits:
         evalsha = (raw or {}).get("redisEvalsha", [None])[0]
