@@ -197,7 +197,6 @@ enum OpenAPIDocument {
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
-                  "404": { "$ref": "#/components/responses/S2Error" },
                   "412": { "description": "match_seq_num did not match", "content": { "application/json": { "schema": { "type": "object", "properties": { "seq_num_mismatch": { "type": "integer" } } } } } },
                   "422": { "$ref": "#/components/responses/S2Error" }
                 }

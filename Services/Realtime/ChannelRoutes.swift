@@ -50,11 +50,7 @@ struct ChannelRoutes: Sendable {
 
     @Sendable func initialize(_ request: Request, context: APIRequestContext) async throws -> Response {
         let (session, channel) = try await authorizedChannel(context, .write)
-        switch session.status() {
-        case .closed: throw APIError(.badRequest, "Cannot initialize a channel on a closed session")
-        case .expired: throw APIError(.badRequest, "Cannot initialize a channel on an expired session")
-        case .active: break
-        }
+        if let refusal = session.writeRefusal("initialize a channel on") { throw APIError(.badRequest, refusal) }
         let credentials = try await storeCall { try await directWrites.credentials(for: channel) }
         var headers = HTTPFields()
         headers[.s2AccessToken] = credentials.token
@@ -74,7 +70,7 @@ struct ChannelRoutes: Sendable {
         else { throw APIError(.badRequest, "The request body must be UTF-8 text") }
         let partId = try Self.partId(request)
         let (session, channel) = try await authorizedChannel(context, .write)
-        if let refusal = session.appendRefusal() { return Self.appendFailure(refusal) }
+        if let refusal = session.writeRefusal("append to") { return Self.appendFailure(refusal) }
         let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
         let ack = try await storeCall {
             let ack = try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
@@ -250,11 +246,11 @@ extension HTTPField.Name {
 }
 
 extension SessionRecord {
-    /// Why appends to this session are refused now, or nil while it takes them.
-    func appendRefusal() -> String? {
+    /// Why a write is refused now ("Cannot {doing} a closed session"), or nil while it takes them.
+    func writeRefusal(_ doing: String) -> String? {
         switch status() {
-        case .closed: "Cannot append to a closed session"
-        case .expired: "Cannot append to an expired session"
+        case .closed: "Cannot \(doing) a closed session"
+        case .expired: "Cannot \(doing) an expired session"
         case .active: nil
         }
     }
