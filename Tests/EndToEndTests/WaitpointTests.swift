@@ -199,7 +199,7 @@ extension ServicesFixture {
         let session = try await stack.createSession()
         let cases: [([String: JSONValue], Int, String)] = [
             (["io": "in"], 400, "session"),
-            (["session": .string(session.id), "io": "sideways"], 400, "io"),
+            (["session": .string(session.id), "io": "sideways"], 400, "io must be out or in"),
             (["session": .string(session.id), "io": "in", "timeout": "soon"], 400, "timeout"),
             (
                 ["session": .string(session.id), "io": "in", "idempotencyKey": "k", "idempotencyKeyTTL": "5 minutes"],
