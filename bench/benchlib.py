@@ -1,6 +1,9 @@
-"""Helpers shared by the benchmarks: percentiles, the control plane's create, raw JetStream delivery."""
+"""Helpers shared by the benchmarks: percentiles, the control plane's create, wrk, raw JetStream delivery."""
 import json
+import os
+import re
 import subprocess
+import time
 import urllib.request
 
 
@@ -23,3 +26,38 @@ def jetstream_delivery(bench, nats, seconds):
     out = subprocess.run([bench, "--mode", "delivery", "--nats", nats, "--rate", "500", "--seconds", str(seconds)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# wrk runs a script in every thread with the same random sequence: a script that names things
+# (externalIds, part ids) starts with this, and names them after `prefix`, unique per run and thread.
+THREAD_PREFIX_LUA = """
+local threads = 0
+function setup(thread)
+  thread:set("prefix", os.getenv("BENCH_RUN") .. "-" .. threads)
+  threads = threads + 1
+end
+"""
+
+
+def wrk(url, script, concurrency, seconds, headers):
+    """Runs wrk, with a Lua script or none, under a run name of its own (BENCH_RUN).
+
+    Returns opsPerSecond, p50Ms, p99Ms, errors (non-2xx answers), requests (answered) and run.
+    """
+    run = f"{os.getpid()}-{time.time_ns()}"
+    command = ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency"]
+    command += ["-s", script] if script else []
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], check=True, capture_output=True, text=True,
+                            env={**os.environ, "BENCH_RUN": run}).stdout
+
+    def percentile_ms(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"opsPerSecond": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "p50Ms": percentile_ms("50"), "p99Ms": percentile_ms("99"),
+            "errors": int(errors.group(1)) if errors else 0,
+            "requests": int(re.search(r"(\d+) requests in", output).group(1)), "run": run}

@@ -15,30 +15,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 import benchlib
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
-
-
-def wrk(url, script, concurrency, seconds, headers, environment=None):
-    """Runs wrk, with a Lua script or none; returns (ops/s, p50 ms, p99 ms, non-2xx count, requests)."""
-    command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency"] + (["-s", script] if script else [])
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command + [url], check=True, capture_output=True, text=True,
-                            env={**os.environ, **(environment or {})}).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-
-    def percentile(label):
-        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    return rate, percentile("50"), percentile("99"), int(errors.group(1)) if errors else 0, requests
 
 
 def pgbench(database_url, script, concurrency, seconds):
@@ -61,14 +42,8 @@ def pgbench(database_url, script, concurrency, seconds):
     return rate, benchlib.percentile(latencies, 50) / 1000.0, benchlib.percentile(latencies, 99) / 1000.0
 
 
-CREATE_LUA = """
--- Every create names a new externalId: the run's name (BENCH_RUN), the thread's number, a counter.
-local threads = 0
-function setup(thread)
-  thread:set("prefix", os.getenv("BENCH_RUN") .. "-" .. threads)
-  threads = threads + 1
-end
-
+# Every create names a new externalId.
+CREATE_LUA = benchlib.THREAD_PREFIX_LUA + """
 counter = 0
 request = function()
   counter = counter + 1
@@ -146,36 +121,36 @@ def main():
 
         def create(seconds):
             """One wrk run of creates, checked to have created a session for every answer."""
-            run = f"{os.getpid()}-{time.time_ns()}"
-            result = wrk(options.url, create_script, options.concurrency, seconds, auth, {"BENCH_RUN": run})
+            result = benchlib.wrk(options.url, create_script, options.concurrency, seconds, auth)
             created = int(subprocess.run(
-                psql[:-1] + ["-tA", "-c", f"SELECT count(*) FROM sessions WHERE external_id LIKE 'bench-{run}-%'"],
+                psql[:-1] + ["-tA", "-c", f"SELECT count(*) FROM sessions WHERE external_id LIKE 'bench-{result['run']}-%'"],
                 check=True, capture_output=True, text=True).stdout)
-            if created < result[4]:
-                sys.exit(f"[bench] only {created} sessions for {result[4]} answered creates: names repeated")
+            if created < result["requests"]:
+                sys.exit(f"[bench] only {created} sessions for {result['requests']} answered creates: names repeated")
             return result
 
         rows = []
         ours = phase("api create (wrk)", create)
         raw = phase("pg insert (pgbench)", lambda s: pgbench(options.database_url, INSERT_SQL, options.concurrency, s))
         rows.append(("create", ours, raw))
-        ours = phase("api retrieve (wrk)", lambda s: wrk(options.url, retrieve_script, options.concurrency, s, auth))
+        ours = phase("api retrieve (wrk)", lambda s: benchlib.wrk(options.url, retrieve_script, options.concurrency, s, auth))
         raw = phase("pg select (pgbench)", lambda s: pgbench(options.database_url, SELECT_SQL, options.concurrency, s))
         rows.append(("retrieve", ours, raw))
-        floor = phase("http floor: GET /healthz (wrk)", lambda s: wrk(options.url + "/healthz", None, options.concurrency, s, {}))
+        floor = phase("http floor: GET /healthz (wrk)", lambda s: benchlib.wrk(options.url + "/healthz", None, options.concurrency, s, {}))
     subprocess.run(psql + ["DROP TABLE bench_sessions"], check=True)
 
     print(f"control plane, concurrency {options.concurrency}, {options.seconds} s per phase, {os.cpu_count()} cores")
     print(f"{'metric':<9}{'ours ops/s':>11}{'p50 ms':>8}{'p99 ms':>8} |{'raw PG ops/s':>13}{'p50 ms':>8}{'p99 ms':>8} |{'ours/raw':>9}")
     results = []
-    for metric, (rate, p50, p99, errors, _), (raw_rate, raw_p50, raw_p99) in rows:
+    for metric, ours, (raw_rate, raw_p50, raw_p99) in rows:
+        rate, p50, p99, errors = ours["opsPerSecond"], ours["p50Ms"], ours["p99Ms"], ours["errors"]
         ratio = rate / raw_rate
         print(f"{metric:<9}{rate:>11.0f}{p50:>8.2f}{p99:>8.2f} |{raw_rate:>13.0f}{raw_p50:>8.2f}{raw_p99:>8.2f} |{ratio:>8.0%}")
         if errors:
             print(f"  ({errors} responses of {metric} were not 2xx)")
         results.append({"metric": metric, "ours": {"opsPerSecond": rate, "p50Ms": p50, "p99Ms": p99, "errors": errors},
                         "raw": {"opsPerSecond": raw_rate, "p50Ms": raw_p50, "p99Ms": raw_p99}, "ratio": ratio})
-    floor_rate, floor_p50, floor_p99, _, _ = floor
+    floor_rate, floor_p50, floor_p99 = floor["opsPerSecond"], floor["p50Ms"], floor["p99Ms"]
     print(f"{'floor':<9}{floor_rate:>11.0f}{floor_p50:>8.2f}{floor_p99:>8.2f} |  GET /healthz: the most this server answers here")
     if options.output:
         with open(options.output, "w") as handle:

@@ -12,37 +12,17 @@ import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
 
-from benchlib import create_session, jetstream_delivery
+from benchlib import THREAD_PREFIX_LUA, create_session, jetstream_delivery, wrk
 
 
-def wrk(url, script, concurrency, seconds, key):
-    command = ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script,
-               "-H", f"Authorization: Bearer {key}", url]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-
-    def pct(label):
-        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"opsPerSecond": rate, "p50Ms": pct("50"), "p99Ms": pct("99"), "errors": int(errors.group(1)) if errors else 0}
-
-
-APPEND_LUA = """
+APPEND_LUA = THREAD_PREFIX_LUA + """
 paths = {}
 for line in io.lines("%s") do paths[#paths + 1] = line end
 part_ids = %s
-threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("prefix", "part-" .. threads .. "-" .. os.time())
-end
 counter = 0
 request = function()
   local path = paths[math.random(1, #paths)]
@@ -91,6 +71,7 @@ def main():
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)
     tag = f"{os.getpid()}-{random.randint(0, 1 << 30)}"
     results = {}
+    auth = {"Authorization": f"Bearer {options.api_key}"}
 
     with tempfile.TemporaryDirectory() as folder:
         script = os.path.join(folder, "append.lua")
@@ -102,8 +83,8 @@ def main():
                     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-{name}-{index}")
                     paths.write(f"/realtime/v1/sessions/{session}/out/append\n")
             say(f"{name}: HTTP API (wrk) vs raw JetStream publish-with-ack (sessions-bench)")
-            wrk(options.url, script, concurrency, 2, options.api_key)
-            ours = wrk(options.url, script, concurrency, options.seconds, options.api_key)
+            wrk(options.url, script, concurrency, 2, auth)
+            ours = wrk(options.url, script, concurrency, options.seconds, auth)
             raw = raw_jetstream(options.bench, options.nats, concurrency, options.seconds)
             results[name] = {"ours": ours, "raw": raw}
 
