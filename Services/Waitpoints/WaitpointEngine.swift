@@ -69,15 +69,24 @@ struct WaitpointEngine: Sendable {
     }
 
     /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is
-    /// one; a failure is logged (the waiter stays registered, so a later append completes it).
+    /// one. When that fails (realtime unreachable), the row is marked for the sweeper, which
+    /// checks again: the record may be there already, and then no append would wake the waiter.
     func raceCheck(_ waitpoint: Waitpoint) async {
         do {
             try await completeFromChannel(waitpoint)
         } catch {
             logger.warning(
-                "The race check failed; the next append completes the waiter.",
+                "The race check failed; the sweeper checks again.",
                 metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
             )
+            do {
+                try await store.markUnregistered(waitpoint.id)
+            } catch {
+                logger.error(
+                    "Could not mark a waiter for the sweeper; an append or its timeout completes it.",
+                    metadata: ["waitpoint.id": "\(waitpoint.id)", "error": "\(error)"]
+                )
+            }
         }
     }
 

@@ -31,7 +31,7 @@ struct WaitpointStore: Sendable {
     let database: PostgresClient
 
     private static let columns: StaticString = """
-        friendly_id, environment_id, run_id, session_friendly_id, io, status, output::text AS output,
+        friendly_id, environment_id, run_id, session_friendly_id, io, status, output,
         from_seq_num, timeout_at, idempotency_key, idempotency_key_expires_at, tags, created_at, completed_at
         """
 
@@ -96,21 +96,22 @@ struct WaitpointStore: Sendable {
         let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
         return try await database.query(
             """
-            UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
+            UPDATE waitpoints SET status = 'COMPLETED', output = \(json), completed_at = now()
             WHERE friendly_id = ANY(\(friendlyIds)) AND status = 'PENDING'
             RETURNING \(unescaped: Self.columns)
             """
         ).map(Self.waitpoint)
     }
 
-    /// Marks a pending waitpoint that could not be put in the Redis registry, for the sweeper.
+    /// Marks a pending waitpoint for the sweeper, which registers it in Redis and checks its
+    /// channel again: Redis could not take it, or the check for a record already there failed.
     func markUnregistered(_ friendlyId: String) async throws {
         try await database.query(
             "UPDATE waitpoints SET unregistered = true WHERE friendly_id = \(friendlyId) AND status = 'PENDING'"
         )
     }
 
-    /// Up to `limit` pending waitpoints marked as missing from the Redis registry, oldest first.
+    /// Up to `limit` pending waitpoints marked for the sweeper, oldest first.
     func unregistered(limit: Int) async throws -> [Waitpoint] {
         try await database.query(
             """
@@ -138,7 +139,7 @@ struct WaitpointStore: Sendable {
         )
         return try await database.query(
             """
-            UPDATE waitpoints SET status = 'TIMED_OUT', output = \(output)::jsonb, completed_at = now()
+            UPDATE waitpoints SET status = 'TIMED_OUT', output = \(output), completed_at = now()
             WHERE id IN (
                 SELECT id FROM waitpoints WHERE status = 'PENDING' AND timeout_at <= now()
                 ORDER BY timeout_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
@@ -163,7 +164,7 @@ struct WaitpointStore: Sendable {
         let rows = try await database.query(
             """
             WITH completed AS (
-                UPDATE waitpoints SET status = 'COMPLETED', output = \(json)::jsonb, completed_at = now()
+                UPDATE waitpoints SET status = 'COMPLETED', output = \(json), completed_at = now()
                 WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
                     AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num = \(seq)
                 RETURNING \(unescaped: Self.columns), true AS settled

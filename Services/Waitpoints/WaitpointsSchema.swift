@@ -62,6 +62,15 @@ enum WaitpointsSchema {
                         WHERE status = 'PENDING' AND timeout_at IS NOT NULL;
                     """
             ),
+            PostgresMigration(
+                version: 4,
+                name: "waitpoint output as JSON text",
+                sql: """
+                    -- A record may hold U+0000, which jsonb refuses (PostgreSQL text cannot hold it):
+                    -- the output is kept as the JSON text it was written as, where it is an escape.
+                    ALTER TABLE waitpoints ALTER COLUMN output TYPE text USING output::text;
+                    """
+            ),
         ]
     )
 }

@@ -204,24 +204,28 @@ final class EventPublisher: Service, Sendable {
         await markPublished()
     }
 
-    /// Everything waiting, grouped by environment and kind, in order, at most `batchLimit` each.
+    /// Everything waiting, grouped by environment and kind, in order, in messages of at most
+    /// `batchLimit` waitpoints and about ``WaitpointMessages/byteLimit`` bytes.
     private func takeBatches() -> [(waitpoints: [Waitpoint], kind: WaitpointEvent.Kind)] {
         let taken = waiting.withLock { waiting in
             defer { waiting = [] }
             return waiting
         }
-        var batches: [(waitpoints: [Waitpoint], kind: WaitpointEvent.Kind)] = []
-        var open: [String: Int] = [:]  // "env kind" → index of its batch that still has room
+        var groups: [(waitpoints: [Waitpoint], kind: WaitpointEvent.Kind)] = []
+        var index: [String: Int] = [:]  // "env kind" → its group
         for (waitpoint, kind) in taken {
             let key = "\(waitpoint.item.environmentId) \(kind.rawValue)"
-            if let index = open[key], batches[index].waitpoints.count < Self.batchLimit {
-                batches[index].waitpoints.append(waitpoint)
+            if let at = index[key] {
+                groups[at].waitpoints.append(waitpoint)
             } else {
-                open[key] = batches.count
-                batches.append(([waitpoint], kind))
+                index[key] = groups.count
+                groups.append(([waitpoint], kind))
             }
         }
-        return batches
+        return groups.flatMap { group in
+            WaitpointMessages.split(group.waitpoints, count: Self.batchLimit, size: { $0.item.messageSize })
+                .map { ($0, group.kind) }
+        }
     }
 
     private let published = Mutex<[String]>([])
@@ -286,12 +290,14 @@ final class SettledSignals: Service, Sendable {
     /// instance's through NATS (best effort).
     func announce(_ items: [WaitpointItem]) {
         deliver(items)
-        if let payload = try? JSONEncoder.sessions.encode(items) {
-            try? connection.publish(
-                Subjects.waitpointsSettled,
-                payload: payload,
-                headers: [Self.instanceHeader: instance]
-            )
+        for part in WaitpointMessages.split(items, count: .max, size: \.messageSize) {
+            if let payload = try? JSONEncoder.sessions.encode(part) {
+                try? connection.publish(
+                    Subjects.waitpointsSettled,
+                    payload: payload,
+                    headers: [Self.instanceHeader: instance]
+                )
+            }
         }
     }
 
@@ -344,4 +350,36 @@ final class SettledSignals: Service, Sendable {
         }
         return signals
     }
+}
+
+/// Settled waitpoints carry their output (a record of up to 512 KiB, longer once escaped), so
+/// the messages that carry many of them are cut by size as well as by count: NATS refuses a
+/// message over its `max_payload` (8 MB in our configuration), and a refused event batch would
+/// come back on every sweep.
+enum WaitpointMessages {
+    /// About this many bytes of outputs per message; a larger single output goes alone (escaped
+    /// six times over it still fits).
+    static let byteLimit = 1 << 20
+
+    /// `elements`, in order, in runs of at most `count` elements and `byteLimit` bytes.
+    static func split<Element>(_ elements: [Element], count: Int, size: (Element) -> Int) -> [[Element]] {
+        var runs: [[Element]] = []
+        var bytes = 0
+        for element in elements {
+            let elementBytes = size(element)
+            if let last = runs.last, last.count < count, bytes + elementBytes <= byteLimit {
+                runs[runs.count - 1].append(element)
+                bytes += elementBytes
+            } else {
+                runs.append([element])
+                bytes = elementBytes
+            }
+        }
+        return runs
+    }
+}
+
+extension WaitpointItem {
+    /// What this waitpoint weighs in a message: its output, and room for the rest of it.
+    var messageSize: Int { (output?.value.utf8.count ?? 0) + 512 }
 }

@@ -82,17 +82,7 @@ import Testing
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "routes"))
         let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
         let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
-        let store = WaitpointStore(database: database)
-        let jetStream = try JetStream(connection: connection)
-        let engine = WaitpointEngine(
-            store: store,
-            registry: WaitRegistry(redis: redis),
-            connection: connection,
-            jetStream: jetStream,
-            events: EventPublisher(jetStream: jetStream, store: store, logger: Logger(label: "routes")),
-            settled: SettledSignals(connection: connection),
-            logger: Logger(label: "routes")
-        )
+        let engine = try Self.engine(connection: connection, database: database, redis: redis)
         let router = Router(context: APIRequestContext.self)
         WaitpointRoutes(engine: engine).add(
             to: router,
@@ -106,6 +96,64 @@ import Testing
             documented == routed,
             "only documented: \(documented.subtracting(routed)); only routed: \(routed.subtracting(documented))"
         )
+    }
+
+    /// A waitpoint engine on these connections; nothing of it runs in the background.
+    static func engine(
+        connection: NatsConnection,
+        database: PostgresClient,
+        redis: RedisClient
+    ) throws -> WaitpointEngine {
+        let store = WaitpointStore(database: database)
+        let jetStream = try JetStream(connection: connection)
+        return WaitpointEngine(
+            store: store,
+            registry: WaitRegistry(redis: redis),
+            connection: connection,
+            jetStream: jetStream,
+            events: EventPublisher(jetStream: jetStream, store: store, logger: Logger(label: "engine")),
+            settled: SettledSignals(connection: connection),
+            logger: Logger(label: "engine")
+        )
+    }
+
+    /// The record a new waiter asks for may be on its channel already, and then no append will
+    /// come for it: when the check cannot read the channel, the sweeper must check again.
+    @Test(.timeLimit(.minutes(1))) func aWaiterWhoseCheckFailedIsLeftToTheSweeper() async throws {
+        // Realtime answers `channels.read` on the test NATS; on a server of our own nothing does.
+        let server = try OwnNatsServer()
+        try server.start()
+        let connection = try await NatsConnection.connect(
+            .init(url: server.url, name: "race check", requestTimeout: .seconds(1))
+        )
+        let database = PostgresClient(
+            configuration: .init(url: try WaitpointRecoveryTests.freshDatabase().url, poolSize: 1)
+        )
+        try await WaitpointsSchema.migrator.run(on: database, logger: Logger(label: "test"))
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL + "/7"))
+        let engine = try Self.engine(connection: connection, database: database, redis: redis)
+        let principal = Principal(
+            environmentId: TestServers.uniqueName("env"),
+            organizationId: "org",
+            projectId: "project",
+            environmentType: .development,
+            scopes: nil
+        )
+        let (waitpoint, _) = try await engine.store.create(
+            NewWaitpoint(
+                principal: principal,
+                runId: "run_1",
+                channel: ChannelAddress(environmentId: principal.environmentId, friendlyId: "session_1", io: .in),
+                fromSeqNum: 0,
+                tags: []
+            )
+        )
+        try await engine.register(waitpoint)
+        #expect(try await engine.store.unregistered(limit: 10).map(\.id) == [waitpoint.id])
+        await connection.close()
+        await database.close()
+        await redis.close()
+        try await server.stop()
     }
 
     @Test(arguments: [

@@ -163,6 +163,33 @@ extension ServicesFixture {
         #expect(completions.values.allSatisfy { $0 == 1 }, "\(completions.filter { $0.value != 1 })")
     }
 
+    @Test func aRecordHoldingNULCompletesItsWaiter() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        // PostgreSQL's jsonb refuses \u0000; the output must still be stored, and the record acknowledged.
+        _ = try await stack.appended(session.id, "a\u{0}b", io: "in")
+        let done = try await stack.waitpoint(id, poll: 60)
+        #expect(done.status == .completed && done.output?.value == "a\u{0}b", "\(done)")
+        let next = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        _ = try await stack.appended(session.id, "after it", io: "in")
+        #expect(try await stack.waitpoint(next, poll: 60).output?.value == "after it", "the channel goes on")
+    }
+
+    @Test func manyWaitersOfALargeRecordAllGetTheirEvents() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        var ids: [String] = []
+        for _ in 0..<20 { ids.append(try await stack.waitpointId(["session": .string(session.id), "io": "in"])) }
+        // 20 completions of a 500 KB record: 10 MB, over NATS's 8 MB max_payload as one message.
+        let record = String(repeating: "x", count: 500_000)
+        _ = try await stack.appended(session.id, record, io: "in")
+        for id in ids { #expect(try await stack.waitpoint(id, poll: 60).output?.value.count == record.count) }
+        let messages = try await stack.completionEvents(of: Set(ids), timeout: .seconds(30))
+        #expect(Set(messages.flatMap { $0 }) == Set(ids))
+        #expect(messages.allSatisfy { $0.count <= 2 }, "about 1 MiB of outputs per message: \(messages.map(\.count))")
+    }
+
     @Test func timeoutsFire() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
@@ -247,6 +274,17 @@ extension ServicesFixture {
 /// shared one cannot complete its waiters while it is stopped or its Redis is flushed.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct WaitpointRecoveryTests {
     func isolatedWaitpoints(_ overrides: [String: String] = [:]) async throws -> (ServiceProcess, [String: String]) {
+        let (database, databaseURL) = try Self.freshDatabase()
+        let redisURL = try TestServers.redisURL + "/7"
+        let environment = [
+            "SESSIONS_DATABASE_URL": databaseURL, "SESSIONS_REDIS_URL": redisURL,
+            "SESSIONS_WAITPOINT_CONSUMER": database, "SESSIONS_WAITPOINT_SWEEP_MS": "100",
+        ].merging(overrides) { $1 }
+        return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
+    }
+
+    /// A new, empty database on the test PostgreSQL: its name and URL.
+    static func freshDatabase() throws -> (name: String, url: String) {
         let database = TestServers.uniqueName("wp")
         let admin = try TestServers.databaseURL
         let create = Process()
@@ -255,13 +293,9 @@ extension ServicesFixture {
         try create.run()
         create.waitUntilExit()
         #expect(create.terminationStatus == 0)
-        let databaseURL = admin.replacingOccurrences(of: #"/[^/]+$"#, with: "/\(database)", options: .regularExpression)
-        let redisURL = try TestServers.redisURL + "/7"
-        let environment = [
-            "SESSIONS_DATABASE_URL": databaseURL, "SESSIONS_REDIS_URL": redisURL,
-            "SESSIONS_WAITPOINT_CONSUMER": database, "SESSIONS_WAITPOINT_SWEEP_MS": "100",
-        ].merging(overrides) { $1 }
-        return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
+        return (
+            database, admin.replacingOccurrences(of: #"/[^/]+$"#, with: "/\(database)", options: .regularExpression)
+        )
     }
 
     /// A waitpoints service of its own whose Redis is unreachable, started.
