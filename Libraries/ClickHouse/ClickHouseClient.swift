@@ -7,6 +7,31 @@ import HTTPClient
 /// Values never go into SQL text: queries name typed parameters (`{name:String}`) and the values
 /// travel as `param_name` URL parameters.
 public final class ClickHouseClient: Sendable {
+    /// A value for a `{name:Type}` placeholder, written the way ClickHouse reads that type.
+    public enum Parameter: Sendable, Equatable, ExpressibleByStringLiteral {
+        /// For `String` and number placeholders: TSV-escaped text.
+        case text(String)
+        /// For `Array(String)`: an array literal, whose quoted elements ClickHouse reads as they
+        /// are (no TSV layer over it: `\\` stays an escaped backslash, `\'` a quote).
+        case strings([String])
+
+        public init(stringLiteral value: String) { self = .text(value) }
+
+        var encoded: String {
+            switch self {
+            case .text(let value): value.escaped(Self.controls)
+            case .strings(let values):
+                "["
+                    + values.map { "'" + $0.escaped(Self.controls.merging(["'": "\\'"]) { $1 }) + "'" }
+                    .joined(separator: ",") + "]"
+            }
+        }
+
+        private static let controls: [Unicode.Scalar: String] = [
+            "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r",
+        ]
+    }
+
     public struct Configuration: Sendable {
         /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
         public var url: String
@@ -51,12 +76,12 @@ public final class ClickHouseClient: Sendable {
     @discardableResult
     public func execute(
         _ sql: String,
-        parameters: [String: String] = [:],
+        parameters: [String: Parameter] = [:],
         settings: [String: String] = [:],
         data: Data? = nil
     ) async throws -> Data {
         var query = [("database", configuration.database), ("query", sql)]
-        query += parameters.sorted { $0.key < $1.key }.map { ("param_\($0.key)", Self.escapeParameter($0.value)) }
+        query += parameters.sorted { $0.key < $1.key }.map { ("param_\($0.key)", $0.value.encoded) }
         query += settings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let response = try await http.execute(
             HTTPRequest(
@@ -79,28 +104,13 @@ public final class ClickHouseClient: Sendable {
     /// Runs a query with `FORMAT JSONEachRow` appended and decodes one `Row` per line.
     public func query<Row: Decodable>(
         _ sql: String,
-        parameters: [String: String] = [:],
+        parameters: [String: Parameter] = [:],
         settings: [String: String] = [:],
         as type: Row.Type
     ) async throws -> [Row] {
         let body = try await execute(sql + "\nFORMAT JSONEachRow", parameters: parameters, settings: settings)
         let decoder = JSONDecoder()
         return try body.split(separator: UInt8(ascii: "\n")).map { try decoder.decode(Row.self, from: Data($0)) }
-    }
-
-    /// ClickHouse reads parameter values in TSV-escaped form.
-    private static func escapeParameter(_ value: String) -> String {
-        var escaped = ""
-        for character in value {
-            switch character {
-            case "\\": escaped += "\\\\"
-            case "\t": escaped += "\\t"
-            case "\n": escaped += "\\n"
-            case "\r": escaped += "\\r"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
     }
 
     private static let unreserved = CharacterSet(
@@ -136,5 +146,21 @@ public struct ClickHouseError: RetriableError, Sendable, CustomStringConvertible
 
     public var description: String {
         "ClickHouseError(status \(status)\(exceptionCode.map { ", code \($0)" } ?? ""), \(message))"
+    }
+}
+
+extension String {
+    /// Each scalar found in `replacements` replaced by its text (scalars, so the `\r` and `\n` of
+    /// a CRLF are each found).
+    fileprivate func escaped(_ replacements: [Unicode.Scalar: String]) -> String {
+        var result = ""
+        for scalar in unicodeScalars {
+            if let replacement = replacements[scalar] {
+                result += replacement
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 }

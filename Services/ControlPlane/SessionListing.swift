@@ -22,6 +22,19 @@ struct SessionListing: Sendable {
         var pageSize = 20
         var after: Cursor?
         var before: Cursor?
+
+        /// Whether the session, as PostgreSQL has it now, still matches the filters that
+        /// ClickHouse's replicated copy (up to a second or two behind) matched. createdAt never
+        /// changes, so the dates are not checked again.
+        func matches(_ session: SessionRecord) -> Bool {
+            func allows(_ wanted: [String], _ value: String?) -> Bool {
+                wanted.isEmpty || value.map(wanted.contains) == true
+            }
+            return allows(types, session.type) && allows(taskIdentifiers, session.taskIdentifier)
+                && allows(externalIds, session.externalId)
+                && (tags.isEmpty || session.tags.contains(where: tags.contains))
+                && (statuses.isEmpty || statuses.contains(session.status()))
+        }
     }
 
     /// A position in a listing: the created-at millisecond and the session id.
@@ -56,21 +69,21 @@ struct SessionListing: Sendable {
             "organization_id = {organization:String}", "project_id = {project:String}",
             "environment_id = {environment:String}", "_is_deleted = 0",
         ]
-        var parameters = [
-            "organization": principal.organizationId, "project": principal.projectId,
-            "environment": principal.environmentId,
+        var parameters: [String: ClickHouseClient.Parameter] = [
+            "organization": .text(principal.organizationId), "project": .text(principal.projectId),
+            "environment": .text(principal.environmentId),
         ]
         func any(_ column: String, _ name: String, _ values: [String]) {
             guard !values.isEmpty else { return }
             conditions.append("\(column) IN {\(name):Array(String)}")
-            parameters[name] = Self.array(values)
+            parameters[name] = .strings(values)
         }
         any("type", "types", filters.types)
         any("task_identifier", "tasks", filters.taskIdentifiers)
         any("external_id", "externals", filters.externalIds)
         if !filters.tags.isEmpty {
             conditions.append("hasAny(tags, {tags:Array(String)})")
-            parameters["tags"] = Self.array(filters.tags)
+            parameters["tags"] = .strings(filters.tags)
         }
         if !filters.statuses.isEmpty {
             let clauses = Set(filters.statuses).sorted { $0.rawValue < $1.rawValue }.map { status in
@@ -84,11 +97,11 @@ struct SessionListing: Sendable {
         }
         if let from = filters.from {
             conditions.append("created_at >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')")
-            parameters["from"] = String(Self.milliseconds(from))
+            parameters["from"] = .text(String(Self.milliseconds(from)))
         }
         if let to = filters.to {
             conditions.append("created_at <= fromUnixTimestamp64Milli({to:Int64}, 'UTC')")
-            parameters["to"] = String(Self.milliseconds(to))
+            parameters["to"] = .text(String(Self.milliseconds(to)))
         }
         let backwards = filters.before != nil
         if let cursor = filters.after ?? filters.before {
@@ -96,8 +109,8 @@ struct SessionListing: Sendable {
             conditions.append(
                 "(created_at, session_id) \(comparison) (fromUnixTimestamp64Milli({cursorAt:Int64}, 'UTC'), {cursorId:String})"
             )
-            parameters["cursorAt"] = String(cursor.createdAt)
-            parameters["cursorId"] = cursor.sessionId
+            parameters["cursorAt"] = .text(String(cursor.createdAt))
+            parameters["cursorId"] = .text(cursor.sessionId)
         }
         let order = backwards ? "ASC" : "DESC"
         let rows = try await clickhouse.query(
@@ -122,7 +135,7 @@ struct SessionListing: Sendable {
         let hasNewer = backwards ? hasMore : filters.after != nil
         let hasOlder = backwards ? true : hasMore
         return SessionPage(
-            data: page.compactMap { byId[$0.sessionId]?.item() },
+            data: page.compactMap { byId[$0.sessionId] }.filter(filters.matches).map { $0.item() },
             pagination: .init(
                 next: hasOlder ? cursors.last?.text : nil,
                 previous: hasNewer ? cursors.first?.text : nil
@@ -161,15 +174,6 @@ struct SessionListing: Sendable {
         }
     }
 
-    /// A ClickHouse array literal of strings.
-    static func array(_ values: [String]) -> String {
-        "["
-            + values.map {
-                "'" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
-            }
-            .joined(separator: ",") + "]"
-    }
-
     static func milliseconds(_ date: Date) -> Int64 { date.epochMilliseconds }
 
     // MARK: Query parsing
@@ -179,6 +183,7 @@ struct SessionListing: Sendable {
         var values: [String: [String]] = [:]
         for (key, value) in request.uri.queryParameters {
             let name = String(key).removingPercentEncoding ?? String(key)
+            if name.isEmpty { continue }  // `?&page[size]=10`: nothing was named
             values[name, default: []] += String(value).split(separator: ",").map {
                 $0.trimmingCharacters(in: .whitespaces)
             }.filter { !$0.isEmpty }
@@ -193,6 +198,7 @@ struct SessionListing: Sendable {
         }
         func single(_ name: String) throws -> String? {
             guard let items = values[name] else { return nil }
+            guard !items.isEmpty else { throw APIError(.badRequest, "Invalid \(name): it has no value") }
             guard items.count == 1 else { throw APIError(.badRequest, "Invalid \(name): give one value") }
             return items[0]
         }

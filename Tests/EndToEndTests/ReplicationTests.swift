@@ -71,7 +71,7 @@ struct IsolatedReplicator {
                 || closed_reason AS line
             FROM sessions_v1 FINAL WHERE environment_id = {environment:String} AND _is_deleted = 0 ORDER BY session_id
             """,
-            parameters: ["environment": environmentId],
+            parameters: ["environment": .text(environmentId)],
             as: Line.self
         ).map(\.line)
         // Compared as sorted text: PostgreSQL's collation and ClickHouse order strings differently.

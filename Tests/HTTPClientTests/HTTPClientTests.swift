@@ -41,13 +41,25 @@ import Testing
         #expect(tagged == [Row(id: "s1", tags: ["a", "c"], version: 2)])
         let named = try await clickhouse.execute(
             "SELECT id FROM \(table) FINAL WHERE id IN {ids:Array(String)} ORDER BY id FORMAT JSONCompactEachRowWithNames",
-            parameters: ["ids": "['s1','s2']"]
+            parameters: ["ids": .strings(["s1", "s2"])]
         )
         #expect(String(decoding: named, as: UTF8.self) == "[\"id\"]\n[\"s1\"]\n[\"s2\"]\n")
         struct Echo: Decodable { var value: String }
         let awkward = "back\\slash\ttab\nnewline 'quote' ünï"
-        let echoed = try await clickhouse.query("SELECT {v:String} AS value", parameters: ["v": awkward], as: Echo.self)
+        let echoed = try await clickhouse.query(
+            "SELECT {v:String} AS value",
+            parameters: ["v": .text(awkward)],
+            as: Echo.self
+        )
         #expect(echoed.first?.value == awkward)
+        struct Echoes: Decodable { var values: [String] }
+        let strings = [awkward, "o'neil", "back\\slash", "\\'", "crlf\r\n", "]", ""]
+        let arrays = try await clickhouse.query(
+            "SELECT {v:Array(String)} AS values",
+            parameters: ["v": .strings(strings)],
+            as: Echoes.self
+        )
+        #expect(arrays.first?.values == strings)
         try await clickhouse.execute("DROP TABLE \(table)")
         await http.close()
     }
