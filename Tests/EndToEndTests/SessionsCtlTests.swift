@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import TestSupport
 import Testing
@@ -196,5 +197,20 @@ import Testing
         #expect(!unreachable.errors.contains("Fatal"), "a message, not a stack trace")
         let usage = try await run(["token", "--scope", "fly:away", "--env-id", "x"])
         #expect(usage.status == 64)
+        for empty in [["get", ""], ["wait", session.id, "--run", ""], ["append", "", "x"]] {
+            let refused = try await run(empty)
+            #expect(refused.status == 64 && refused.errors.contains("must not be empty"), "\(empty): \(refused.errors)")
+        }
+        struct Minted: Decodable {
+            var token: String
+            var scopes: [String]
+            var expiresAt: Date
+        }
+        let json = try await run([
+            "token", "--json", "--scope", "read:all", "--expires-in", "5m", "--env-id", stack.environmentId,
+        ])
+        let parsed = try JSONDecoder.sessions.decode(Minted.self, from: Data(json.output.utf8))
+        #expect(parsed.scopes == ["read:all"] && abs(parsed.expiresAt.timeIntervalSinceNow - 300) < 30)
+        #expect(try await run(["get", session.id], apiKey: parsed.token).status == 0)
     }
 }

@@ -114,7 +114,16 @@ struct Token: AsyncParsableCommand {
                     audience: environment["SESSIONS_JWT_AUDIENCE"] ?? AccessTokenSettings().audience
                 )
             )
-            say(token)
+            if api.json {
+                let expiresAt = ISO8601.string(from: Date().addingTimeInterval(Double(seconds)))
+                let object = JSONValue.object([
+                    "token": .string(token), "scopes": .array(scope.map(JSONValue.string)),
+                    "expiresAt": .string(expiresAt),
+                ])
+                say(String(decoding: try JSONEncoder.sessions.encode(object), as: UTF8.self))
+            } else {
+                say(token)
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ struct Append: AsyncParsableCommand {
             if let partId { headers.add("X-Part-Id", partId) }
             let response = try await api.client().send(
                 "POST",
-                "/realtime/v1/sessions/\(SessionsClient.segment(session))/\(io.rawValue)/append",
+                "/realtime/v1/sessions/\(try SessionsClient.segment(session, "the session"))/\(io.rawValue)/append",
                 body: data,
                 headers: headers
             )
@@ -94,7 +94,7 @@ struct Tail: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             let client = try api.client()
-            let path = "/realtime/v1/sessions/\(SessionsClient.segment(session))/\(io.rawValue)"
+            let path = "/realtime/v1/sessions/\(try SessionsClient.segment(session, "the session"))/\(io.rawValue)"
             let end: Int64
             do {
                 end = try await lastSeqNum(client, path)
@@ -194,7 +194,7 @@ struct Wait: AsyncParsableCommand {
             let (created, _) = try await client.json(
                 Created.self,
                 "POST",
-                "/api/v1/runs/\(SessionsClient.segment(run))/session-streams/wait",
+                "/api/v1/runs/\(try SessionsClient.segment(run, "--run"))/session-streams/wait",
                 body: JSONValue.object(body)
             )
             note("waiting on \(session).\(io.rawValue) (\(created.waitpointId))")

@@ -48,7 +48,7 @@ struct Get: AsyncParsableCommand {
             let (item, raw) = try await api.client().json(
                 SessionItem.self,
                 "GET",
-                "/api/v1/sessions/\(SessionsClient.segment(session))"
+                "/api/v1/sessions/\(try SessionsClient.segment(session, "the session"))"
             )
             say(api.json ? String(decoding: raw, as: UTF8.self) : "\(item.id)\n" + describe(item))
         }
@@ -70,7 +70,7 @@ struct Close: AsyncParsableCommand {
             let (item, raw) = try await api.client().json(
                 SessionItem.self,
                 "POST",
-                "/api/v1/sessions/\(SessionsClient.segment(session))/close",
+                "/api/v1/sessions/\(try SessionsClient.segment(session, "the session"))/close",
                 body: body
             )
             if api.json { return say(String(decoding: raw, as: UTF8.self)) }

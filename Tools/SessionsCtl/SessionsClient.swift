@@ -79,10 +79,13 @@ struct SessionsClient: Sendable {
         return baseURL + path + "?" + encoded.joined(separator: "&")
     }
 
-    /// A path segment, percent-encoded (externalIds may hold anything).
-    static func segment(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/")))
-            ?? text
+    /// A path segment, percent-encoded (externalIds may hold anything); `name` says what it is
+    /// when it is empty, which would name another route.
+    static func segment(_ text: String, _ name: String) throws -> String {
+        guard !text.isEmpty else { throw CLIError(.usage, "\(name) must not be empty") }
+        return text.addingPercentEncoding(
+            withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))
+        ) ?? text
     }
 
     private func unreachable(_ error: HTTPClientError) -> CLIError {
