@@ -19,7 +19,7 @@ enum OpenAPIDocument {
           "info": {
             "title": "Sessions API",
             "version": "0.1.0",
-            "description": "Durable, bidirectional streams for AI agents and long-running tasks. Authenticate with `Authorization: Bearer <secret key or public access token>`. Errors are `{\"error\": \"<message>\"}`; every response carries `X-Request-Id`."
+            "description": "Durable, bidirectional streams for AI agents and long-running tasks. Authenticate with `Authorization: Bearer <secret key or public access token>`. Errors are `{\"error\": \"<message>\"}`; every response carries `X-Request-Id`; any route answers 503 with `Retry-After` while a store it needs is unreachable."
           },
           "servers": [{ "url": "http://127.0.0.1:8080" }],
           "security": [{ "bearer": [] }],
@@ -45,7 +45,8 @@ enum OpenAPIDocument {
                   "200": { "description": "A page", "content": { "application/json": { "schema": { "type": "object", "required": ["data", "pagination"], "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/Session" } }, "pagination": { "type": "object", "properties": { "next": { "type": "string" }, "previous": { "type": "string" } } } } } } } },
                   "400": { "$ref": "#/components/responses/BadRequest" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
-                  "403": { "$ref": "#/components/responses/Forbidden" }
+                  "403": { "$ref": "#/components/responses/Forbidden" },
+                  "503": { "$ref": "#/components/responses/Unavailable" }
                 }
               },
               "post": {
@@ -379,7 +380,7 @@ enum OpenAPIDocument {
                   "idempotencyKey": { "type": "string", "minLength": 1, "maxLength": 256 },
                   "idempotencyKeyTTL": { "type": "string", "pattern": "^[0-9]+[smhd]$" },
                   "tags": { "oneOf": [{ "type": "string" }, { "type": "array", "maxItems": 10, "items": { "type": "string" } }] },
-                  "lastSeqNum": { "type": "integer", "minimum": -1, "description": "The last record the caller saw; absent: only records appended from now on" }
+                  "lastSeqNum": { "type": "integer", "minimum": -1, "maximum": 2147483647000000, "description": "The last record the caller saw; absent: only records appended from now on" }
                 }
               },
               "Waitpoint": {
@@ -444,6 +445,7 @@ enum OpenAPIDocument {
               "NotFound": { "description": "No such session in this environment", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "Conflict": { "description": "Closed or expired session, or externalId taken", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "TooLarge": { "description": "Body over the limit or without Content-Length", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+              "Unavailable": { "description": "A store the route needs is unreachable; try again after Retry-After", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "S2Error": { "description": "S2's error body", "content": { "application/json": { "schema": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } } }
             }
           }

@@ -177,7 +177,7 @@ struct WaitpointRoutes: Sendable {
 
     /// `{digits}{s|m|h|d}`: how long an idempotency key is honoured.
     static func idempotencyTTL(_ text: String) throws -> TimeInterval {
-        guard let unit = text.last, "smhd".contains(unit), let seconds = DurationText.seconds(text) else {
+        guard (try? /[0-9]+[smhd]/.wholeMatch(in: text)) != nil, let seconds = DurationText.seconds(text) else {
             throw APIError(.badRequest, "Invalid request body: idempotencyKeyTTL must look like 30s, 10m, 2h or 1d")
         }
         return seconds

@@ -246,6 +246,10 @@ extension ServicesFixture {
                 ],
                 400, "idempotencyKeyTTL"
             ),
+            (
+                ["session": .string(session.id), "io": "in", "idempotencyKey": "k", "idempotencyKeyTTL": "1h30m"],
+                400, "idempotencyKeyTTL must look like"
+            ),
             (["session": .string(session.id), "io": "in", "tags": ["a\u{0}"]], 400, "NUL"),
             (["session": "session_nosuchsession", "io": "in"], 404, "Session not found"),
         ]
