@@ -167,10 +167,21 @@ final class EventPublisher: Service, Sendable {
         self.logger = logger
     }
 
+    /// Queues the events of these waitpoints, except those already queued or on their way: the
+    /// sweeper finds a waitpoint unpublished until it is marked, and a second copy in another
+    /// batch would get another message id, which JetStream would not drop.
     func enqueue(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
-        guard !waitpoints.isEmpty else { return }
-        waiting.withLock { $0 += waitpoints.map { ($0, kind) } }
+        let fresh = inFlight.withLock { inFlight in waitpoints.filter { inFlight.insert($0.id).inserted } }
+        guard !fresh.isEmpty else { return }
+        waiting.withLock { $0 += fresh.map { ($0, kind) } }
         signal.yield()
+    }
+
+    /// Ids queued, being published, or published and not yet marked so in PostgreSQL.
+    private let inFlight = Mutex<Set<String>>([])
+
+    private func release(_ ids: [String]) {
+        inFlight.withLock { inFlight in for id in ids { inFlight.remove(id) } }
     }
 
     func run() async throws {
@@ -236,6 +247,8 @@ final class EventPublisher: Service, Sendable {
             return ids
         }
         guard !ids.isEmpty else { return }
+        // Marked or not, they may be enqueued again: a failure leaves them to the sweeper.
+        defer { release(ids) }
         do {
             try await store.markPublished(ids)
         } catch {
@@ -258,6 +271,7 @@ final class EventPublisher: Service, Sendable {
             )
             published.withLock { $0 += ids }
         } catch {
+            release(ids)
             logger.warning(
                 "Waitpoint events are not published yet; the sweeper retries.",
                 metadata: ["waitpoint.ids": "\(ids)", "error": "\(error)"]

@@ -156,6 +156,60 @@ import Testing
         try await server.stop()
     }
 
+    /// The sweeper enqueues every waitpoint still unmarked after 5 s, also those already queued:
+    /// a second copy must not go out (in another batch it would get another message id).
+    @Test(.timeLimit(.minutes(1))) func aWaitpointQueuedTwiceIsPublishedOnce() async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
+        let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
+        let jetStream = try JetStream(connection: connection)
+        let publisher = EventPublisher(
+            jetStream: jetStream,
+            store: WaitpointStore(database: database),
+            logger: Logger(label: "events")
+        )
+        let environmentId = TestServers.uniqueName("env")
+        let waitpoints = (0..<2).map { index in
+            Waitpoint(
+                item: WaitpointItem(
+                    id: TestServers.uniqueName("waitpoint_\(index)"),
+                    status: .completed,
+                    runId: "run_1",
+                    session: "session_1",
+                    io: .in,
+                    output: WaitpointOutput(value: "done"),
+                    timeoutAt: nil,
+                    idempotencyKey: nil,
+                    idempotencyKeyExpiresAt: nil,
+                    tags: [],
+                    createdAt: Date(),
+                    completedAt: Date(),
+                    environmentId: environmentId
+                ),
+                channel: ChannelAddress(environmentId: environmentId, friendlyId: "session_1", io: .in),
+                fromSeqNum: 0
+            )
+        }
+        publisher.enqueue([waitpoints[0]], .completed)
+        publisher.enqueue(waitpoints, .completed)  // the sweeper, finding the first one unmarked
+        let events = try jetStream.orderedConsumer(
+            stream: Subjects.waitpointEventsStream,
+            subject: Subjects.waitpointEvent(environmentId: environmentId, kind: .completed)
+        )
+        let running = Task { try await publisher.run() }
+        var published: [String] = []
+        for await message in events {
+            published += try JSONDecoder.sessions.decode(WaitpointEvent.self, from: message.payload).waitpoints.map(
+                \.id
+            )
+            if Set(published) == Set(waitpoints.map(\.id)) { break }
+        }
+        #expect(published.sorted() == waitpoints.map(\.id).sorted())
+        events.unsubscribe()
+        running.cancel()
+        await connection.close()
+        await database.close()
+    }
+
     @Test(arguments: [
         ("30s", 30.0), ("5m", 300), ("2h", 7200), ("1d", 86_400), ("1w", 604_800), ("1h30m", 5400), ("2hr", 7200),
     ])
