@@ -2,28 +2,32 @@ import Contracts
 import Foundation
 import Redis
 
-/// The Redis registry of waiters: one set per channel, `ssw:{envId}:{friendlyId}:{io}`, of
-/// waitpoint ids. Adding is one script (SADD, and a TTL that only ever grows, so a short waiter
-/// never shortens a long one's life); draining is an atomic read-and-delete, so two drains never
-/// both get a waiter.
+/// The Redis registry of waiters: one sorted set per channel, `ssw2:{envId}:{friendlyId}:{io}`,
+/// of waitpoint ids scored by the sequence number each waits for. Adding is one script (ZADD,
+/// and a TTL that only ever grows, so a short waiter never shortens a long one's life);
+/// draining takes out, atomically, the waiters a record is for — those waiting for it or an
+/// earlier one — so two drains never both get a waiter, and a waiter for a later record is
+/// left alone by every append before it.
 ///
-/// PostgreSQL is the record of truth: `ssw:epoch` marks a registry filled from it; when Redis
-/// lost its data the key is gone and the owner re-registers every pending waitpoint.
+/// PostgreSQL is the record of truth: `ssw2:epoch` marks a registry filled from it; when Redis
+/// lost its data the key is gone and the owner re-registers every pending waitpoint. (Version 1
+/// kept plain sets under `ssw:`; its epoch is not this one, so the first drain or sweep after an
+/// upgrade registers every pending waitpoint here.)
 struct WaitRegistry: Sendable {
     let redis: RedisClient
 
-    static let epochKey = "ssw:epoch"
+    static let epochKey = "ssw2:epoch"
 
     static func key(_ channel: ChannelAddress) -> String {
-        "ssw:\(channel.environmentId):\(channel.friendlyId):\(channel.io.rawValue)"
+        "ssw2:\(channel.environmentId):\(channel.friendlyId):\(channel.io.rawValue)"
     }
 
-    /// ARGV[2] < 0 means "no expiry", which outranks any TTL.
+    /// ARGV: id, score, TTL in ms; a TTL < 0 means "no expiry", which outranks any TTL.
     private static let add = RedisScript(
         """
         local existed = redis.call('EXISTS', KEYS[1])
-        redis.call('SADD', KEYS[1], ARGV[1])
-        local wanted = tonumber(ARGV[2])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+        local wanted = tonumber(ARGV[3])
         if wanted < 0 then
             redis.call('PERSIST', KEYS[1])
             return -1
@@ -39,27 +43,29 @@ struct WaitRegistry: Sendable {
     /// Registers a waiter for `ttl` (nil: no expiry); returns the key's TTL afterwards in
     /// milliseconds, -1 for none.
     @discardableResult
-    func add(_ waitpointId: String, on channel: ChannelAddress, ttl: Duration?) async throws -> Int {
+    func add(_ waitpoint: Waitpoint, ttl: Duration?) async throws -> Int {
         let milliseconds =
             ttl.map { max(1, $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? -1
         let reply = try await redis.evaluate(
             Self.add,
-            keys: [Self.key(channel)],
-            arguments: [waitpointId, String(milliseconds)]
+            keys: [Self.key(waitpoint.channel)],
+            arguments: [waitpoint.id, String(waitpoint.fromSeqNum), String(milliseconds)]
         )
         return reply.integer ?? 0
     }
 
-    /// Takes every waiter of the channel out of the registry, atomically, and tells in the same
-    /// round trip whether the registry is filled (false after Redis lost its data).
-    func drain(_ channel: ChannelAddress) async throws -> (waiters: [String], isFilled: Bool) {
-        let key = Self.key(channel)
-        let replies = try await redis.transaction([["EXISTS", Self.epochKey], ["SMEMBERS", key], ["DEL", key]])
-        return (replies.dropFirst().first?.array?.compactMap(\.string) ?? [], replies.first?.integer == 1)
+    /// Takes the channel's waiters for record `seqNum` or an earlier one out of the registry,
+    /// atomically: how many there were, and whether the registry is filled (false after Redis
+    /// lost its data), in one round trip.
+    func drain(_ channel: ChannelAddress, upTo seqNum: UInt64) async throws -> (waiters: Int, isFilled: Bool) {
+        let replies = try await redis.transaction([
+            ["EXISTS", Self.epochKey], ["ZREMRANGEBYSCORE", Self.key(channel), "-inf", String(seqNum)],
+        ])
+        return (replies.dropFirst().first?.integer ?? 0, replies.first?.integer == 1)
     }
 
     func remove(_ waitpointId: String, from channel: ChannelAddress) async throws {
-        _ = try await redis.command("SREM", Self.key(channel), waitpointId)
+        _ = try await redis.command("ZREM", Self.key(channel), waitpointId)
     }
 
     /// Whether the registry holds what PostgreSQL has (false after Redis lost its data).

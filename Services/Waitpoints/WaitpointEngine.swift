@@ -37,7 +37,7 @@ struct WaitpointEngine: Sendable {
     /// - Throws: only when neither Redis nor PostgreSQL could note the waiter.
     func register(_ waitpoint: Waitpoint) async throws {
         do {
-            try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+            try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
         } catch {
             logger.warning(
                 "Could not register a waiter in Redis; the sweeper registers it later.",
@@ -53,7 +53,7 @@ struct WaitpointEngine: Sendable {
         while true {
             let page = try await store.unregistered(limit: 100)
             for waitpoint in page {
-                try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+                try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
                 try await completeFromChannel(waitpoint)
             }
             try await store.markRegistered(page.map(\.id))
@@ -115,18 +115,19 @@ struct WaitpointEngine: Sendable {
 
     /// A record was appended to `channel`: completes every waiter it is for.
     ///
-    /// A record whose channel has no waiter in Redis is done after one Redis round trip, unless
-    /// PostgreSQL has to be asked: the registry lost its data (it is filled again first), Redis
-    /// is unreachable, or the record is `redelivered` — a drain before it may have taken
-    /// waiters out and then failed. PostgreSQL says who the record completes, including waiters
-    /// Redis lost. A waiter gets the first record at or after its fromSeqNum, which is not this
-    /// one when it was registered further back: that one is read from the channel.
+    /// A record no waiter in Redis waits for (or for an earlier one) is done after one Redis
+    /// round trip, unless PostgreSQL has to be asked: the registry lost its data (it is filled
+    /// again first), Redis is unreachable, or the record is `redelivered` — a drain before it
+    /// may have taken waiters out and then failed. PostgreSQL says who the record completes,
+    /// including waiters Redis lost. A waiter gets the first record at or after its fromSeqNum,
+    /// which is not this one when it was registered further back: that one is read from the
+    /// channel. Waiters for later records stay in the registry, untouched.
     func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
         do {
-            let drained = try await registry.drain(channel)
+            let drained = try await registry.drain(channel, upTo: record.seqNum)
             if !drained.isFilled {
                 _ = try await refillRegistryIfEmpty()
-            } else if drained.waiters.isEmpty && !redelivered {
+            } else if drained.waiters == 0 && !redelivered {
                 WaitpointsMetrics.recordsSeenByRedisOnly.increment()
                 return
             }
@@ -138,7 +139,7 @@ struct WaitpointEngine: Sendable {
             )
         }
         WaitpointsMetrics.recordsSettledInPostgres.increment()
-        let (completed, others) = try await store.settle(
+        let (completed, overdue) = try await store.settle(
             channel,
             seqNum: record.seqNum,
             output: WaitpointOutput(value: Self.data(of: record))
@@ -148,15 +149,8 @@ struct WaitpointEngine: Sendable {
         // delivered again (and consults PostgreSQL) instead of being acknowledged with a waiter
         // left out of the registry — as a shutdown that cancels this half-way would otherwise do.
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for waitpoint in others where waitpoint.fromSeqNum < record.seqNum {
-                group.addTask { try await completeFromChannel(waitpoint) }
-            }
+            for waitpoint in overdue { group.addTask { try await completeFromChannel(waitpoint) } }
             try await group.waitForAll()
-        }
-        // Every waiter that wants a later record goes back into the registry, and checks again.
-        for waitpoint in others where waitpoint.fromSeqNum > record.seqNum {
-            try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
-            try await completeFromChannel(waitpoint)
         }
         try Task.checkCancellation()
     }
@@ -169,7 +163,7 @@ struct WaitpointEngine: Sendable {
         while true {
             let page = try await store.allPending(after: after, limit: 500)
             for waitpoint in page {
-                try await registry.add(waitpoint.id, on: waitpoint.channel, ttl: Self.registrationLifetime(waitpoint))
+                try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
             }
             count += page.count
             guard let last = page.last, page.count == 500 else { break }

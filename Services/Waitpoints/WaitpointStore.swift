@@ -150,15 +150,16 @@ struct WaitpointStore: Sendable {
     }
 
     /// What record `seqNum` of `channel` does, in one statement: completes the channel's pending
-    /// waitpoints that wait for exactly that record, and returns them with the channel's other
-    /// pending waitpoints (which wait for an earlier or a later record). Both halves name the
-    /// channel, so each reads only its rows through `waitpoints_pending_channel` (an update
-    /// joined to a list of ids read every pending waitpoint of the system).
+    /// waitpoints that wait for exactly that record, and returns them with the channel's pending
+    /// waitpoints that wait for an earlier record (overdue: they get the first record at or
+    /// after theirs). Both halves name the channel, so each reads only its rows through
+    /// `waitpoints_pending_channel` (an update joined to a list of ids read every pending
+    /// waitpoint of the system).
     func settle(
         _ channel: ChannelAddress,
         seqNum: UInt64,
         output: WaitpointOutput
-    ) async throws -> (completed: [Waitpoint], others: [Waitpoint]) {
+    ) async throws -> (completed: [Waitpoint], overdue: [Waitpoint]) {
         let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
         let seq = Int64(seqNum)
         let rows = try await database.query(
@@ -173,19 +174,19 @@ struct WaitpointStore: Sendable {
             UNION ALL
             SELECT \(unescaped: Self.columns), false AS settled FROM waitpoints
             WHERE environment_id = \(channel.environmentId) AND session_friendly_id = \(channel.friendlyId)
-                AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num <> \(seq)
+                AND io = \(channel.io.rawValue) AND status = 'PENDING' AND from_seq_num < \(seq)
             """
         )
         var completed: [Waitpoint] = []
-        var others: [Waitpoint] = []
+        var overdue: [Waitpoint] = []
         for row in rows {
             if try row.decode("settled", as: Bool.self) {
                 completed.append(try Self.waitpoint(row))
             } else {
-                others.append(try Self.waitpoint(row))
+                overdue.append(try Self.waitpoint(row))
             }
         }
-        return (completed, others)
+        return (completed, overdue)
     }
 
     /// Every pending waitpoint, a page at a time (by id, after `after`).
