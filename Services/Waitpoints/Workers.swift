@@ -18,7 +18,7 @@ struct AppendConsumer: Service {
     /// Graceful shutdown stops intake and lets the fetched batch finish: cancelling it would
     /// strand the records of a fetch in flight until the server's ack wait (30 s) redelivers them.
     func run() async throws {
-        guard let consumer = try await connect() else { return }
+        guard var consumer = try await connect() else { return }
         defer { consumer.stop() }
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let messages: [AckableMessage]
@@ -26,8 +26,16 @@ struct AppendConsumer: Service {
                 messages = try await consumer.fetch(batch: 64, timeout: .seconds(1))
             } catch {
                 if Task.isCancelled { break }
-                logger.warning("Fetching appended records failed; retrying.", metadata: ["error": "\(error)"])
+                // The consumer (or the stream) may be gone, deleted or rebuilt: making it again is
+                // idempotent when it is still there.
+                logger.warning(
+                    "Fetching appended records failed; subscribing again.",
+                    metadata: ["error": "\(error)"]
+                )
                 try? await Task.sleep(for: .seconds(1))
+                consumer.stop()
+                guard let again = try await connect() else { return }
+                consumer = again
                 continue
             }
             // Channels in parallel; the records of one channel in order.

@@ -425,6 +425,33 @@ extension ServicesFixture {
         _ = try await service.terminate(timeout: .seconds(10))
     }
 
+    @Test func aDeletedConsumerIsMadeAgain() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let (service, environment) = try await isolatedWaitpoints()
+        try service.start()
+        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let durable = try #require(environment["SESSIONS_WAITPOINT_CONSUMER"])
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "operator"))
+        func consumerExists() async throws -> Bool {
+            let info = try await connection.request("$JS.API.CONSUMER.INFO.\(Subjects.channelStream).\(durable)")
+            return !String(decoding: info.payload, as: UTF8.self).contains(#""error""#)
+        }
+        #expect(try await consumerExists())
+        // An operator (or a stream rebuilt under it) removes the durable consumer.
+        _ = try await connection.request("$JS.API.CONSUMER.DELETE.\(Subjects.channelStream).\(durable)")
+        #expect(
+            try await TestServers.waitUntil(timeout: .seconds(20)) { try await consumerExists() },
+            "\(service.output)"
+        )
+        let session = try await stack.createSession()
+        let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
+        _ = try await stack.appended(session.id, "after the rebuild", io: "in")
+        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
+        #expect(done.status == .completed && done.output?.value == "after the rebuild", "\(service.output)")
+        await connection.close()
+        _ = try await service.terminate(timeout: .seconds(10))
+    }
+
     @Test func waitersStillCompleteAfterRedisLostItsData() async throws {
         let stack = try await ServicesFixture.shared.value
         let (service, environment) = try await isolatedWaitpoints()
