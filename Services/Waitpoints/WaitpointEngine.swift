@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Nats
 import ServiceKit
+import Synchronization
 
 /// Registers waiters, checks for records that arrived before they registered, completes them
 /// when a record is appended, and announces every waitpoint that leaves `PENDING`.
@@ -21,6 +22,7 @@ struct WaitpointEngine: Sendable {
     /// other instances' through NATS.
     let settled: SettledSignals
     let logger: Logger
+    let refills = SingleFlight<Bool>()
 
     /// How long a registration lives in Redis when the waitpoint has no timeout of its own is
     /// unbounded; with one, until a minute after it.
@@ -155,8 +157,13 @@ struct WaitpointEngine: Sendable {
         try Task.checkCancellation()
     }
 
-    /// When Redis lost its data, registers every pending waitpoint again. True when it did.
+    /// When Redis lost its data, registers every pending waitpoint again. True when it did. The
+    /// append handlers and the sweeper that find it empty at once share one refill.
     func refillRegistryIfEmpty() async throws -> Bool {
+        try await refills.run { try await refillNow() }
+    }
+
+    private func refillNow() async throws -> Bool {
         guard try await !registry.isFilled() else { return false }
         var after = ""
         var count = 0
@@ -196,5 +203,22 @@ struct WaitpointEngine: Sendable {
         else { return record.body }
         if case .string(let text) = data { return text }
         return (try? String(decoding: JSONEncoder.sessions.encode(data), as: UTF8.self)) ?? record.body
+    }
+}
+
+/// Work that callers arriving while it runs share: they wait for the run under way and get its
+/// result, instead of starting one each.
+final class SingleFlight<Value: Sendable>: Sendable {
+    private let running = Mutex<Task<Value, any Error>?>(nil)
+
+    func run(_ work: @escaping @Sendable () async throws -> Value) async throws -> Value {
+        let task = running.withLock { running in
+            if let task = running { return task }
+            let task = Task { try await work() }
+            running = task
+            return task
+        }
+        defer { running.withLock { if $0 == task { $0 = nil } } }
+        return try await task.value
     }
 }

@@ -130,18 +130,19 @@ struct TimeoutSweeper: Service {
     }
 
     func sweep() async throws {
-        do {
-            _ = try await engine.refillRegistryIfEmpty()
-            try await engine.registerUnregistered()
-        } catch {
-            // Redis (or realtime, for the checks) is unreachable: timeouts still fire below.
-            logger.warning("Could not bring the Redis registry up to date.", metadata: ["error": "\(error)"])
-        }
+        // Timeouts first: they need only PostgreSQL, and a refill of Redis may take long.
         while true {
             let timedOut = try await engine.store.timeOutDue(limit: 100)
             engine.announce(timedOut, .timedOut)
             for waitpoint in timedOut { try? await engine.registry.remove(waitpoint.id, from: waitpoint.channel) }
             if timedOut.count < 100 { break }
+        }
+        do {
+            _ = try await engine.refillRegistryIfEmpty()
+            try await engine.registerUnregistered()
+        } catch {
+            // Redis (or realtime, for the checks) is unreachable: the next sweep tries again.
+            logger.warning("Could not bring the Redis registry up to date.", metadata: ["error": "\(error)"])
         }
         let unpublished = try await engine.store.unpublished(limit: 100).filter {
             ($0.item.completedAt?.timeIntervalSinceNow ?? 0) < -5
