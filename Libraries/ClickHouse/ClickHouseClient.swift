@@ -22,7 +22,7 @@ public final class ClickHouseClient: Sendable {
             case .text(let value): value.escaped(Self.controls)
             case .strings(let values):
                 "["
-                    + values.map { "'" + $0.escaped(Self.controls.merging(["'": "\\'"]) { $1 }) + "'" }
+                    + values.map { "'" + $0.escaped(Self.quoted) + "'" }
                     .joined(separator: ",") + "]"
             }
         }
@@ -30,6 +30,7 @@ public final class ClickHouseClient: Sendable {
         private static let controls: [Unicode.Scalar: String] = [
             "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r",
         ]
+        private static let quoted = controls.merging(["'": "\\'"]) { $1 }
     }
 
     public struct Configuration: Sendable {

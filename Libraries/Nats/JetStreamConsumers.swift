@@ -96,7 +96,7 @@ extension JetStream {
                 deliverPolicy: onlyNew ? "new" : "all"
             )
         )
-        let _: ConsumerCreated = try await api("$JS.API.CONSUMER.CREATE.\(stream).\(durable)", request)
+        let consumer: ConsumerCreated = try await api("$JS.API.CONSUMER.CREATE.\(stream).\(durable)", request)
         var options = jsSubOptions()
         jsSubOptions_Init(&options)
         var subscription: OpaquePointer?
@@ -113,7 +113,7 @@ extension JetStream {
             if errorCode.rawValue != 0 { error.jetStreamCode = Int(errorCode.rawValue) }
             throw error
         }
-        return PullConsumer(raw: subscription, jetStream: self)
+        return PullConsumer(raw: subscription, jetStream: self, created: consumer.created)
     }
 }
 
@@ -147,6 +147,7 @@ private struct ConsumerCreateRequest: Encodable {
 
 private struct ConsumerCreated: Decodable {
     var name: String
+    var created: String
 }
 
 extension JetStream.DeliverPolicy {
@@ -185,10 +186,14 @@ public final class PullConsumer: @unchecked Sendable {
     private let thread: NIOThreadPool
     /// Keeps the JetStream context (which the subscription uses) alive.
     private let jetStream: JetStream
+    /// When the server made the durable consumer (its RFC 3339 text): another value for the same
+    /// name means it was deleted and made again, starting from its deliver policy.
+    public let created: String
 
-    init(raw: OpaquePointer, jetStream: JetStream) {
+    init(raw: OpaquePointer, jetStream: JetStream, created: String) {
         self.raw = raw
         self.jetStream = jetStream
+        self.created = created
         self.thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
     }

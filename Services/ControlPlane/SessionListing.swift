@@ -26,14 +26,14 @@ struct SessionListing: Sendable {
         /// Whether the session, as PostgreSQL has it now, still matches the filters that
         /// ClickHouse's replicated copy (up to a second or two behind) matched. createdAt never
         /// changes, so the dates are not checked again.
-        func matches(_ session: SessionRecord) -> Bool {
+        func matches(_ session: SessionRecord, at now: Date) -> Bool {
             func allows(_ wanted: [String], _ value: String?) -> Bool {
                 wanted.isEmpty || value.map(wanted.contains) == true
             }
             return allows(types, session.type) && allows(taskIdentifiers, session.taskIdentifier)
                 && allows(externalIds, session.externalId)
                 && (tags.isEmpty || session.tags.contains(where: tags.contains))
-                && (statuses.isEmpty || statuses.contains(session.status()))
+                && (statuses.isEmpty || statuses.contains(session.status(at: now)))
         }
     }
 
@@ -129,13 +129,16 @@ struct SessionListing: Sendable {
         if backwards { page.reverse() }
         let sessions = try await store.sessions(ids: page.map(\.sessionId), environmentId: principal.environmentId)
         let byId = Dictionary(sessions.map { ($0.id, $0) }) { first, _ in first }
+        let now = Date()  // one moment for the filters and the items' status
         let cursors = (first: page.first.map(\.cursor), last: page.last.map(\.cursor))
         // Newer sessions exist before a page reached going forward from a cursor, or when going
         // back found more; older ones after a page that found more, or one reached going back.
         let hasNewer = backwards ? hasMore : filters.after != nil
         let hasOlder = backwards ? true : hasMore
         return SessionPage(
-            data: page.compactMap { byId[$0.sessionId] }.filter(filters.matches).map { $0.item() },
+            data: page.compactMap { byId[$0.sessionId] }.filter { filters.matches($0, at: now) }.map {
+                $0.item(at: now)
+            },
             pagination: .init(
                 next: hasOlder ? cursors.last?.text : nil,
                 previous: hasNewer ? cursors.first?.text : nil

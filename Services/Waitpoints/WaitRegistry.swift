@@ -61,7 +61,14 @@ struct WaitRegistry: Sendable {
         let replies = try await redis.transaction([
             ["EXISTS", Self.epochKey], ["ZREMRANGEBYSCORE", Self.key(channel), "-inf", String(seqNum)],
         ])
-        return (replies.dropFirst().first?.integer ?? 0, replies.first?.integer == 1)
+        // An error in the transaction (say, WRONGTYPE) must not read as "no waiters".
+        guard let taken = replies.dropFirst().first?.integer else {
+            throw RedisError(
+                .unexpectedReply,
+                message: "ZREMRANGEBYSCORE answered \(replies.dropFirst().first.map { "\($0)" } ?? "nothing")"
+            )
+        }
+        return (taken, replies.first?.integer == 1)
     }
 
     func remove(_ waitpointId: String, from channel: ChannelAddress) async throws {

@@ -9,7 +9,7 @@ import Synchronization
 /// Registers waiters, checks for records that arrived before they registered, completes them
 /// when a record is appended, and announces every waitpoint that leaves `PENDING`.
 ///
-/// No lost wake-up: a waiter is registered (PostgreSQL row, then the Redis set) before the
+/// No lost wake-up: a waiter is registered (PostgreSQL row, then Redis) before the
 /// channel is checked, so a record appended at any moment is seen by the check or by the
 /// append's drain. No double completion: completion is a conditional update.
 struct WaitpointEngine: Sendable {
@@ -50,16 +50,48 @@ struct WaitpointEngine: Sendable {
         await raceCheck(waitpoint)
     }
 
-    /// Registers (and checks again) the waiters that Redis could not take when they came.
+    /// Registers and checks again the waiters marked for it, page by page; one that fails stays
+    /// marked for the next sweep without holding up those after it.
     func registerUnregistered() async throws {
+        var after: (Date, String)?
+        var failures = 0
         while true {
-            let page = try await store.unregistered(limit: 100)
+            let page = try await store.unregistered(after: after, limit: 100)
+            var done: [String] = []
             for waitpoint in page {
-                try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
-                try await completeFromChannel(waitpoint)
+                do {
+                    try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
+                    try await completeFromChannel(waitpoint)
+                    done.append(waitpoint.id)
+                } catch {
+                    failures += 1
+                }
             }
-            try await store.markRegistered(page.map(\.id))
-            if page.count < 100 { return }
+            try await store.markRegistered(done)
+            guard let last = page.last, page.count == 100 else { break }
+            after = (last.item.createdAt, last.id)
+        }
+        if failures > 0 {
+            logger.warning(
+                "Some waiters could not be registered and checked; the next sweep tries again.",
+                metadata: ["waitpoints.count": "\(failures)"]
+            )
+        }
+    }
+
+    /// Marks every pending waitpoint for the sweeper, which registers and checks each again;
+    /// tries until PostgreSQL takes it (or the task is cancelled).
+    func recheckAllPending() async {
+        while !Task.isCancelled {
+            do {
+                return try await store.markAllPendingUnregistered()
+            } catch {
+                logger.warning(
+                    "Could not mark the pending waiters for a check; retrying.",
+                    metadata: ["error": "\(error)"]
+                )
+                try? await Task.sleep(for: .seconds(1))
+            }
         }
     }
 

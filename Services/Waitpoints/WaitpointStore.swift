@@ -111,12 +111,22 @@ struct WaitpointStore: Sendable {
         )
     }
 
-    /// Up to `limit` pending waitpoints marked for the sweeper, oldest first.
-    func unregistered(limit: Int) async throws -> [Waitpoint] {
+    /// Marks every pending waitpoint for the sweeper: records may have been missed.
+    func markAllPendingUnregistered() async throws {
         try await database.query(
+            "UPDATE waitpoints SET unregistered = true WHERE status = 'PENDING' AND NOT unregistered"
+        )
+    }
+
+    /// Up to `limit` pending waitpoints marked for the sweeper, oldest first, after `after`
+    /// (created_at, friendly_id) when given.
+    func unregistered(after: (Date, String)?, limit: Int) async throws -> [Waitpoint] {
+        let (createdAt, id) = after ?? (Date(timeIntervalSince1970: 0), "")
+        return try await database.query(
             """
             SELECT \(unescaped: Self.columns) FROM waitpoints WHERE status = 'PENDING' AND unregistered
-            ORDER BY created_at LIMIT \(limit)
+                AND (created_at, friendly_id) > (\(createdAt), \(id))
+            ORDER BY created_at, friendly_id LIMIT \(limit)
             """
         ).map(Self.waitpoint)
     }

@@ -35,6 +35,16 @@ struct AppendConsumer: Service {
                 try? await Task.sleep(for: .seconds(1))
                 consumer.stop()
                 guard let again = try await connect() else { return }
+                if again.created != consumer.created {
+                    // A new consumer starts at new records: those appended while none was there,
+                    // and one delivered but not yet acknowledged, are not read. Every pending
+                    // waiter is checked against its channel again instead.
+                    logger.warning(
+                        "The consumer of appended records was made anew; every pending waiter is checked again.",
+                        metadata: ["nats.consumer": "\(durableName)"]
+                    )
+                    await engine.recheckAllPending()
+                }
                 consumer = again
                 continue
             }

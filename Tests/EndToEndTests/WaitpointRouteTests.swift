@@ -149,7 +149,7 @@ import Testing
             )
         )
         try await engine.register(waitpoint)
-        #expect(try await engine.store.unregistered(limit: 10).map(\.id) == [waitpoint.id])
+        #expect(try await engine.store.unregistered(after: nil, limit: 10).map(\.id) == [waitpoint.id])
         await connection.close()
         await database.close()
         await redis.close()
@@ -162,6 +162,8 @@ import Testing
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "events"))
         let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
         let jetStream = try JetStream(connection: connection)
+        // The waitpoints service makes the stream when it starts; this test may run before it.
+        _ = try await jetStream.createOrUpdateStream(WaitpointEngine.eventStreamConfiguration())
         let publisher = EventPublisher(
             jetStream: jetStream,
             store: WaitpointStore(database: database),

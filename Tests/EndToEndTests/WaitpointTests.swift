@@ -437,13 +437,18 @@ extension ServicesFixture {
             return !String(decoding: info.payload, as: UTF8.self).contains(#""error""#)
         }
         #expect(try await consumerExists())
-        // An operator (or a stream rebuilt under it) removes the durable consumer.
+        let session = try await stack.createSession()
+        let early = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
+        // An operator (or a stream rebuilt under it) removes the durable consumer; a record
+        // appended before the service makes a new one (which starts at new records) is not read.
         _ = try await connection.request("$JS.API.CONSUMER.DELETE.\(Subjects.channelStream).\(durable)")
+        _ = try await stack.appended(session.id, "while no consumer was there", io: "in")
         #expect(
             try await TestServers.waitUntil(timeout: .seconds(20)) { try await consumerExists() },
             "\(service.output)"
         )
-        let session = try await stack.createSession()
+        let missed = try await stack.waitpoint(early, base: service.baseURL, poll: 60)
+        #expect(missed.output?.value == "while no consumer was there", "the sweeper checked the channel")
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
         _ = try await stack.appended(session.id, "after the rebuild", io: "in")
         let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)

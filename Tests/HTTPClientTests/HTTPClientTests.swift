@@ -53,7 +53,7 @@ import Testing
         )
         #expect(echoed.first?.value == awkward)
         struct Echoes: Decodable { var values: [String] }
-        let strings = [awkward, "o'neil", "back\\slash", "\\'", "crlf\r\n", "]", ""]
+        let strings = [awkward, "o'neil", "back\\slash", "\\'", "crlf\r\n", "]", "", "nul\u{0}", "end\\"]
         let arrays = try await clickhouse.query(
             "SELECT {v:Array(String)} AS values",
             parameters: ["v": .strings(strings)],

@@ -83,6 +83,8 @@ struct SessionsClient: Sendable {
     /// when it is empty, which would name another route.
     static func segment(_ text: String, _ name: String) throws -> String {
         guard !text.isEmpty else { throw CLIError(.usage, "\(name) must not be empty") }
+        // A path would read these as "here" and "up": encoded, they stay a name.
+        if text == "." || text == ".." { return text.replacingOccurrences(of: ".", with: "%2E") }
         return text.addingPercentEncoding(
             withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))
         ) ?? text
