@@ -43,21 +43,7 @@ import Testing
         let other = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "other instance"))
         let signals = SettledSignals(connection: connection)
         let running = Task { try await signals.run() }
-        let item = WaitpointItem(
-            id: "waitpoint_\(UUID().uuidString)",
-            status: .completed,
-            runId: "run_1",
-            session: "session_1",
-            io: .in,
-            output: WaitpointOutput(value: "elsewhere"),
-            timeoutAt: nil,
-            idempotencyKey: nil,
-            idempotencyKeyExpiresAt: nil,
-            tags: [],
-            createdAt: Date(),
-            completedAt: Date(),
-            environmentId: "env"
-        )
+        let item = Self.completed("waitpoint_\(UUID().uuidString)", in: "env", output: "elsewhere")
         var parked = signals.listen(item.id).makeAsyncIterator()
         // Until the subscription is in place a signal is lost, so the other instance repeats it.
         let announcing = Task {
@@ -95,6 +81,25 @@ import Testing
         #expect(
             documented == routed,
             "only documented: \(documented.subtracting(routed)); only routed: \(routed.subtracting(documented))"
+        )
+    }
+
+    /// A waitpoint of session_1's `.in`, completed now with `output`.
+    static func completed(_ id: String, in environmentId: String, output: String) -> WaitpointItem {
+        WaitpointItem(
+            id: id,
+            status: .completed,
+            runId: "run_1",
+            session: "session_1",
+            io: .in,
+            output: WaitpointOutput(value: output),
+            timeoutAt: nil,
+            idempotencyKey: nil,
+            idempotencyKeyExpiresAt: nil,
+            tags: [],
+            createdAt: Date(),
+            completedAt: Date(),
+            environmentId: environmentId
         )
     }
 
@@ -172,21 +177,7 @@ import Testing
         let environmentId = TestServers.uniqueName("env")
         let waitpoints = (0..<2).map { index in
             Waitpoint(
-                item: WaitpointItem(
-                    id: TestServers.uniqueName("waitpoint_\(index)"),
-                    status: .completed,
-                    runId: "run_1",
-                    session: "session_1",
-                    io: .in,
-                    output: WaitpointOutput(value: "done"),
-                    timeoutAt: nil,
-                    idempotencyKey: nil,
-                    idempotencyKeyExpiresAt: nil,
-                    tags: [],
-                    createdAt: Date(),
-                    completedAt: Date(),
-                    environmentId: environmentId
-                ),
+                item: Self.completed(TestServers.uniqueName("waitpoint_\(index)"), in: environmentId, output: "done"),
                 channel: ChannelAddress(environmentId: environmentId, friendlyId: "session_1", io: .in),
                 fromSeqNum: 0
             )

@@ -287,6 +287,14 @@ extension ServicesFixture {
         return (try ServiceProcess(.waitpoints, extraEnvironment: environment), environment)
     }
 
+    /// A waitpoints service of its own, started and ready.
+    func readyWaitpoints(_ stack: ServicesFixture) async throws -> (ServiceProcess, [String: String]) {
+        let (service, environment) = try await isolatedWaitpoints()
+        try service.start()
+        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        return (service, environment)
+    }
+
     /// A new, empty database on the test PostgreSQL: its name and URL.
     static func freshDatabase() throws -> (name: String, url: String) {
         let database = TestServers.uniqueName("wp")
@@ -336,9 +344,7 @@ extension ServicesFixture {
 
     @Test func anAppendWhileTheServiceIsDownCompletesItsWaiterOnceItIsBack() async throws {
         let stack = try await ServicesFixture.shared.value
-        let (first, environment) = try await isolatedWaitpoints()
-        try first.start()
-        #expect(try await first.waitUntilReady(stack.http), "\(first.output)")
+        let (first, environment) = try await readyWaitpoints(stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: first.baseURL)
         #expect(try await first.terminate(timeout: .seconds(10)) == 0)
@@ -394,9 +400,7 @@ extension ServicesFixture {
 
     @Test func recordsWithoutWaitersAreHandledWithoutPostgres() async throws {
         let stack = try await ServicesFixture.shared.value
-        let (service, _) = try await isolatedWaitpoints()
-        try service.start()
-        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let (service, _) = try await readyWaitpoints(stack)
         func handled(_ consulted: String) async throws -> Int {
             let metrics = try await stack.http.execute(HTTPRequest(url: service.baseURL + "/metrics"))
             let text = String(decoding: metrics.body, as: UTF8.self)
@@ -427,9 +431,7 @@ extension ServicesFixture {
 
     @Test func aDeletedConsumerIsMadeAgain() async throws {
         let stack = try await ServicesFixture.shared.value
-        let (service, environment) = try await isolatedWaitpoints()
-        try service.start()
-        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let (service, environment) = try await readyWaitpoints(stack)
         let durable = try #require(environment["SESSIONS_WAITPOINT_CONSUMER"])
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "operator"))
         func consumerExists() async throws -> Bool {
@@ -459,9 +461,7 @@ extension ServicesFixture {
 
     @Test func waitersStillCompleteAfterRedisLostItsData() async throws {
         let stack = try await ServicesFixture.shared.value
-        let (service, environment) = try await isolatedWaitpoints()
-        try service.start()
-        #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
+        let (service, environment) = try await readyWaitpoints(stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
         let redis = try RedisClient(configuration: .init(url: environment["SESSIONS_REDIS_URL"]!))
