@@ -152,8 +152,15 @@ public final class NatsConnection: @unchecked Sendable {
     }
 
     /// Subscribes to `subject`; with a `queue`, each message goes to one member of the group.
-    public func subscribe(_ subject: String, queue: String? = nil) throws -> NatsSubscription {
-        try NatsSubscription(connection: raw, subject: subject, queue: queue)
+    /// With a `limit`, at most that many messages wait to be taken; the oldest beyond it go to
+    /// `onDrop` (called on cnats' delivery thread: keep it short).
+    public func subscribe(
+        _ subject: String,
+        queue: String? = nil,
+        limit: Int? = nil,
+        onDrop: (@Sendable (NatsMessage) -> Void)? = nil
+    ) throws -> NatsSubscription {
+        try NatsSubscription(connection: raw, subject: subject, queue: queue, limit: limit, onDrop: onDrop)
     }
 
     /// Sends a request and waits for the first reply.

@@ -55,6 +55,10 @@ public struct NatsServiceError: RetriableError, Sendable, Equatable, CustomStrin
 /// instances scale out by running more of them.
 ///
 /// Graceful shutdown drains every subscription and waits for in-flight requests to be answered.
+///
+/// Under overload it sheds rather than grows: each endpoint runs at most `concurrency` requests
+/// at once and holds at most `waiting` more; past that the oldest waiting request is answered
+/// `unavailable` at once (its caller would soon give up on it anyway).
 public final class NatsService: Service, Sendable {
     public let name: String
     public let id: String
@@ -66,6 +70,8 @@ public final class NatsService: Service, Sendable {
     private let logger: Logger
     private let started = Date()
     private let stats: Mutex<[String: ServiceDiscovery.EndpointStats]>
+    private let concurrency: Int
+    private let waiting: Int
 
     public init(
         connection: NatsConnection,
@@ -74,8 +80,12 @@ public final class NatsService: Service, Sendable {
         description: String,
         metadata: [String: String] = [:],
         endpoints: [NatsEndpoint],
+        concurrency: Int = 256,
+        waiting: Int = 4096,
         logger: Logger
     ) {
+        self.concurrency = concurrency
+        self.waiting = waiting
         self.connection = connection
         self.name = name
         self.id = UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -109,7 +119,16 @@ public final class NatsService: Service, Sendable {
         // Endpoints first: the server takes subscriptions in order, so once discovery answers,
         // every endpoint is in place too.
         for endpoint in endpoints {
-            let subscription = try connection.subscribe(endpoint.subject, queue: endpoint.queueGroup)
+            let subscription = try connection.subscribe(
+                endpoint.subject,
+                queue: endpoint.queueGroup,
+                limit: waiting,
+                onDrop: { [self] message in
+                    let failure = NatsServiceError(.unavailable, "Service overloaded; try again")
+                    record(failure, for: endpoint.name, elapsed: 0)
+                    answer(message, failure: failure)
+                }
+            )
             subscriptions.append((subscription, endpoint.handler, endpoint.name))
         }
         for verb in ServiceDiscovery.Verb.allCases {
@@ -136,9 +155,18 @@ public final class NatsService: Service, Sendable {
         handler: @escaping NatsEndpoint.Handler,
         endpoint: String?
     ) async {
-        await withDiscardingTaskGroup { group in
-            for await message in subscription {
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            var messages = subscription.makeAsyncIterator()
+            while true {
+                // A message is taken only when it can run: the rest wait in the bounded stream.
+                if running == concurrency {
+                    await group.next()
+                    running -= 1
+                }
+                guard let message = await messages.next() else { break }
                 group.addTask { await self.handle(message, handler: handler, endpoint: endpoint) }
+                running += 1
             }
         }
     }
@@ -165,20 +193,25 @@ public final class NatsService: Service, Sendable {
             )
             failure = NatsServiceError(.internalError, "Internal Server Error")
         }
-        if let endpoint {
-            let elapsed = (ContinuousClock.now - start).nanoseconds
-            stats.withLock { stats in
-                guard var entry = stats[endpoint] else { return }
-                entry.numRequests += 1
-                entry.processingTime += elapsed
-                entry.averageProcessingTime = entry.processingTime / Int64(entry.numRequests)
-                if let failure {
-                    entry.numErrors += 1
-                    entry.lastError = "\(failure.code.status):\(failure.message)"
-                }
-                stats[endpoint] = entry
+        if let endpoint { record(failure, for: endpoint, elapsed: (ContinuousClock.now - start).nanoseconds) }
+        answer(message, reply: reply, failure: failure)
+    }
+
+    private func record(_ failure: NatsServiceError?, for endpoint: String, elapsed: Int64) {
+        stats.withLock { stats in
+            guard var entry = stats[endpoint] else { return }
+            entry.numRequests += 1
+            entry.processingTime += elapsed
+            entry.averageProcessingTime = entry.processingTime / Int64(entry.numRequests)
+            if let failure {
+                entry.numErrors += 1
+                entry.lastError = "\(failure.code.status):\(failure.message)"
             }
+            stats[endpoint] = entry
         }
+    }
+
+    private func answer(_ message: NatsMessage, reply: Data = Data(), failure: NatsServiceError?) {
         guard let replySubject = message.replySubject else { return }
         do {
             if let failure {

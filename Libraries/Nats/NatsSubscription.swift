@@ -11,16 +11,23 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
     let raw: OpaquePointer
     private let messages: AsyncStream<NatsMessage>
 
-    /// - Parameter handler: when given, messages are passed to it on cnats' delivery thread instead
-    ///   of the stream (for tiny, non-blocking routing work only).
+    /// - Parameters:
+    ///   - handler: when given, messages are passed to it on cnats' delivery thread instead of
+    ///     the stream (for tiny, non-blocking routing work only).
+    ///   - limit: when given, the stream holds at most this many messages not yet taken; a new
+    ///     one then pushes out the oldest, which goes to `onDrop` (on cnats' delivery thread).
     init(
         connection: OpaquePointer,
         subject: String,
         queue: String?,
-        handler: (@Sendable (NatsMessage) -> Void)? = nil
+        handler: (@Sendable (NatsMessage) -> Void)? = nil,
+        limit: Int? = nil,
+        onDrop: (@Sendable (NatsMessage) -> Void)? = nil
     ) throws {
-        let (messages, continuation) = AsyncStream<NatsMessage>.makeStream()
-        let box = SubscriptionBox(continuation: continuation, handler: handler)
+        let (messages, continuation) = AsyncStream<NatsMessage>.makeStream(
+            bufferingPolicy: limit.map { .bufferingNewest($0) } ?? .unbounded
+        )
+        let box = SubscriptionBox(continuation: continuation, handler: handler, onDrop: onDrop)
         let context = Unmanaged.passRetained(box).toOpaque()
         var subscription: OpaquePointer?
         var status =
@@ -79,16 +86,20 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
 final class SubscriptionBox: @unchecked Sendable {
     let continuation: AsyncStream<NatsMessage>.Continuation
     let handler: (@Sendable (NatsMessage) -> Void)?
+    /// Gets a message a bounded stream pushed out.
+    let onDrop: (@Sendable (NatsMessage) -> Void)?
     /// Converts each raw message; JetStream subscriptions use it to read the message metadata.
     let convert: (OpaquePointer) -> NatsMessage
 
     init(
         continuation: AsyncStream<NatsMessage>.Continuation,
         handler: (@Sendable (NatsMessage) -> Void)? = nil,
+        onDrop: (@Sendable (NatsMessage) -> Void)? = nil,
         convert: @escaping (OpaquePointer) -> NatsMessage = { NatsMessage(copying: $0) }
     ) {
         self.continuation = continuation
         self.handler = handler
+        self.onDrop = onDrop
         self.convert = convert
     }
 }
@@ -103,7 +114,11 @@ func natsSubscriptionCallback(
     defer { natsMsg_Destroy(message) }
     let box = Unmanaged<SubscriptionBox>.fromOpaque(context).takeUnretainedValue()
     let copy = box.convert(message)
-    if let handler = box.handler { handler(copy) } else { box.continuation.yield(copy) }
+    if let handler = box.handler {
+        handler(copy)
+    } else if case .dropped(let oldest) = box.continuation.yield(copy) {
+        box.onDrop?(oldest)
+    }
 }
 
 /// cnats calls this once the subscription is closed and its last callback has returned.

@@ -4,6 +4,7 @@ import Logging
 import Nats
 import ServiceLifecycle
 import ServiceLifecycleTestKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -141,5 +142,92 @@ import Testing
             }
         }
         await connection.close()
+    }
+
+    /// With 2 requests running and 2 waiting, the other 6 of 10 are answered `unavailable` at
+    /// once instead of piling up; those held are answered once the handler can go on.
+    @Test func anOverloadedEndpointShedsTheOldestWaitingRequests() async throws {
+        let name = TestServers.uniqueName("busy")
+        let connection = try await connect(name)
+        try await waitConnected(connection)
+        let gate = Gate()
+        let service = NatsService(
+            connection: connection,
+            name: name,
+            version: "1.0.0",
+            description: "busy",
+            endpoints: [NatsEndpoint(name: "slow", subject: "\(name).slow") { _ in await gate.wait() }],
+            concurrency: 2,
+            waiting: 2,
+            logger: Logger(label: "test")
+        )
+        let outcomes = Tally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            #expect(
+                try await TestServers.waitUntil {
+                    (try? await connection.request("$SRV.PING.\(name)", timeout: .milliseconds(200))) != nil
+                }
+            )
+            var requests: [Task<Void, Never>] = []
+            for _ in 0..<10 {
+                requests.append(
+                    Task {
+                        do {
+                            _ = try await connection.serviceRequest("\(name).slow", timeout: .seconds(20))
+                            outcomes.answered.add(1, ordering: .relaxed)
+                        } catch let error as NatsServiceError where error.code == .unavailable {
+                            outcomes.shed.add(1, ordering: .relaxed)
+                        } catch {
+                            Issue.record("\(error)")
+                        }
+                    }
+                )
+            }
+            let shed = try await TestServers.waitUntil(timeout: .seconds(10)) {
+                outcomes.shed.load(ordering: .relaxed) >= 6
+            }
+            #expect(shed, "\(outcomes.shed.load(ordering: .relaxed)) shed")
+            gate.open()
+            for request in requests { await request.value }
+            let (answered, dropped) = (
+                outcomes.answered.load(ordering: .relaxed), outcomes.shed.load(ordering: .relaxed)
+            )
+            #expect(answered + dropped == 10 && answered >= 2 && answered <= 4, "\(answered) answered, \(dropped) shed")
+            group.cancelAll()
+        }
+        await connection.close()
+    }
+}
+
+/// Counts of a test's requests by outcome.
+final class Tally: Sendable {
+    let answered = Atomic<Int>(0)
+    let shed = Atomic<Int>(0)
+}
+
+/// Holds every caller of `wait()` until `open()`.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async -> Data {
+        await withCheckedContinuation { continuation in
+            let go = state.withLock { state in
+                if state.open { return true }
+                state.waiting.append(continuation)
+                return false
+            }
+            if go { continuation.resume() }
+        }
+        return Data()
+    }
+
+    func open() {
+        let waiting = state.withLock { state in
+            state.open = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
     }
 }
