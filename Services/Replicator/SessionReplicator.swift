@@ -212,6 +212,9 @@ final class SessionReplicator: Service, Sendable {
         var inTransaction = false
         var batch = Batch()
         var flushes = Flushes()
+        // Consuming stopped with an error (the stream broke, leadership was lost): its inserts
+        // must not go on retrying beside the next round's.
+        defer { flushes.cancelAll() }
         var latestCommit = LSN.zero
         var acknowledged = LSN.zero
         var lastStatus = ContinuousClock.now
@@ -417,5 +420,11 @@ struct Flushes {
     mutating func waitAll() async throws {
         for (_, task) in flights { await task.value }
         _ = try completed()
+    }
+
+    /// Stops the inserts still running (each retries until ClickHouse takes it). Their rows were
+    /// not acknowledged, so replication sends them again from the slot.
+    func cancelAll() {
+        for (_, task) in flights { task.cancel() }
     }
 }

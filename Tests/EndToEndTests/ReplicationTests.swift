@@ -9,6 +9,7 @@ import TestSupport
 import Testing
 
 @testable import ControlPlane
+@testable import Replicator
 
 /// A replicator of its own: own slot, publication and ClickHouse database, so tests never share
 /// a leader lock or rows.
@@ -289,5 +290,20 @@ struct IsolatedReplicator {
         await fresh.close()
         _ = try await replication.database.query("DROP DATABASE \(identifier: database) WITH (FORCE)")
         await replication.cleanUp()
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct ReplicatorFlushTests {
+    /// An insert retries until ClickHouse takes it; when consuming ends with an error, the
+    /// next round replays those rows from the slot, so the old insert must stop.
+    @Test func insertsStillRetryingStopWhenConsumingEnds() async throws {
+        var flushes = Flushes()
+        var batch = Batch()
+        batch.add(SessionsTable.Row(sessionId: "session_1", sortKey: [], values: [], version: 1))
+        flushes.start(batch) { _ in
+            while true { try await Task.sleep(for: .milliseconds(10)) }  // ClickHouse is away
+        }
+        flushes.cancelAll()
+        await #expect(throws: CancellationError.self) { try await flushes.waitAll() }
     }
 }
