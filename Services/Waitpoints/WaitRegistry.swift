@@ -40,12 +40,19 @@ struct WaitRegistry: Sendable {
         """
     )
 
-    /// Registers a waiter for `ttl` (nil: no expiry); returns the key's TTL afterwards in
-    /// milliseconds, -1 for none.
+    /// A registration lives until this long after its waitpoint's timeout (without a timeout,
+    /// with no expiry).
+    static let slackMilliseconds: Int64 = 60_000
+
+    /// Registers a waiter until a minute after its timeout (without one, with no expiry);
+    /// returns the key's TTL afterwards in milliseconds, -1 for none.
     @discardableResult
-    func add(_ waitpoint: Waitpoint, ttl: Duration?) async throws -> Int {
+    func add(_ waitpoint: Waitpoint) async throws -> Int {
         let milliseconds =
-            ttl.map { max(1, $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? -1
+            waitpoint.item.timeoutAt.map {
+                max(1, Int64($0.timeIntervalSinceNow.rounded(.up))) * 1000 + Self.slackMilliseconds
+            }
+            ?? -1
         let reply = try await redis.evaluate(
             Self.add,
             keys: [Self.key(waitpoint.channel)],

@@ -24,10 +24,6 @@ struct WaitpointEngine: Sendable {
     let logger: Logger
     let refills = SingleFlight<Bool>()
 
-    /// How long a registration lives in Redis when the waitpoint has no timeout of its own is
-    /// unbounded; with one, until a minute after it.
-    static let registrationSlack: Duration = .seconds(60)
-
     // MARK: Registration
 
     /// Puts the waiter in the registry, then completes it at once if its record is already there.
@@ -39,7 +35,7 @@ struct WaitpointEngine: Sendable {
     /// - Throws: only when neither Redis nor PostgreSQL could note the waiter.
     func register(_ waitpoint: Waitpoint) async throws {
         do {
-            try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
+            try await registry.add(waitpoint)
         } catch {
             logger.warning(
                 "Could not register a waiter in Redis; the sweeper registers it later.",
@@ -60,7 +56,7 @@ struct WaitpointEngine: Sendable {
             var done: [String] = []
             for waitpoint in page {
                 do {
-                    try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
+                    try await registry.add(waitpoint)
                     try await completeFromChannel(waitpoint)
                     done.append(waitpoint.id)
                 } catch {
@@ -93,13 +89,6 @@ struct WaitpointEngine: Sendable {
                 try? await Task.sleep(for: .seconds(1))
             }
         }
-    }
-
-    /// `nil` for no expiry (a waitpoint without timeout waits as long as it takes).
-    static func registrationLifetime(_ waitpoint: Waitpoint) -> Duration? {
-        guard let timeoutAt = waitpoint.item.timeoutAt else { return nil }
-        let seconds = max(1, Int64(timeoutAt.timeIntervalSinceNow.rounded(.up)))
-        return .seconds(seconds) + registrationSlack
     }
 
     /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is
@@ -202,7 +191,7 @@ struct WaitpointEngine: Sendable {
         while true {
             let page = try await store.allPending(after: after, limit: 500)
             for waitpoint in page {
-                try await registry.add(waitpoint, ttl: Self.registrationLifetime(waitpoint))
+                try await registry.add(waitpoint)
             }
             count += page.count
             guard let last = page.last, page.count == 500 else { break }
