@@ -58,10 +58,14 @@ public struct SessionEvent: Codable, Sendable, Equatable {
 
     public var kind: Kind
     public var session: SessionRecord
+    /// On an `updated` event that changed the externalId: the name it had before, which caches
+    /// must forget too.
+    public var previousExternalId: String?
 
-    public init(kind: Kind, session: SessionRecord) {
+    public init(kind: Kind, session: SessionRecord, previousExternalId: String? = nil) {
         self.kind = kind
         self.session = session
+        self.previousExternalId = previousExternalId
     }
 }
 

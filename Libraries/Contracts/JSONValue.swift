@@ -54,6 +54,16 @@ extension JSONValue: ExpressibleByArrayLiteral {
 }
 
 extension JSONValue {
+    /// How deeply arrays and objects nest inside: 0 for a string, number, bool or null; 1 for an
+    /// array or object of those.
+    public var depth: Int {
+        switch self {
+        case .array(let items): 1 + (items.lazy.map(\.depth).max() ?? 0)
+        case .object(let members): 1 + (members.values.lazy.map(\.depth).max() ?? 0)
+        case .null, .bool, .number, .string: 0
+        }
+    }
+
     /// True when a string or key anywhere inside holds U+0000, which PostgreSQL text cannot store.
     public var containsNUL: Bool {
         switch self {

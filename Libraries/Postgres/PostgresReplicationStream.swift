@@ -88,6 +88,10 @@ public final class PostgresReplicationStream: @unchecked Sendable {
                 }
                 do {
                     let system = try simpleQuery(connection, "IDENTIFY_SYSTEM", expect: PGRES_TUPLES_OK)
+                    // pgoutput sends values as text in this session's settings: the ones every
+                    // decoder here reads, whatever the server's or the database's defaults.
+                    _ = try simpleQuery(connection, "SET TimeZone = 'UTC'", expect: PGRES_COMMAND_OK)
+                    _ = try simpleQuery(connection, "SET DateStyle = 'ISO, YMD'", expect: PGRES_COMMAND_OK)
                     let command =
                         "START_REPLICATION SLOT \(slot) LOGICAL \(lsn) (proto_version '1', publication_names '\(publication)')"
                     _ = try simpleQuery(connection, command, expect: PGRES_COPY_BOTH)

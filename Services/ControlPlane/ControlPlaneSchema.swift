@@ -78,6 +78,15 @@ enum ControlPlaneSchema {
                     );
                     """
             ),
+            PostgresMigration(
+                version: 4,
+                name: "previous externalId in session events",
+                sql: """
+                    -- An update that renames a session records the old name, so the durable
+                    -- event tells caches to forget it too.
+                    ALTER TABLE session_events_outbox ADD COLUMN previous_external_id text;
+                    """
+            ),
         ]
     )
 }

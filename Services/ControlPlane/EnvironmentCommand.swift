@@ -84,6 +84,9 @@ struct CreateEnvironment: AsyncParsableCommand {
         } catch let error as PostgresError {
             await database.close()
             throw ValidationError("the database refused: \(error.message)")
+        } catch let error as APIError {
+            await database.close()
+            throw ValidationError(error.message)
         }
     }
 }
@@ -102,6 +105,8 @@ struct Tenancy {
 
     /// Creates whatever is missing along organization → project → environment and returns the
     /// environment with its key. Concurrent calls agree (each step is an atomic upsert).
+    ///
+    /// - Throws: ``APIError`` 409 when the slug names an environment of another type.
     func createEnvironment(
         organization: String,
         project: String,
@@ -135,6 +140,13 @@ struct Tenancy {
                 RETURNING id, type, api_key
                 """
             )[0]
+            let existingType: String = try environment.decode("type")
+            guard existingType == type.rawValue else {
+                throw APIError(
+                    .conflict,
+                    "Environment \(slug) of project \(project) is \(existingType.lowercased()), not \(type.rawValue.lowercased()); give another slug"
+                )
+            }
             return CreatedEnvironment(
                 organizationId: organizationId,
                 projectId: projectId,

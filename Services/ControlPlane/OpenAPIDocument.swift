@@ -353,8 +353,8 @@ enum OpenAPIDocument {
                   "externalId": { "type": ["string", "null"], "minLength": 1, "maxLength": 256, "description": "Trimmed; must not start with session_" },
                   "taskIdentifier": { "type": ["string", "null"], "minLength": 1, "maxLength": 128 },
                   "tags": { "type": "array", "maxItems": 10, "items": { "type": "string", "minLength": 1, "maxLength": 128 } },
-                  "metadata": { "type": ["object", "null"] },
-                  "triggerConfig": { "type": ["object", "null"] },
+                  "metadata": { "type": ["object", "null"], "description": "Any JSON object; the body nests at most 32 levels deep" },
+                  "triggerConfig": { "type": ["object", "null"], "description": "Any JSON object; the body nests at most 32 levels deep" },
                   "expiresAt": { "oneOf": [{ "type": "string", "format": "date-time" }, { "type": "integer", "description": "epoch milliseconds" }, { "type": "null" }] }
                 }
               },
@@ -362,7 +362,7 @@ enum OpenAPIDocument {
                 "type": "object",
                 "properties": {
                   "tags": { "type": "array", "maxItems": 10, "items": { "type": "string", "minLength": 1, "maxLength": 128 } },
-                  "metadata": { "type": ["object", "null"] },
+                  "metadata": { "type": ["object", "null"], "description": "Any JSON object; the body nests at most 32 levels deep" },
                   "externalId": { "type": ["string", "null"], "minLength": 1, "maxLength": 256 }
                 }
               },

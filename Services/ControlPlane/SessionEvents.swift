@@ -100,49 +100,83 @@ final class SessionEventRelay: Service, Sendable {
         _ = try? await relayBatch()
     }
 
-    /// Publishes up to `batchSize` waiting events and deletes them; returns how many (0 also
-    /// when another instance is relaying right now). Events of one session go out one after
-    /// another, different sessions concurrently.
+    /// Publishes up to `batchSize` waiting events and deletes those published; returns how many
+    /// (0 also when another instance is relaying right now). Events of one session go out one
+    /// after another, different sessions concurrently. A session whose event fails keeps it and
+    /// its later ones for the next attempt (the error is thrown once the others are deleted), so
+    /// one session's trouble neither holds back nor repeats the rest.
     @discardableResult
     func relayBatch() async throws -> Int {
-        try await database.withTransaction { connection in
+        let (relayed, failure) = try await database.withTransaction { connection -> (Int, (any Error)?) in
             let lock = try await connection.query("SELECT pg_try_advisory_xact_lock(7305002) AS locked")
-            guard try lock[0].decode("locked", as: Bool.self) else { return 0 }
+            guard try lock[0].decode("locked", as: Bool.self) else { return (0, nil) }
             let rows = try await connection.query(
                 """
-                SELECT id, kind, session_row::text AS session_row FROM session_events_outbox
-                ORDER BY id LIMIT \(batchSize)
+                SELECT id, kind, session_row::text AS session_row, session_row->>'id' AS session_id,
+                    previous_external_id
+                FROM session_events_outbox ORDER BY id LIMIT \(batchSize)
                 """
             )
-            guard !rows.isEmpty else { return 0 }
-            var bySession: [String: [(id: Int64, event: SessionEvent)]] = [:]
+            guard !rows.isEmpty else { return (0, nil) }
+            var bySession: [String: [(id: Int64, message: Result<OutboxMessage, any Error>)]] = [:]
             for row in rows {
-                let session = try SessionRow.decode(row)
-                let kind = SessionEvent.Kind(rawValue: try row.decode("kind")) ?? .updated
-                bySession[session.id, default: []].append(
-                    (try row.decode("id"), SessionEvent(kind: kind, session: session))
+                bySession[try row.decode("session_id"), default: []].append(
+                    (try row.decode("id"), Result { try OutboxMessage(row) })
                 )
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for events in bySession.values {
+            let outcomes = await withTaskGroup(of: (published: [Int64], failure: (any Error)?).self) { group in
+                for messages in bySession.values {
                     group.addTask { [jetStream] in
-                        for (id, event) in events {
-                            _ = try await jetStream.publish(
-                                Subjects.sessionEvent(environmentId: event.session.environmentId, kind: event.kind),
-                                payload: try JSONEncoder.sessions.encode(event),
-                                // Unique beyond this database: outbox ids restart with a new one.
-                                messageID: "\(event.session.id):\(event.kind.rawValue):\(id)"
-                            )
+                        var published: [Int64] = []
+                        for (id, message) in messages {
+                            do {
+                                let message = try message.get()
+                                _ = try await jetStream.publish(
+                                    message.subject,
+                                    payload: message.payload,
+                                    messageID: message.id
+                                )
+                                published.append(id)
+                            } catch {
+                                return (published, error)
+                            }
                         }
+                        return (published, nil)
                     }
                 }
-                try await group.waitForAll()
+                return await group.reduce(into: []) { $0.append($1) }
             }
-            let ids = try rows.map { try $0.decode("id", as: Int64.self) }
-            try await connection.query(
-                "DELETE FROM session_events_outbox WHERE id = ANY(\(ids.map(String.init))::bigint[])"
-            )
-            return rows.count
+            let published = outcomes.flatMap(\.published)
+            if !published.isEmpty {
+                try await connection.query(
+                    "DELETE FROM session_events_outbox WHERE id = ANY(\(published.map(String.init))::bigint[])"
+                )
+            }
+            return (published.count, outcomes.lazy.compactMap(\.failure).first)
         }
+        if let failure { throw failure }
+        return relayed
+    }
+}
+
+/// One outbox row as the JetStream message it becomes.
+private struct OutboxMessage: Sendable {
+    var subject: String
+    var payload: Data
+    /// Unique beyond this database (outbox ids restart with a new one), so JetStream dedupes a
+    /// row published again after a crash.
+    var id: String
+
+    init(_ row: PostgresRow) throws {
+        let session = try SessionRow.decode(row)
+        let kind = SessionEvent.Kind(rawValue: try row.decode("kind")) ?? .updated
+        let event = SessionEvent(
+            kind: kind,
+            session: session,
+            previousExternalId: try row.decode("previous_external_id", as: String?.self)
+        )
+        subject = Subjects.sessionEvent(environmentId: session.environmentId, kind: kind)
+        payload = try JSONEncoder.sessions.encode(event)
+        id = "\(session.id):\(kind.rawValue):\(try row.decode("id", as: Int64.self))"
     }
 }

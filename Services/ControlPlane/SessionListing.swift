@@ -184,10 +184,15 @@ struct SessionListing: Sendable {
     /// Reads the filters of a list request; every problem is a 400 naming the parameter.
     static func filters(_ request: Request) throws -> Filters {
         var values: [String: [String]] = [:]
-        for (key, value) in request.uri.queryParameters {
-            let name = String(key).removingPercentEncoding ?? String(key)
+        for pair in (request.uri.query ?? "").split(separator: "&") {
+            // Decoded as a form sends it (`URLSearchParams`): `+` is a space.
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
+                let text = $0.replacingOccurrences(of: "+", with: " ")
+                return text.removingPercentEncoding ?? text
+            }
+            let name = parts[0]
             if name.isEmpty { continue }  // `?&page[size]=10`: nothing was named
-            values[name, default: []] += String(value).split(separator: ",").map {
+            values[name, default: []] += (parts.count > 1 ? parts[1] : "").split(separator: ",").map {
                 $0.trimmingCharacters(in: .whitespaces)
             }.filter { !$0.isEmpty }
         }

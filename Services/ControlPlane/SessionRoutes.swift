@@ -49,9 +49,10 @@ struct SessionRoutes: Sendable {
         let tasks =
             principal.allows(AccessRequirement(.write, .tasks, ids: [], superScopes: superScopes))
             ? nil : principal.scopedIds(.write, .tasks)
-        guard let (session, isNew) = try await store.create(new, in: principal, onlyTasks: tasks) else {
+        guard let (session, outcome) = try await store.create(new, in: principal, onlyTasks: tasks) else {
             throw APIError(.forbidden, "Unauthorized: this token does not grant write access")
         }
+        let isNew = outcome == .created
         if !isNew {
             switch session.status() {
             case .closed:
@@ -61,7 +62,7 @@ struct SessionRoutes: Sendable {
             case .active: break
             }
         }
-        if isNew { events.nudge() }
+        if outcome != .existing { events.nudge() }
         guard let environment = try await environments.environment(id: principal.environmentId) else {
             throw APIError(.unauthorized, "Invalid API Key")
         }
@@ -130,7 +131,11 @@ struct SessionRoutes: Sendable {
 
     @Sendable func close(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try context.requirePrincipal()
-        let hasBody = request.headers[.contentLength].flatMap(Int.init) != 0
+        // The body is optional. A request with neither Content-Length nor Transfer-Encoding has
+        // none (RFC 9112 §6.3); proxies send a body-less POST that way.
+        let hasBody =
+            request.headers[.contentLength].flatMap(Int.init).map { $0 != 0 }
+            ?? (request.headers[.transferEncoding] != nil)
         let fields = Fields(hasBody ? try await request.jsonObject(limit: Self.closeBodyLimit) : [:])
         let reason = try fields.string("reason", length: 0...256)
         let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])

@@ -32,15 +32,27 @@ struct SessionChanges: Sendable {
 struct SessionStore: Sendable {
     let database: PostgresClient
 
-    /// Inserts a session, or — when `externalId` names an existing one — returns that one
-    /// (updating only its trigger configuration while it is open). One atomic statement, so
-    /// concurrent first creates agree on a single row. With `onlyTasks`, an existing session of
-    /// another task is neither touched nor returned: the answer is nil.
+    /// What a create did.
+    enum CreateOutcome: Sendable {
+        /// A new session (event `created`).
+        case created
+        /// The existing open session of that externalId, given a new trigger configuration
+        /// (event `updated`).
+        case reconfigured
+        /// The existing session of that externalId, unchanged (no write, no event).
+        case existing
+    }
+
+    /// Inserts a session, or — when `externalId` names an existing one — returns that one,
+    /// replacing its trigger configuration when one is given, differs, and the session is still
+    /// open. One atomic statement, so concurrent first creates agree on a single row. With
+    /// `onlyTasks`, an existing session of another task is neither touched nor returned: the
+    /// answer is nil.
     func create(
         _ session: NewSession,
         in environment: Principal,
         onlyTasks: [String]? = nil
-    ) async throws -> (SessionRecord, isNew: Bool)? {
+    ) async throws -> (SessionRecord, CreateOutcome)? {
         let id = Identifier.make()
         let rows = try await database.query(
             """
@@ -56,24 +68,31 @@ struct SessionStore: Sendable {
                     \(environment.environmentType.rawValue), \(session.expiresAt)
                 )
                 ON CONFLICT (runtime_environment_id, external_id) DO UPDATE SET
-                    trigger_config = CASE
-                        WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
-                        THEN EXCLUDED.trigger_config ELSE sessions.trigger_config END,
-                    updated_at = CASE
-                        WHEN sessions.closed_at IS NULL AND EXCLUDED.trigger_config IS NOT NULL
-                        THEN now() ELSE sessions.updated_at END
-                WHERE \(onlyTasks == nil) OR sessions.task_identifier = ANY(\(onlyTasks ?? [])::text[])
+                    trigger_config = EXCLUDED.trigger_config, updated_at = now()
+                WHERE (\(onlyTasks == nil) OR sessions.task_identifier = ANY(\(onlyTasks ?? [])::text[]))
+                    AND sessions.closed_at IS NULL AND (sessions.expires_at IS NULL OR sessions.expires_at > now())
+                    AND EXCLUDED.trigger_config IS NOT NULL
+                    AND EXCLUDED.trigger_config IS DISTINCT FROM sessions.trigger_config
                 RETURNING *
             ), event AS (
                 INSERT INTO session_events_outbox (kind, session_row)
-                SELECT 'created', to_jsonb(written) FROM written WHERE written.id = \(id)
+                SELECT CASE WHEN written.id = \(id) THEN 'created' ELSE 'updated' END, to_jsonb(written) FROM written
             )
             SELECT to_jsonb(written)::text AS session_row FROM written
             """
         )
-        guard let row = rows.first else { return nil }
-        let record = try SessionRow.decode(row)
-        return (record, record.id == id)
+        if let row = rows.first {
+            let record = try SessionRow.decode(row)
+            return (record, record.id == id ? .created : .reconfigured)
+        }
+        // The externalId's session was left as it is: nothing to change, closed, expired, or of
+        // a task the caller may not write. It was committed before the statement ended, so a
+        // new statement sees it.
+        guard let externalId = session.externalId,
+            let existing = try await find(externalId, environmentId: environment.environmentId),
+            onlyTasks.map({ tasks in existing.taskIdentifier.map(tasks.contains) ?? false }) ?? true
+        else { return nil }
+        return (existing, .existing)
     }
 
     /// The session named by friendlyId (`session_…`) or externalId.
@@ -126,8 +145,11 @@ struct SessionStore: Sendable {
                     WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
                     RETURNING *
                 ), event AS (
-                    INSERT INTO session_events_outbox (kind, session_row)
-                    SELECT 'updated', to_jsonb(written) FROM written
+                    INSERT INTO session_events_outbox (kind, session_row, previous_external_id)
+                    SELECT 'updated', to_jsonb(written),
+                        CASE WHEN written.external_id IS DISTINCT FROM \(session.externalId)::text
+                        THEN \(session.externalId)::text END
+                    FROM written
                 )
                 SELECT to_jsonb(written)::text AS session_row FROM written
                 """

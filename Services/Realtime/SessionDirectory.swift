@@ -95,7 +95,8 @@ final class SessionDirectory: Service, Sendable {
                         else {
                             continue
                         }
-                        let names = [event.session.friendlyId, event.session.externalId].compactMap { $0 }
+                        let names = [event.session.friendlyId, event.session.externalId, event.previousExternalId]
+                            .compactMap { $0 }
                         self.forget(names, environmentId: event.session.environmentId, isNew: event.kind == .created)
                     }
                 }

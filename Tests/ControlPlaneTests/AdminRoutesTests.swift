@@ -21,6 +21,11 @@ import Testing
             #expect(try again.json(CreatedEnvironment.self) == created, "idempotent: the same ids and key")
             let sessions = try await api.call(.get, "/api/v1/sessions?page[size]=1", token: created.apiKey)
             #expect(sessions.status != 401, "the new key authenticates")
+            let otherType =
+                #"{"organization":"\#(organization)","project":"web","type":"development","slug":"production"}"#
+            let conflict = try await api.call(.post, "/api/v1/admin/environments", token: adminToken, json: otherType)
+            #expect(conflict.status == 409, "a slug taken by another type is not handed out as this one")
+            #expect(conflict.error?.contains("is production, not development") == true, "\(conflict.body)")
         }
     }
 

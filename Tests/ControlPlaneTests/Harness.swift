@@ -166,3 +166,21 @@ enum Forge {
         return "\(header).\(payload)."
     }
 }
+
+/// Every event of one session in the stream so far (none when nothing arrives within 5 s).
+func sessionEvents(of session: String, environment: String, in jetStream: JetStream) async throws -> [SessionEvent] {
+    let consumer = try jetStream.orderedConsumer(
+        stream: Subjects.sessionEventsStream,
+        subject: "events.sessions.\(environment).>"
+    )
+    defer { consumer.unsubscribe() }
+    let received = try? await withTimeout(.seconds(5)) {
+        var received: [SessionEvent] = []
+        for await message in consumer {
+            received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
+            if message.metadata?.pending == 0 { break }
+        }
+        return received
+    }
+    return (received ?? []).filter { $0.session.friendlyId == session }
+}

@@ -133,7 +133,7 @@ import Testing
             var mine: [SessionEvent] = []
             _ = try await TestServers.waitUntil {
                 try await controlPlane.routes.events.relayBatch()
-                mine = try await events(of: id, environment: tenants.a.environmentId, in: jetStream)
+                mine = try await sessionEvents(of: id, environment: tenants.a.environmentId, in: jetStream)
                 return mine.count >= 3
             }
             #expect(mine.map(\.kind) == [.created, .updated, .closed], "one closed event however often it is closed")
@@ -143,16 +143,19 @@ import Testing
         }
     }
 
-    @Test func eventsWaitInTheOutboxWhileJetStreamIsUnreachable() async throws {
-        // A database of its own: other tests' relays (and the end-to-end binaries') must not
-        // drain this outbox behind the test's back.
+    /// A database of its own, migrated, with one environment: other tests' relays (and the
+    /// end-to-end binaries') must not drain this outbox behind the test's back.
+    func withOwnOutbox(
+        _ body: (PostgresClient, Principal, Logger) async throws -> Void
+    ) async throws {
         let baseURL = try TestServers.databaseURL
         let name = TestServers.uniqueName("outbox")
         let admin = PostgresClient(configuration: .init(url: baseURL, poolSize: 1))
         try await admin.query("CREATE DATABASE \(identifier: name)")
         let server = baseURL.split(separator: "/", omittingEmptySubsequences: false).dropLast()
-        let url = server.joined(separator: "/") + "/" + name
-        let database = PostgresClient(configuration: .init(url: url, poolSize: 2))
+        let database = PostgresClient(
+            configuration: .init(url: server.joined(separator: "/") + "/" + name, poolSize: 2)
+        )
         let logger = Logger(label: "test")
         try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
         let environment = try await Tenancy(database: database)
@@ -164,60 +167,86 @@ import Testing
             environmentType: .development,
             scopes: nil
         )
-        let (session, _) = try #require(
-            try await SessionStore(database: database).create(NewSession(type: "t", tags: []), in: principal)
-        )
-
-        // A relay whose NATS is down fails, and leaves the event where it is.
-        let nowhere = try await NatsConnection.connect(
-            .init(
-                url: "nats://127.0.0.1:\(try TestServers.freePort())",
-                name: "down",
-                requestTimeout: .milliseconds(200)
-            )
-        )
-        let stranded = SessionEventRelay(
-            database: database,
-            jetStream: try JetStream(connection: nowhere, timeout: .milliseconds(200)),
-            logger: logger
-        )
-        await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
-        await nowhere.close()
-        let waiting = try await database.query("SELECT count(*) AS n FROM session_events_outbox")
-        #expect(try waiting[0].decode("n", as: Int.self) == 1)
-
-        // A relay that reaches JetStream publishes it and empties the outbox.
-        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
-        let jetStream = try JetStream(connection: connection)
-        let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
-        try await relay.prepare()
-        #expect(try await relay.relayBatch() == 1)
-        let left = try await database.query("SELECT count(*) AS n FROM session_events_outbox")
-        #expect(try left[0].decode("n", as: Int.self) == 0)
-        let published = try await events(of: session.friendlyId, environment: environment.environmentId, in: jetStream)
-        #expect(published.map(\.kind) == [.created])
-
-        await connection.close()
+        try await body(database, principal, logger)
         await database.close()
         try await admin.query("DROP DATABASE \(identifier: name) WITH (FORCE)")
         await admin.close()
     }
 
-    /// Every event of one session in the stream so far (none when nothing arrives within 5 s).
-    func events(of session: String, environment: String, in jetStream: JetStream) async throws -> [SessionEvent] {
-        let consumer = try jetStream.orderedConsumer(
-            stream: Subjects.sessionEventsStream,
-            subject: "events.sessions.\(environment).>"
-        )
-        defer { consumer.unsubscribe() }
-        let received = try? await withTimeout(.seconds(5)) {
-            var received: [SessionEvent] = []
-            for await message in consumer {
-                received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
-                if message.metadata?.pending == 0 { break }
-            }
-            return received
+    func outboxCount(_ database: PostgresClient) async throws -> Int {
+        try await database.query("SELECT count(*) AS n FROM session_events_outbox")[0].decode("n")
+    }
+
+    @Test func eventsWaitInTheOutboxWhileJetStreamIsUnreachable() async throws {
+        try await withOwnOutbox { database, principal, logger in
+            let (session, _) = try #require(
+                try await SessionStore(database: database).create(NewSession(type: "t", tags: []), in: principal)
+            )
+
+            // A relay whose NATS is down fails, and leaves the event where it is.
+            let nowhere = try await NatsConnection.connect(
+                .init(
+                    url: "nats://127.0.0.1:\(try TestServers.freePort())",
+                    name: "down",
+                    requestTimeout: .milliseconds(200)
+                )
+            )
+            let stranded = SessionEventRelay(
+                database: database,
+                jetStream: try JetStream(connection: nowhere, timeout: .milliseconds(200)),
+                logger: logger
+            )
+            await #expect(throws: (any Error).self) { try await stranded.relayBatch() }
+            await nowhere.close()
+            #expect(try await outboxCount(database) == 1)
+
+            // A relay that reaches JetStream publishes it and empties the outbox.
+            let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
+            let jetStream = try JetStream(connection: connection)
+            let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
+            try await relay.prepare()
+            #expect(try await relay.relayBatch() == 1)
+            #expect(try await outboxCount(database) == 0)
+            let published = try await sessionEvents(
+                of: session.friendlyId,
+                environment: principal.environmentId,
+                in: jetStream
+            )
+            #expect(published.map(\.kind) == [.created])
+            await connection.close()
         }
-        return (received ?? []).filter { $0.session.friendlyId == session }
+    }
+
+    @Test func anEventThatCannotBePublishedHoldsBackOnlyItsOwnSession() async throws {
+        try await withOwnOutbox { database, principal, logger in
+            let store = SessionStore(database: database)
+            let (first, _) = try #require(try await store.create(NewSession(type: "t", tags: []), in: principal))
+            // A row no relay can turn into an event, between two good ones.
+            try await database.query(
+                """
+                INSERT INTO session_events_outbox (kind, session_row)
+                VALUES ('updated', '{"id": "broken", "friendly_id": "session_broken"}')
+                """
+            )
+            let (second, _) = try #require(try await store.create(NewSession(type: "t", tags: []), in: principal))
+
+            let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
+            let jetStream = try JetStream(connection: connection)
+            let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
+            try await relay.prepare()
+            for _ in 0..<2 {
+                await #expect(throws: (any Error).self) { try await relay.relayBatch() }
+                #expect(try await outboxCount(database) == 1, "only the broken row stays")
+            }
+            for session in [first, second] {
+                let published = try await sessionEvents(
+                    of: session.friendlyId,
+                    environment: principal.environmentId,
+                    in: jetStream
+                )
+                #expect(published.map(\.kind) == [.created], "published once, not again on the next attempt")
+            }
+            await connection.close()
+        }
     }
 }

@@ -173,11 +173,93 @@ import Testing
         (#"{"type":"t","externalId":"a\u0000b"}"#, "must not contain NUL"),
         (#"{"type":"t","tags":["a\u0000"]}"#, "must not contain NUL"),
         (#"{"type":"t","metadata":{"k":"\u0000"}}"#, "must not contain NUL"),
+        (#"{"type":"t","metadata":\#(nested(32))}"#, "JSON may nest at most 32 levels deep"),
+        (#"{"type":"t","triggerConfig":{"a":[\#(nested(31))]}}"#, "JSON may nest at most 32 levels deep"),
         (#"{"type":"#, "Invalid JSON"),
         (#"[1]"#, "must be a JSON object"),
         (#"null"#, "must be a JSON object"),
         ("", "Request body is empty"),
     ]
+
+    /// A JSON object nested `levels` deep: `{"a":{"a":…1…}}`.
+    static func nested(_ levels: Int) -> String {
+        String(repeating: #"{"a":"#, count: levels) + "1" + String(repeating: "}", count: levels)
+    }
+
+    @Test func theDeepestMetadataAllowedIsStoredAndReadBack() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let created = try await api.create(#"{"type":"t","metadata":\#(Self.nested(31))}"#, token: tenants.a.apiKey)
+            #expect(created.session.metadata?.depth == 31)
+            let read = try await api.call(.get, "/api/v1/sessions/\(created.session.id)", token: tenants.a.apiKey)
+            #expect(try read.json(SessionItem.self).metadata == created.session.metadata)
+        }
+    }
+
+    @Test func createsThatChangeTheTriggerConfigAreUpdatesAndOthersWriteNothing() async throws {
+        try await withControlPlane { api, tenants, controlPlane, connection in
+            let name = TestServers.uniqueName("config")
+            func create(_ extra: String) async throws -> APIResponse {
+                try await api.call(
+                    .post,
+                    "/api/v1/sessions",
+                    token: tenants.a.apiKey,
+                    json: #"{"type":"t","externalId":"\#(name)"\#(extra)}"#
+                )
+            }
+            let first = try await create(#","triggerConfig":{"v":1}"#).json(CreatedSession.self).session
+            for same in [#","triggerConfig":{"v":1}"#, ""] {
+                let again = try await create(same)
+                #expect(again.status == 200)
+                #expect(try again.json(CreatedSession.self).session == first, "nothing changes, updatedAt included")
+            }
+            let changed = try await create(#","triggerConfig":{"v":2}"#)
+            #expect(changed.status == 200)
+            #expect(try changed.json(CreatedSession.self).session.id == first.id)
+            let path = "/api/v1/sessions/\(first.id)"
+            let renamed = name + "-renamed"
+            _ = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"externalId":"\#(renamed)"}"#)
+            _ = try await api.call(.post, path + "/close", token: tenants.a.apiKey, json: "{}")
+            let closed = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(renamed)","triggerConfig":{"v":3}}"#
+            )
+            #expect(closed.status == 409)
+            let stored = try await api.call(.get, path, token: tenants.a.apiKey).json(SessionItem.self)
+            #expect(stored.status == .closed)
+
+            let jetStream = try JetStream(connection: connection)
+            var events: [SessionEvent] = []
+            _ = try await TestServers.waitUntil {
+                try await controlPlane.routes.events.relayBatch()
+                events = try await sessionEvents(of: first.id, environment: tenants.a.environmentId, in: jetStream)
+                return events.count >= 4
+            }
+            #expect(events.map(\.kind) == [.created, .updated, .updated, .closed])
+            let configs: [JSONValue?] = [1, 2, 2, 2].map { .object(["v": .number($0)]) }
+            #expect(events.map(\.session.triggerConfig) == configs)
+            #expect(events.map(\.previousExternalId) == [nil, nil, name, nil], "a rename names the old externalId")
+        }
+    }
+
+    @Test func anExpiredSessionKeepsItsTriggerConfig() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let name = TestServers.uniqueName("expired-config")
+            let past = ISO8601.string(from: Date().addingTimeInterval(-60))
+            let body = #"{"type":"t","externalId":"\#(name)","expiresAt":"\#(past)","triggerConfig":{"v":1}}"#
+            let created = try await api.create(body, token: tenants.a.apiKey).session
+            let again = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(name)","triggerConfig":{"v":2}}"#
+            )
+            #expect(again.status == 409)
+            let stored = try await api.call(.get, "/api/v1/sessions/\(name)", token: tenants.a.apiKey)
+            #expect(try stored.json(SessionItem.self) == created, "the refused create wrote nothing")
+        }
+    }
 
     @Test func everyValidationRuleIsA400NamingTheField() async throws {
         try await withControlPlane { api, tenants, _, _ in

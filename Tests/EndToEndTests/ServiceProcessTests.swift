@@ -269,6 +269,13 @@ final class ServiceProcess: @unchecked Sendable {
             )
         )
         #expect(sized.status == 201)
+        // A body-less close as proxies send it: neither Content-Length nor Transfer-Encoding.
+        let session = try JSONDecoder.sessions.decode(CreatedSession.self, from: sized.body).session.id
+        let close = try await Self.exchange(
+            port: service.port,
+            "POST /api/v1/sessions/\(session)/close HTTP/1.1\r\nHost: x\r\nAuthorization: \(auth)\r\n\r\n"
+        )
+        #expect(close.response.hasPrefix("HTTP/1.1 200"), "\(close.response)")
         #expect(try await service.terminate(timeout: .seconds(5)) == 0)
         await http.close()
     }

@@ -93,9 +93,11 @@ import Testing
             stack,
             [["type": .string(type), "tags": ["it's", "back\\slash"], "externalId": .string(type + "'\\")]]
         )
+        func encoded(_ value: String) -> String {
+            value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        }
         func listed(_ name: String, _ value: String) async throws -> [String]? {
-            let encoded = value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-            return try await list(stack, "\(name)=\(encoded)").1?.data.map(\.id)
+            try await list(stack, "\(name)=\(encoded(value))").1?.data.map(\.id)
         }
         let replicated = try await TestServers.waitUntil(timeout: .seconds(20)) {
             try await listed("filter[type]", type) == ids
@@ -104,6 +106,12 @@ import Testing
         #expect(try await listed("filter[tags]", "it's") == ids)
         #expect(try await listed("filter[tags]", "back\\slash") == ids)
         #expect(try await listed("filter[externalId]", type + "'\\") == ids)
+        // As a form or `URLSearchParams` writes a space: `+`. A plus sign itself is `%2B`.
+        let spaced = try await makeSessions(stack, [["type": .string(type + " a+b")]])
+        let plus = try await TestServers.waitUntil(timeout: .seconds(20)) {
+            try await list(stack, "filter[type]=\(encoded(type))+a%2Bb").1?.data.map(\.id) == spaced
+        }
+        #expect(plus, "listed by a type with a space written as +")
     }
 
     @Test func anItemChangedSinceItsReplicatedCopyIsListedOnlyWhereItStillMatches() async throws {

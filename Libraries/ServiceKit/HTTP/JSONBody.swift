@@ -23,10 +23,14 @@ extension Request {
         }
     }
 
+    /// How deeply a JSON body may nest. Values are stored and sent on inside other JSON
+    /// (responses, events), and JSON coders give up past 512 levels.
+    public static let maxJSONDepth = 32
+
     /// Reads a JSON object body of at most `limit` bytes.
     ///
     /// - Throws: 413 when `Content-Length` is missing or over the limit; 400 when the body is
-    ///   empty, not JSON, or not a JSON object.
+    ///   empty, not JSON, not a JSON object, or nested deeper than ``maxJSONDepth``.
     public func jsonObject(limit: Int) async throws -> [String: JSONValue] {
         let buffer = try await limitedBody(limit: limit)
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "Request body is empty") }
@@ -35,6 +39,9 @@ extension Request {
         }
         guard case .object(let members) = value else {
             throw APIError(.badRequest, "The request body must be a JSON object")
+        }
+        guard value.depth <= Self.maxJSONDepth else {
+            throw APIError(.badRequest, "Invalid request body: JSON may nest at most \(Self.maxJSONDepth) levels deep")
         }
         guard !value.containsNUL else {
             throw APIError(.badRequest, "Invalid request body: text must not contain NUL characters (\\u0000)")
