@@ -171,19 +171,22 @@ public final class JetStream: @unchecked Sendable {
     }
 
     /// Reads up to `maxCount` messages on `subject` from stream sequence `from` on, in one
-    /// request (batch direct get; nats-server 2.11+, the stream needs `allowDirect`).
+    /// request (batch direct get; nats-server 2.11+, the stream needs `allowDirect`); with
+    /// `maxBytes`, the server stops once the batch reaches about that size.
     public func directGetBatch(
         stream: String,
         subject: String,
         from: UInt64,
-        maxCount: Int
+        maxCount: Int,
+        maxBytes: Int? = nil
     ) async throws -> [NatsMessage] {
         let inbox = "_INBOX.\(UUID().uuidString)"
         let replies = try connection.subscribe(inbox)
         defer { replies.unsubscribe() }
-        let body: [String: JSONValue] = [
+        var body: [String: JSONValue] = [
             "seq": .number(max(from, 1)), "next_by_subj": .string(subject), "batch": .number(UInt64(maxCount)),
         ]
+        if let maxBytes { body["max_bytes"] = .number(UInt64(maxBytes)) }
         try connection.publish(
             "$JS.API.DIRECT.GET.\(stream)",
             payload: try JSONEncoder().encode(body),

@@ -5,12 +5,17 @@ import Synchronization
 
 /// Fans each channel's new records out to every local subscriber from one upstream follow per
 /// channel, however many subscribers it has. A subscriber registers first and then replays
-/// history from the store, so nothing appended meanwhile is missed; gaps between what it has
-/// and what the feed delivers are filled from the store (``Subscription/next()``).
+/// history from the store; what lies between its replay and the feed's first record (appended
+/// while both began) and any gap in what the feed delivers are read from the store
+/// (``Subscription/next()``), so nothing is missed.
 final class ChannelHub: Sendable {
     private struct Feed {
+        /// Tells this feed from a later one of the same channel, so an ending pump clears only its own.
+        var generation: UInt64
         var subscribers: [UInt64: Mailbox] = [:]
         var pump: Task<Void, Never>?
+        /// The first sequence number the feed delivers, once its follow has begun.
+        var start: UInt64?
     }
 
     let store: any StreamStore
@@ -39,14 +44,14 @@ final class ChannelHub: Sendable {
         let mailbox = Mailbox(limit: mailboxLimit)
         let isNew = feeds.withLock { feeds in
             let isNew = feeds[channel] == nil
-            feeds[channel, default: Feed()].subscribers[id] = mailbox
+            feeds[channel, default: Feed(generation: id)].subscribers[id] = mailbox
             recordCounts(feeds)
             return isNew
         }
         if isNew {
-            let pump = Task { await self.pump(channel) }
+            let pump = Task { await self.pump(channel, generation: id) }
             let orphaned = feeds.withLock { feeds in
-                guard feeds[channel] != nil, feeds[channel]!.pump == nil else { return true }
+                guard feeds[channel]?.generation == id else { return true }
                 feeds[channel]!.pump = pump
                 return false
             }
@@ -73,18 +78,32 @@ final class ChannelHub: Sendable {
         pump?.cancel()
     }
 
+    /// The first sequence number the channel's feed delivers; nil until its follow has begun.
+    fileprivate func start(of channel: ChannelAddress) -> UInt64? {
+        feeds.withLock { $0[channel]?.start }
+    }
+
     private func recordCounts(_ feeds: [ChannelAddress: Feed]) {
         RealtimeMetrics.feeds.record(feeds.count)
         RealtimeMetrics.subscribers.record(feeds.values.reduce(0) { $0 + $1.subscribers.count })
     }
 
-    /// Follows the channel from its current tail and hands every record to every subscriber.
-    private func pump(_ channel: ChannelAddress) async {
+    /// Follows the channel from its current tail and hands every record to every subscriber of
+    /// this feed (`generation`); when it ends, so does the feed, unless a newer one replaced it.
+    private func pump(_ channel: ChannelAddress, generation: UInt64) async {
         do {
             let tail = try await store.tail(channel)
-            for try await record in try await store.follow(channel, from: tail.nextSeqNum) {
+            let records = try await store.follow(channel, from: tail.nextSeqNum)
+            // Subscribers that caught up before now read up to the start from the store.
+            let waiting = feeds.withLock { feeds -> [Mailbox] in
+                guard feeds[channel]?.generation == generation else { return [] }
+                feeds[channel]!.start = tail.nextSeqNum
+                return Array(feeds[channel]!.subscribers.values)
+            }
+            for mailbox in waiting { mailbox.wake() }
+            for try await record in records {
                 let slow = feeds.withLock { feeds -> [UInt64] in
-                    guard let feed = feeds[channel] else { return [] }
+                    guard let feed = feeds[channel], feed.generation == generation else { return [] }
                     return feed.subscribers.compactMap { id, mailbox in mailbox.push(CollectionOfOne(record)) ? nil : id
                     }
                 }
@@ -92,18 +111,18 @@ final class ChannelHub: Sendable {
                 if !slow.isEmpty { RealtimeMetrics.slowSubscribers.increment(by: slow.count) }
             }
         } catch {
-            if Task.isCancelled { return }
-            logger.warning(
-                "A channel feed failed; its subscribers are disconnected.",
-                metadata: ["channel": "\(channel)", "error": "\(error)"]
-            )
+            if !Task.isCancelled {
+                logger.warning(
+                    "A channel feed failed; its subscribers are disconnected.",
+                    metadata: ["channel": "\(channel)", "error": "\(error)"]
+                )
+            }
         }
         let mailboxes = feeds.withLock { feeds -> [Mailbox] in
-            defer {
-                feeds[channel] = nil
-                recordCounts(feeds)
-            }
-            return feeds[channel].map { Array($0.subscribers.values) } ?? []
+            guard let feed = feeds[channel], feed.generation == generation else { return [] }
+            feeds[channel] = nil
+            recordCounts(feeds)
+            return Array(feed.subscribers.values)
         }
         for mailbox in mailboxes { mailbox.end(.upstreamFailed) }
     }
@@ -138,9 +157,23 @@ final class Subscription: Sendable {
             let records = try await hub.store.read(channel, from: next, limit: Self.replayBatch)
             position.withLock { position in
                 if let last = records.last { position.next = last.seqNum + 1 }
-                position.caughtUp = records.count < Self.replayBatch
+                // A read that stopped short of its count reached the tail, unless its bytes did.
+                position.caughtUp =
+                    records.count < Self.replayBatch && records.reduce(0) { $0 + $1.body.utf8.count } < readBytes / 2
             }
             if !records.isEmpty { return records }
+        }
+        // Records from before the feed's start never come through it.
+        if let start = hub.start(of: channel), next < start {
+            let records = try await hub.store.read(
+                channel,
+                from: next,
+                limit: Int(min(start - next, UInt64(Self.replayBatch)))
+            )
+            if let last = records.last {
+                position.withLock { $0.next = last.seqNum + 1 }
+                return records
+            }
         }
         guard var live = try await mailbox.next() else { return nil }
         live.removeAll { $0.seqNum < position.withLock { $0.next } }

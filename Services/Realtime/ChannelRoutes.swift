@@ -65,9 +65,9 @@ struct ChannelRoutes: Sendable {
     @Sendable func append(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try context.requirePrincipal()
         let body = try await request.limitedBody(limit: Self.appendLimit)
-        guard let text = body.getString(at: body.readerIndex, length: body.readableBytes),
-            text.utf8.count == body.readableBytes
-        else { throw APIError(.badRequest, "The request body must be UTF-8 text") }
+        guard let text = String(validating: body.readableBytesView, as: UTF8.self) else {
+            throw APIError(.badRequest, "The request body must be UTF-8 text")
+        }
         let partId = try Self.partId(request)
         let (session, channel) = try await authorizedChannel(context, .write)
         if let refusal = session.writeRefusal("append to") { return Self.appendFailure(refusal) }

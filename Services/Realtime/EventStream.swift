@@ -12,8 +12,9 @@ struct EventStream: Sendable {
     enum Style: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
         case sessions
-        /// The S2 subset: `id: seq,count,bytes`, at most `limit` records, `[DONE]` at the end.
-        case s2(format: S2Routes.BodyFormat, limit: Int?, delivered: Int)
+        /// The S2 subset: `id: seq,count,bytes`, counted on from `sent` (what a resumed read's
+        /// earlier connections sent), until `limit` records in all; `[DONE]` at the end.
+        case s2(format: S2Routes.BodyFormat, limit: Int?, sent: (count: Int, bytes: Int))
     }
 
     let hub: ChannelHub
@@ -72,7 +73,7 @@ struct EventStream: Sendable {
 
         init(style: Style) {
             self.style = style
-            if case .s2(_, _, let delivered) = style { self.delivered = delivered }
+            if case .s2(_, _, let sent) = style { (delivered, bytes) = sent }
         }
 
         var isDone: Bool {

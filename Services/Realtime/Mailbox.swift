@@ -17,6 +17,8 @@ final class Mailbox: Sendable {
         var records: [ChannelRecord] = []
         var waiter: CheckedContinuation<[ChannelRecord]?, any Error>?
         var ending: Ending?
+        /// Woken while nobody waited: the next `next` returns at once.
+        var woken = false
     }
 
     let limit: Int
@@ -57,10 +59,12 @@ final class Mailbox: Sendable {
         waiter?.resume(throwing: ending)
     }
 
-    /// Wakes a waiting `next` with no records (for heartbeats and idle checks).
+    /// Wakes `next` with no records (for heartbeats, idle checks, and a feed that has begun):
+    /// the one waiting, or else the next call.
     func wake() {
         let waiter = state.withLock { state in
             defer { state.waiter = nil }
+            if state.waiter == nil { state.woken = true }
             return state.waiter
         }
         waiter?.resume(returning: [])
@@ -73,10 +77,14 @@ final class Mailbox: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let immediate = state.withLock { state -> Result<[ChannelRecord]?, any Error>? in
                     if !state.records.isEmpty {
-                        defer { state.records = [] }
+                        defer { (state.records, state.woken) = ([], false) }
                         return .success(state.records)
                     }
                     if let ending = state.ending { return .failure(ending) }
+                    if state.woken {
+                        state.woken = false
+                        return .success([])
+                    }
                     if Task.isCancelled { return .success(nil) }
                     state.waiter = continuation
                     return nil

@@ -105,15 +105,18 @@ struct S2Routes: Sendable {
         let isStream = request.headers[.accept]?.contains("text/event-stream") == true
         let tail = try await store.tail(channel)
         var start: UInt64
-        var delivered = 0
+        var sent = (count: 0, bytes: 0)
         if isStream, let lastEventID = request.headers[.lastEventID], !lastEventID.isEmpty {
-            // S2's `seq,count,bytes`: resume after seq, keeping a bounded read bounded.
-            let parts = lastEventID.split(separator: ",").map { Int64($0.trimmingCharacters(in: .whitespaces)) }
-            guard let last = parts.first ?? nil else {
-                throw S2Error(.badRequest, "bad_header", "Invalid Last-Event-ID")
+            // S2's `seq,count,bytes`: resume after seq, counting on from what was sent, so a
+            // bounded read stays bounded.
+            let parts = lastEventID.split(separator: ",", omittingEmptySubsequences: false).map {
+                Int64($0.trimmingCharacters(in: .whitespaces))
             }
+            guard parts.count <= 3, let last = parts[0], last < Int64.max,
+                parts.dropFirst().allSatisfy({ $0.map { (0...(1 << 53)).contains($0) } ?? false })
+            else { throw S2Error(.badRequest, "bad_header", "Invalid Last-Event-ID") }
             start = last < 0 ? 0 : UInt64(last) + 1
-            delivered = parts.count > 1 ? Int(parts[1] ?? 0) : 0
+            sent = (parts.count > 1 ? Int(parts[1]!) : 0, parts.count > 2 ? Int(parts[2]!) : 0)
         } else if let seqNum = try Self.integer(query, "seq_num", in: 0...Int.max) {
             start = UInt64(seqNum)
         } else if let offset = try Self.integer(query, "tail_offset", in: 0...Int.max) {
@@ -136,7 +139,7 @@ struct S2Routes: Sendable {
                 pingInterval: pingInterval,
                 idleTimeout: wait.map { .seconds(max($0, 1)) } ?? .seconds(600),
                 logger: logger,
-                style: .s2(format: format, limit: count.map { max(0, $0 - delivered) }, delivered: delivered)
+                style: .s2(format: format, limit: count, sent: sent)
             )
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
@@ -262,7 +265,7 @@ struct S2Routes: Sendable {
             switch self {
             case .raw: return text
             case .base64:
-                guard let data = Data(base64Encoded: text), let body = String(data: data, encoding: .utf8) else {
+                guard let data = Data(base64Encoded: text), let body = String(validating: data, as: UTF8.self) else {
                     throw S2Error(.unprocessableContent, "invalid", "Record bodies must be base64 of UTF-8 text")
                 }
                 return body

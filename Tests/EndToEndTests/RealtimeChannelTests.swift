@@ -279,6 +279,20 @@ import Testing
         #expect(tooLarge.status == 413)
         let largest = try await stack.append(session.id, String(repeating: "x", count: 512 * 1024))
         #expect(largest.status == 200)
+        // Not UTF-8: a stray byte, and a sequence cut short (which a lenient decoder turns into
+        // U+FFFD of the same length).
+        for bytes: [UInt8] in [[0x61, 0xFF, 0x62], [0x61, 0x62, 0xF0, 0x9F, 0x98, 0x63, 0x64]] {
+            let invalid = try await stack.http.execute(
+                HTTPRequest(
+                    method: "POST",
+                    url: url + "/append",
+                    headers: ["Authorization": "Bearer \(stack.apiKey)"],
+                    body: Data(bytes)
+                )
+            )
+            #expect(invalid.status == 400, "\(bytes)")
+            #expect(String(decoding: invalid.body, as: UTF8.self).contains("UTF-8"))
+        }
         let missing = try await stack.append("session_doesnotexist", "x")
         #expect(missing.status == 404)
         let unauthenticated = try await stack.http.execute(HTTPRequest(url: url))

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import Nats
 import ServiceKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -81,6 +82,87 @@ import Testing
         }
     }
 
+    @Test func aFeedEndingAsTheNextSubscriberArrivesLeavesTheNewFeedAlone() async throws {
+        try await withHub { store, hub in
+            let channel = channel()
+            for round in UInt64(0)..<10 {
+                // The last subscriber leaves, and another comes before the old feed has wound down.
+                try hub.subscribe(channel, from: round * 2).cancel()
+                let next = try hub.subscribe(channel, from: round * 2)
+                for index in 0..<2 {
+                    _ = try await store.append(channel, bodies: ["r\(index)"], partId: nil, matchSeqNum: nil)
+                }
+                var received: [UInt64] = []
+                while received.count < 2, let records = try await next.next() { received += records.map(\.seqNum) }
+                #expect(received == [round * 2, round * 2 + 1], "round \(round): each record once, in order")
+                #expect(hub.counts.channels == 1 && hub.counts.subscribers == 1)
+                next.cancel()
+            }
+            #expect(hub.counts.channels == 0)
+        }
+    }
+
+    @Test func aRecordAppendedWhileTheFeedBeginsIsDelivered() async throws {
+        try await withHub { store, _ in
+            let gated = GatedTailStore(store)
+            let hub = ChannelHub(store: gated, logger: Logger(label: "test"))
+            let channel = channel()
+            let subscription = try hub.subscribe(channel, from: 0)
+            defer { subscription.cancel() }
+            // The subscriber replays an empty channel while its feed is still finding the tail…
+            let first = Task { try await subscription.next() }
+            #expect(try await TestServers.waitUntil { gated.reads.load(ordering: .relaxed) > 0 })
+            // …a record lands, and only then does the feed begin, after it.
+            _ = try await store.append(channel, bodies: ["between"], partId: nil, matchSeqNum: nil)
+            gated.open()
+            var received =
+                try await withTimeout(.seconds(5)) {
+                    try await withTaskCancellationHandler {
+                        try await first.value
+                    } onCancel: {
+                        first.cancel()
+                    }
+                } ?? []
+            // The feed's beginning wakes the subscriber first; the record follows.
+            if received.isEmpty {
+                received = try await withTimeout(.seconds(5)) { try await subscription.next() } ?? []
+            }
+            #expect(received.map(\.body) == ["between"])
+        }
+    }
+
+    @Test func aReadStopsAfterAboutAMebibyteButReturnsAtLeastOneRecord() async throws {
+        try await withHub { store, _ in
+            let channel = channel()
+            let large = String(repeating: "x", count: 700 * 1024)
+            for _ in 0..<4 {
+                _ = try await store.append(channel, bodies: [large], partId: nil, matchSeqNum: nil)
+            }
+            let first = try await store.read(channel, from: 0, limit: 500)
+            #expect((1...2).contains(first.count), "\(first.count) records of 700 KiB")
+            var all = first
+            while let last = all.last, last.seqNum < 3 {
+                all += try await store.read(channel, from: last.seqNum + 1, limit: 500)
+            }
+            #expect(all.map(\.seqNum) == [0, 1, 2, 3])
+        }
+    }
+
+    @Test func aSubscriberReplaysPastTheReadByteLimit() async throws {
+        try await withHub { store, hub in
+            let channel = channel()
+            let large = String(repeating: "y", count: 400 * 1024)
+            for _ in 0..<6 {
+                _ = try await store.append(channel, bodies: [large], partId: nil, matchSeqNum: nil)
+            }
+            let subscription = try hub.subscribe(channel, from: 0)
+            defer { subscription.cancel() }
+            var received: [UInt64] = []
+            while received.count < 6, let records = try await subscription.next() { received += records.map(\.seqNum) }
+            #expect(received == Array(0..<6), "history comes whole though no live record follows")
+        }
+    }
+
     @Test func aSubscriberThatFallsBehindIsEndedInsteadOfBuffering() async throws {
         try await withHub(mailboxLimit: 16) { store, hub in
             let channel = channel()
@@ -145,5 +227,51 @@ import Testing
             documented == routed,
             "only documented: \(documented.subtracting(routed)); only routed: \(routed.subtracting(documented))"
         )
+    }
+}
+
+/// A store whose `tail` waits until ``open()``, and which counts reads: lets a test put a
+/// record between a subscriber's replay and its feed's start.
+final class GatedTailStore: StreamStore {
+    let inner: JetStreamStore
+    let reads = Atomic<Int>(0)
+    private let gate: AsyncStream<Void>
+    private let opener: AsyncStream<Void>.Continuation
+
+    init(_ inner: JetStreamStore) {
+        self.inner = inner
+        (gate, opener) = AsyncStream.makeStream()
+    }
+
+    func open() { opener.finish() }
+
+    func append(
+        _ channel: ChannelAddress,
+        bodies: [String],
+        partId: String?,
+        matchSeqNum: UInt64?
+    ) async throws
+        -> AppendAck
+    {
+        try await inner.append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum)
+    }
+
+    func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {
+        defer { reads.add(1, ordering: .relaxed) }
+        return try await inner.read(channel, from: seqNum, limit: limit)
+    }
+
+    func tail(_ channel: ChannelAddress) async throws -> ChannelTail {
+        for await _ in gate {}
+        return try await inner.tail(channel)
+    }
+
+    func follow(
+        _ channel: ChannelAddress,
+        from seqNum: UInt64
+    ) async throws
+        -> AsyncThrowingStream<ChannelRecord, any Error>
+    {
+        try await inner.follow(channel, from: seqNum)
     }
 }

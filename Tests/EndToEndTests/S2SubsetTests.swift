@@ -114,6 +114,27 @@ import Testing
         #expect(events.flatMap(\.records).map(\.seqNum) == [0, 1, 2])
         #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
         #expect(events.last?.data == "[DONE]")
+
+        // A bounded read resumed after its first record sends the other two, counting on.
+        let streamHeaders: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
+        var resumedHeaders = streamHeaders
+        resumedHeaders.add("Last-Event-ID", "0,1,9")
+        let resumed = try await stack.http.stream(
+            HTTPRequest(url: url + "?seq_num=0&count=3&wait=1", headers: resumedHeaders)
+        )
+        parser = ServerSentEventParser()
+        events = []
+        for try await chunk in resumed.body { events += parser.feed(chunk) }
+        #expect(events.flatMap(\.records).map(\.seqNum) == [1, 2])
+        #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
+        for bad in ["0,-1,0", "0,-9223372036854775808,0", "0,1,2,3", "0,x,0", "0,1,-5"] {
+            var headers = streamHeaders
+            headers.add("Last-Event-ID", bad)
+            let refused = try await stack.http.execute(
+                HTTPRequest(url: url + "?seq_num=0&count=9223372036854775807&wait=1", headers: headers)
+            )
+            #expect(refused.status == 400, "Last-Event-ID \(bad)")
+        }
     }
 
     @Test func aChannelTokenCannotTouchAnotherChannel() async throws {

@@ -186,7 +186,13 @@ final class JetStreamStore: StreamStore {
         let position = try await position(channel)
         let start = try await streamSequence(of: seqNum, in: channel, position: position)
         let messages = try await nats {
-            try await jetStream.directGetBatch(stream: stream, subject: channel.subject, from: start, maxCount: limit)
+            try await jetStream.directGetBatch(
+                stream: stream,
+                subject: channel.subject,
+                from: start,
+                maxCount: limit,
+                maxBytes: readBytes
+            )
         }
         return messages.compactMap(Self.record).filter { $0.seqNum >= seqNum }
     }

@@ -18,7 +18,8 @@ protocol StreamStore: Sendable {
     ) async throws
         -> AppendAck
 
-    /// Up to `limit` records from `seqNum` on (fewer at the tail), without waiting.
+    /// Up to `limit` records from `seqNum` on, without waiting: fewer at the tail, or once they
+    /// reach about ``readBytes`` (at least one, unless at the tail).
     func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord]
 
     /// The sequence number the next record will get (0 for an empty channel) and the last
@@ -32,6 +33,10 @@ protocol StreamStore: Sendable {
         from seqNum: UInt64
     ) async throws -> AsyncThrowingStream<ChannelRecord, any Error>
 }
+
+/// About how many bytes of records one read returns at most (S2's default too), so replaying
+/// large records to many subscribers does not hold hundreds of megabytes at once.
+let readBytes = 1 << 20
 
 /// An append's acknowledgement: records `start..<end` were written.
 struct AppendAck: Sendable, Equatable, Codable {
