@@ -1,8 +1,9 @@
 import Contracts
 import Synchronization
 
-/// The records waiting for one subscriber, bounded: a subscriber that falls `limit` records
-/// behind is ended (it resumes with Last-Event-ID) instead of growing memory without bound.
+/// The records waiting for one subscriber, bounded: a subscriber that falls `limit` records, or
+/// `byteLimit` bytes of them, behind is ended (it resumes with Last-Event-ID) instead of growing
+/// memory without bound.
 final class Mailbox: Sendable {
     enum Ending: Error, Equatable {
         /// The subscriber fell too far behind.
@@ -15,6 +16,7 @@ final class Mailbox: Sendable {
 
     private struct State {
         var records: [ChannelRecord] = []
+        var bytes = 0
         var waiter: CheckedContinuation<[ChannelRecord]?, any Error>?
         var ending: Ending?
         /// Woken while nobody waited: the next `next` returns at once.
@@ -22,9 +24,13 @@ final class Mailbox: Sendable {
     }
 
     let limit: Int
+    let byteLimit: Int
     private let state = Mutex(State())
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, byteLimit: Int = 16 << 20) {
+        self.limit = limit
+        self.byteLimit = byteLimit
+    }
 
     /// Adds records; false (and the mailbox ends) when that would exceed the limit.
     @discardableResult
@@ -37,12 +43,14 @@ final class Mailbox: Sendable {
                 state.waiter = nil
                 return (waiter, Array(records), true)
             }
-            guard state.records.count + records.count <= limit else {
+            let bytes = state.bytes + records.reduce(0) { $0 + $1.body.utf8.count }
+            guard state.records.count + records.count <= limit, bytes <= byteLimit else {
                 state.ending = .tooSlow
-                state.records = []
+                (state.records, state.bytes) = ([], 0)
                 return (nil, [], false)
             }
             state.records.append(contentsOf: records)
+            state.bytes = bytes
             return (nil, [], true)
         }
         waiter?.resume(returning: delivered)
@@ -77,7 +85,7 @@ final class Mailbox: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let immediate = state.withLock { state -> Result<[ChannelRecord]?, any Error>? in
                     if !state.records.isEmpty {
-                        defer { (state.records, state.woken) = ([], false) }
+                        defer { (state.records, state.bytes, state.woken) = ([], 0, false) }
                         return .success(state.records)
                     }
                     if let ending = state.ending { return .failure(ending) }

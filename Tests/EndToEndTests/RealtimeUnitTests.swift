@@ -163,6 +163,18 @@ import Testing
         }
     }
 
+    @Test func aMailboxEndsOnceItsRecordsReachItsByteLimit() async throws {
+        let mailbox = Mailbox(limit: 1000, byteLimit: 1000)
+        let record = { (seqNum: UInt64) in
+            ChannelRecord(seqNum: seqNum, timestamp: 0, body: String(repeating: "z", count: 400))
+        }
+        #expect(mailbox.push([record(0), record(1)]))
+        #expect(try await mailbox.next()?.count == 2, "taking records frees their bytes")
+        #expect(mailbox.push([record(2), record(3)]))
+        #expect(!mailbox.push([record(4)]), "1,200 bytes waiting is over the limit")
+        await #expect(throws: Mailbox.Ending.tooSlow) { try await mailbox.next() }
+    }
+
     @Test func aSubscriberThatFallsBehindIsEndedInsteadOfBuffering() async throws {
         try await withHub(mailboxLimit: 16) { store, hub in
             let channel = channel()
