@@ -87,6 +87,23 @@ enum ControlPlaneSchema {
                     ALTER TABLE session_events_outbox ADD COLUMN previous_external_id text;
                     """
             ),
+            PostgresMigration(
+                version: 5,
+                name: "session events set aside",
+                sql: """
+                    -- Outbox rows the relay cannot turn into an event (a row it cannot read),
+                    -- moved here with the reason instead of holding back the rows behind them.
+                    CREATE TABLE session_events_failed (
+                        id bigint PRIMARY KEY,
+                        kind text NOT NULL,
+                        session_row jsonb NOT NULL,
+                        previous_external_id text,
+                        error text NOT NULL,
+                        created_at timestamptz NOT NULL,
+                        failed_at timestamptz NOT NULL DEFAULT now()
+                    );
+                    """
+            ),
         ]
     )
 }

@@ -28,6 +28,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listSessions",
                 "summary": "List sessions, newest first (from ClickHouse; items show their latest state)",
+                "description": "Query values are form-encoded: + is a space; write a plus sign as %2B.",
                 "parameters": [
                   { "name": "filter[type]", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated or repeated" },
                   { "name": "filter[tags]", "in": "query", "schema": { "type": "string" }, "description": "Any of these tags" },

@@ -56,9 +56,9 @@ final class SessionEventRelay: Service, Sendable {
 
     /// After an update or a close: relays its event, and tells every cache of the session at
     /// once (core NATS, ahead of the durable event) to forget it under its old and new names.
-    func changed(_ session: SessionRecord, was previous: SessionRecord) {
+    func changed(_ session: SessionRecord, previousExternalId: String?) {
         nudge()
-        let names = Array(Set([session.friendlyId, session.externalId, previous.externalId].compactMap { $0 }))
+        let names = Array(Set([session.friendlyId, session.externalId, previousExternalId].compactMap { $0 }))
         let change = SessionChange(environmentId: session.environmentId, names: names.sorted())
         do {
             try jetStream.connection.publish(
@@ -101,42 +101,47 @@ final class SessionEventRelay: Service, Sendable {
     }
 
     /// Publishes up to `batchSize` waiting events and deletes those published; returns how many
-    /// (0 also when another instance is relaying right now). Events of one session go out one
-    /// after another, different sessions concurrently. A session whose event fails keeps it and
-    /// its later ones for the next attempt (the error is thrown once the others are deleted), so
-    /// one session's trouble neither holds back nor repeats the rest.
+    /// rows it handled (0 also when another instance is relaying right now). Events of one
+    /// session go out one after another, different sessions concurrently. A session whose
+    /// event fails to publish keeps it and its later ones for the next attempt (the error is
+    /// thrown once the others are deleted), so one session's trouble neither holds back nor
+    /// repeats the rest. A row that cannot be read as an event at all is moved to
+    /// `session_events_failed`, with the reason, and logged.
     @discardableResult
     func relayBatch() async throws -> Int {
-        let (relayed, failure) = try await database.withTransaction { connection -> (Int, (any Error)?) in
+        let (handled, failure) = try await database.withTransaction { connection -> (Int, (any Error)?) in
             let lock = try await connection.query("SELECT pg_try_advisory_xact_lock(7305002) AS locked")
             guard try lock[0].decode("locked", as: Bool.self) else { return (0, nil) }
             let rows = try await connection.query(
                 """
-                SELECT id, kind, session_row::text AS session_row, session_row->>'id' AS session_id,
-                    previous_external_id
+                SELECT id, kind, session_row::text AS session_row, previous_external_id
                 FROM session_events_outbox ORDER BY id LIMIT \(batchSize)
                 """
             )
-            guard !rows.isEmpty else { return (0, nil) }
-            var bySession: [String: [(id: Int64, message: Result<OutboxMessage, any Error>)]] = [:]
+            var bySession: [String: [OutboxMessage]] = [:]
+            var setAside = 0
             for row in rows {
-                bySession[try row.decode("session_id"), default: []].append(
-                    (try row.decode("id"), Result { try OutboxMessage(row) })
-                )
+                let id: Int64 = try row.decode("id")
+                do {
+                    let message = try OutboxMessage(row)
+                    bySession[message.sessionId, default: []].append(message)
+                } catch {
+                    try await self.setAside(id, error: error, on: connection)
+                    setAside += 1
+                }
             }
             let outcomes = await withTaskGroup(of: (published: [Int64], failure: (any Error)?).self) { group in
                 for messages in bySession.values {
                     group.addTask { [jetStream] in
                         var published: [Int64] = []
-                        for (id, message) in messages {
+                        for message in messages {
                             do {
-                                let message = try message.get()
                                 _ = try await jetStream.publish(
                                     message.subject,
                                     payload: message.payload,
                                     messageID: message.id
                                 )
-                                published.append(id)
+                                published.append(message.row)
                             } catch {
                                 return (published, error)
                             }
@@ -152,15 +157,33 @@ final class SessionEventRelay: Service, Sendable {
                     "DELETE FROM session_events_outbox WHERE id = ANY(\(published.map(String.init))::bigint[])"
                 )
             }
-            return (published.count, outcomes.lazy.compactMap(\.failure).first)
+            return (published.count + setAside, outcomes.lazy.compactMap(\.failure).first)
         }
         if let failure { throw failure }
-        return relayed
+        return handled
+    }
+
+    /// Moves an outbox row that cannot become an event to `session_events_failed`.
+    private func setAside(_ id: Int64, error: any Error, on connection: PostgresConnection) async throws {
+        logger.error(
+            "A session event could not be read; it was moved to session_events_failed.",
+            metadata: ["outbox.id": "\(id)", "error": "\(error)"]
+        )
+        try await connection.query(
+            """
+            WITH moved AS (DELETE FROM session_events_outbox WHERE id = \(id) RETURNING *)
+            INSERT INTO session_events_failed (id, kind, session_row, previous_external_id, error, created_at)
+            SELECT id, kind, session_row, previous_external_id, \(String(describing: error)), created_at FROM moved
+            """
+        )
     }
 }
 
 /// One outbox row as the JetStream message it becomes.
 private struct OutboxMessage: Sendable {
+    /// The outbox row's id.
+    var row: Int64
+    var sessionId: String
     var subject: String
     var payload: Data
     /// Unique beyond this database (outbox ids restart with a new one), so JetStream dedupes a
@@ -168,7 +191,9 @@ private struct OutboxMessage: Sendable {
     var id: String
 
     init(_ row: PostgresRow) throws {
+        self.row = try row.decode("id")
         let session = try SessionRow.decode(row)
+        sessionId = session.id
         let kind = SessionEvent.Kind(rawValue: try row.decode("kind")) ?? .updated
         let event = SessionEvent(
             kind: kind,
@@ -177,6 +202,6 @@ private struct OutboxMessage: Sendable {
         )
         subject = Subjects.sessionEvent(environmentId: session.environmentId, kind: kind)
         payload = try JSONEncoder.sessions.encode(event)
-        id = "\(session.id):\(kind.rawValue):\(try row.decode("id", as: Int64.self))"
+        id = "\(session.id):\(kind.rawValue):\(self.row)"
     }
 }

@@ -231,7 +231,9 @@ struct SessionListing: Sendable {
             guard let text = try single(name) else { continue }
             guard
                 let date = Int64(text).map({ Date(timeIntervalSince1970: Double($0) / 1000) })
-                    ?? ISO8601.date(from: text), Date.supportedRange.contains(date)
+                    // `+00:00` written unencoded reads as ` 00:00`.
+                    ?? ISO8601.date(from: text.replacingOccurrences(of: " ", with: "+")),
+                Date.supportedRange.contains(date)
             else {
                 throw APIError(
                     .badRequest,

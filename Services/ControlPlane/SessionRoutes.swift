@@ -53,7 +53,8 @@ struct SessionRoutes: Sendable {
             throw APIError(.forbidden, "Unauthorized: this token does not grant write access")
         }
         let isNew = outcome == .created
-        if !isNew {
+        // A session the statement changed was open and unexpired by the database's clock.
+        if outcome == .existing {
             switch session.status() {
             case .closed:
                 throw APIError(.conflict, "Session is closed; use a different externalId to create a new session")
@@ -122,10 +123,10 @@ struct SessionRoutes: Sendable {
         if fields.contains("metadata") { changes.metadata = .some(try Self.metadata(fields)) }
         if fields.contains("externalId") { changes.externalId = .some(try Self.externalId(fields)) }
         let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])
-        guard let updated = try await store.update(session, with: changes) else {
+        guard let (updated, previousExternalId) = try await store.update(session, with: changes) else {
             throw APIError(.notFound, "Session not found")
         }
-        events.changed(updated, was: session)
+        events.changed(updated, previousExternalId: previousExternalId)
         return try .json(updated.item())
     }
 
@@ -142,7 +143,7 @@ struct SessionRoutes: Sendable {
         guard let (closed, didClose) = try await store.close(session, reason: reason) else {
             throw APIError(.notFound, "Session not found")
         }
-        if didClose { events.changed(closed, was: session) }
+        if didClose { events.changed(closed, previousExternalId: closed.externalId) }
         return try .json(closed.item())
     }
 

@@ -53,6 +53,21 @@ struct SessionStore: Sendable {
         in environment: Principal,
         onlyTasks: [String]? = nil
     ) async throws -> (SessionRecord, CreateOutcome)? {
+        // A rename can take the externalId's session away between the two statements below;
+        // the name is free then, and the next attempt creates it.
+        for _ in 0..<3 {
+            if let outcome = try await upsert(session, in: environment, onlyTasks: onlyTasks) { return outcome }
+        }
+        throw APIError(.unavailable, "The session was renamed while it was being created; try again")
+    }
+
+    /// One attempt of ``create(_:in:onlyTasks:)``: `.some(nil)` when the caller may not have the
+    /// existing session, nil when the named session was gone by the second statement.
+    private func upsert(
+        _ session: NewSession,
+        in environment: Principal,
+        onlyTasks: [String]?
+    ) async throws -> (SessionRecord, CreateOutcome)?? {
         let id = Identifier.make()
         let rows = try await database.query(
             """
@@ -89,9 +104,11 @@ struct SessionStore: Sendable {
         // a task the caller may not write. It was committed before the statement ended, so a
         // new statement sees it.
         guard let externalId = session.externalId,
-            let existing = try await find(externalId, environmentId: environment.environmentId),
-            onlyTasks.map({ tasks in existing.taskIdentifier.map(tasks.contains) ?? false }) ?? true
+            let existing = try await find(externalId, environmentId: environment.environmentId)
         else { return nil }
+        guard onlyTasks.map({ tasks in existing.taskIdentifier.map(tasks.contains) ?? false }) ?? true else {
+            return .some(nil)
+        }
         return (existing, .existing)
     }
 
@@ -127,34 +144,48 @@ struct SessionStore: Sendable {
         ).map(SessionRow.decode)
     }
 
-    /// Applies `changes`; nil when the session no longer exists.
+    /// Applies `changes`; nil when the session no longer exists. Also returns the externalId the
+    /// session had just before (read under the row's lock, so concurrent renames each name the
+    /// one they replaced).
     ///
     /// - Throws: ``APIError`` 409 when the new externalId is taken in this environment.
-    func update(_ session: SessionRecord, with changes: SessionChanges) async throws -> SessionRecord? {
+    func update(
+        _ session: SessionRecord,
+        with changes: SessionChanges
+    ) async throws -> (SessionRecord, previousExternalId: String?)? {
         let metadata = changes.metadata.map { $0.map(JSONText.init) }
         do {
-            let rows = try await database.query(
-                """
-                WITH written AS (
-                    UPDATE sessions SET
-                        tags = CASE WHEN \(changes.tags != nil) THEN \(changes.tags ?? [])::text[] ELSE tags END,
-                        metadata = CASE WHEN \(metadata != nil) THEN \(metadata ?? nil)::jsonb ELSE metadata END,
-                        external_id = CASE
-                            WHEN \(changes.externalId != nil) THEN \(changes.externalId ?? nil) ELSE external_id END,
-                        updated_at = now()
-                    WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
-                    RETURNING *
-                ), event AS (
-                    INSERT INTO session_events_outbox (kind, session_row, previous_external_id)
-                    SELECT 'updated', to_jsonb(written),
-                        CASE WHEN written.external_id IS DISTINCT FROM \(session.externalId)::text
-                        THEN \(session.externalId)::text END
-                    FROM written
+            return try await database.withTransaction { connection in
+                let locked = try await connection.query(
+                    """
+                    SELECT external_id FROM sessions
+                    WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id) FOR UPDATE
+                    """
                 )
-                SELECT to_jsonb(written)::text AS session_row FROM written
-                """
-            )
-            return try rows.first.map(SessionRow.decode)
+                guard let lockedRow = locked.first else { return nil }
+                let previous = try lockedRow.decode("external_id", as: String?.self)
+                let rows = try await connection.query(
+                    """
+                    WITH written AS (
+                        UPDATE sessions SET
+                            tags = CASE WHEN \(changes.tags != nil) THEN \(changes.tags ?? [])::text[] ELSE tags END,
+                            metadata = CASE WHEN \(metadata != nil) THEN \(metadata ?? nil)::jsonb ELSE metadata END,
+                            external_id = CASE
+                                WHEN \(changes.externalId != nil) THEN \(changes.externalId ?? nil) ELSE external_id END,
+                            updated_at = now()
+                        WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
+                        RETURNING *
+                    ), event AS (
+                        INSERT INTO session_events_outbox (kind, session_row, previous_external_id)
+                        SELECT 'updated', to_jsonb(written),
+                            CASE WHEN written.external_id IS DISTINCT FROM \(previous)::text THEN \(previous)::text END
+                        FROM written
+                    )
+                    SELECT to_jsonb(written)::text AS session_row FROM written
+                    """
+                )
+                return try rows.first.map { (try SessionRow.decode($0), previous) }
+            }
         } catch let error as PostgresError where error.sqlState == PostgresError.uniqueViolation {
             throw APIError(.conflict, "A session with this externalId already exists in this environment")
         }

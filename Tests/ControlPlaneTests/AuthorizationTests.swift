@@ -99,6 +99,13 @@ import Testing
                     )
                 ),
                 ("signed with environment B's key", try await token(tenants, scopes, key: tenants.b.apiKey)),
+                (
+                    "not valid before an hour from now",
+                    try Forge.hs256(
+                        claims.merging(["nbf": Int(Date().timeIntervalSince1970 + 3600)]) { $1 },
+                        key: tenants.a.apiKey
+                    )
+                ),
                 ("unknown environment", try await token(tenants, scopes, environment: "nope")),
             ]
             for (name, token) in forged {
@@ -107,6 +114,12 @@ import Testing
             }
             let expired = try await api.call(.get, "/api/v1/sessions/session_x", token: forged[2].1)
             #expect(expired.error?.contains("expired") == true)
+            let validSince = try Forge.hs256(
+                claims.merging(["nbf": Int(Date().timeIntervalSince1970 - 60)]) { $1 },
+                key: tenants.a.apiKey
+            )
+            let accepted = try await api.call(.get, "/api/v1/sessions/session_x", token: validSince)
+            #expect(accepted.status == 404, "valid since a minute ago: authenticated, and no such session")
         }
     }
 

@@ -150,13 +150,24 @@ enum Forge {
 
     /// Signed with HMAC-SHA384 (`alg: HS384`), which the server must refuse.
     static func hs384(_ claims: [String: Any], key: String) throws -> String {
-        let header = base64URL(try JSONSerialization.data(withJSONObject: ["alg": "HS384", "typ": "JWT"]))
+        try signed(claims, key: key, algorithm: "HS384") { HMAC<SHA384>.authenticationCode(for: $0, using: $1) }
+    }
+
+    /// Signed as the server's own tokens are (`alg: HS256`), with whatever claims.
+    static func hs256(_ claims: [String: Any], key: String) throws -> String {
+        try signed(claims, key: key, algorithm: "HS256") { HMAC<SHA256>.authenticationCode(for: $0, using: $1) }
+    }
+
+    private static func signed(
+        _ claims: [String: Any],
+        key: String,
+        algorithm: String,
+        _ mac: (Data, SymmetricKey) -> some ContiguousBytes
+    ) throws -> String {
+        let header = base64URL(try JSONSerialization.data(withJSONObject: ["alg": algorithm, "typ": "JWT"]))
         let payload = base64URL(try JSONSerialization.data(withJSONObject: claims))
-        let signature = HMAC<SHA384>.authenticationCode(
-            for: Data("\(header).\(payload)".utf8),
-            using: SymmetricKey(data: Data(key.utf8))
-        )
-        return "\(header).\(payload).\(base64URL(Data(signature)))"
+        let signature = mac(Data("\(header).\(payload)".utf8), SymmetricKey(data: Data(key.utf8)))
+        return "\(header).\(payload).\(base64URL(signature.withUnsafeBytes { Data($0) }))"
     }
 
     /// `alg: none`, no signature.

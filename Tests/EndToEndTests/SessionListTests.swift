@@ -77,6 +77,7 @@ import Testing
         #expect(try await listed("filter[status]=ACTIVE") == [ids[0], ids[1]])
         #expect(try await listed("filter[createdAt][period]=1h") == Set(ids))
         #expect(try await listed("filter[createdAt][to]=2000-01-01T00:00:00Z").isEmpty)
+        #expect(try await listed("filter[createdAt][from]=2000-01-01T00:00:00+00:00") == Set(ids), "+ left unencoded")
         let newestFirst = try await list(stack, "filter[type]=\(type)").1?.data.map(\.id)
         #expect(newestFirst == ids.reversed())
         let byTaskToken = try await AccessTokenFixture.token(stack, scopes: ["read:tasks:beta"])

@@ -24,6 +24,8 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
     public var iat: IssuedAtClaim
     public var iss: IssuerClaim?
     public var aud: AudienceClaim?
+    /// Not sent by tokens minted here; honoured when another issuer sets it.
+    public var nbf: NotBeforeClaim?
 
     public init(
         environmentId: String,
@@ -108,6 +110,9 @@ public enum AccessTokens {
             throw APIError(.unauthorized, "Public Access Token has expired")
         } catch {
             throw APIError(.unauthorized, "Invalid Public Access Token")
+        }
+        if let notBefore = claims.nbf?.value, notBefore > Date() {
+            throw APIError(.unauthorized, "Public Access Token is not valid yet")
         }
         guard claims.iss?.value == settings.issuer else {
             throw APIError(.unauthorized, "Invalid Public Access Token: wrong issuer")
