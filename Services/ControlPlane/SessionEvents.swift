@@ -165,15 +165,17 @@ final class SessionEventRelay: Service, Sendable {
 
     /// Moves an outbox row that cannot become an event to `session_events_failed`.
     private func setAside(_ id: Int64, error: any Error, on connection: PostgresConnection) async throws {
+        // Coding errors quote the value; the row itself is kept whole.
+        let reason = String(String(describing: error).prefix(500))
         logger.error(
             "A session event could not be read; it was moved to session_events_failed.",
-            metadata: ["outbox.id": "\(id)", "error": "\(error)"]
+            metadata: ["outbox.id": "\(id)", "error": "\(reason)"]
         )
         try await connection.query(
             """
             WITH moved AS (DELETE FROM session_events_outbox WHERE id = \(id) RETURNING *)
             INSERT INTO session_events_failed (id, kind, session_row, previous_external_id, error, created_at)
-            SELECT id, kind, session_row, previous_external_id, \(String(describing: error)), created_at FROM moved
+            SELECT id, kind, session_row, previous_external_id, \(reason), created_at FROM moved
             """
         )
     }
