@@ -62,8 +62,13 @@ struct API: Sendable {
         )
     }
 
+    /// `POST /api/v1/sessions` with `json`, whatever it answers.
+    func post(_ json: String, token: String) async throws -> APIResponse {
+        try await call(.post, "/api/v1/sessions", token: token, json: json)
+    }
+
     func create(_ json: String, token: String) async throws -> CreatedSession {
-        let response = try await call(.post, "/api/v1/sessions", token: token, json: json)
+        let response = try await post(json, token: token)
         #expect([200, 201].contains(response.status), "create failed: \(response.status) \(response.body)")
         return try response.json(CreatedSession.self)
     }

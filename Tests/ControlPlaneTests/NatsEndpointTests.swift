@@ -201,20 +201,34 @@ import Testing
             #expect(try await outboxCount(database) == 1)
 
             // A relay that reaches JetStream publishes it and empties the outbox.
-            let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
-            let jetStream = try JetStream(connection: connection)
-            let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
-            try await relay.prepare()
-            #expect(try await relay.relayBatch() == 1)
-            #expect(try await outboxCount(database) == 0)
-            let published = try await sessionEvents(
-                of: session.friendlyId,
-                environment: principal.environmentId,
-                in: jetStream
-            )
-            #expect(published.map(\.kind) == [.created])
-            await connection.close()
+            try await withRelay(of: database, logger) { relay, jetStream async throws in
+                #expect(try await relay.relayBatch() == 1)
+                #expect(try await outboxCount(database) == 0)
+                #expect(try await publishedKinds(of: session, principal, in: jetStream) == [.created])
+            }
         }
+    }
+
+    /// A relay of `database`'s outbox to the test NATS server, and that server's JetStream.
+    func withRelay(
+        of database: PostgresClient,
+        _ logger: Logger,
+        _ body: (SessionEventRelay, JetStream) async throws -> Void
+    ) async throws {
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
+        let jetStream = try JetStream(connection: connection)
+        let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
+        try await relay.prepare()
+        try await body(relay, jetStream)
+        await connection.close()
+    }
+
+    func publishedKinds(
+        of session: SessionRecord,
+        _ principal: Principal,
+        in jetStream: JetStream
+    ) async throws -> [SessionEvent.Kind] {
+        try await sessionEvents(of: session.friendlyId, environment: principal.environmentId, in: jetStream).map(\.kind)
     }
 
     @Test func aRowThatIsNoEventIsSetAsideAndTheRestGoOut() async throws {
@@ -230,24 +244,16 @@ import Testing
             )[0].decode("id", as: Int64.self)
             let (second, _) = try #require(try await store.create(NewSession(type: "t", tags: []), in: principal))
 
-            let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "relay"))
-            let jetStream = try JetStream(connection: connection)
-            let relay = SessionEventRelay(database: database, jetStream: jetStream, logger: logger)
-            try await relay.prepare()
-            #expect(try await relay.relayBatch() == 3)
-            #expect(try await outboxCount(database) == 0)
-            let failed = try await database.query("SELECT id, error FROM session_events_failed")
-            #expect(try failed.map { try $0.decode("id", as: Int64.self) } == [broken])
-            #expect(try failed.first?.decode("error", as: String.self).isEmpty == false, "with the reason")
-            for session in [first, second] {
-                let published = try await sessionEvents(
-                    of: session.friendlyId,
-                    environment: principal.environmentId,
-                    in: jetStream
-                )
-                #expect(published.map(\.kind) == [.created])
+            try await withRelay(of: database, logger) { relay, jetStream async throws in
+                #expect(try await relay.relayBatch() == 3)
+                #expect(try await outboxCount(database) == 0)
+                let failed = try await database.query("SELECT id, error FROM session_events_failed")
+                #expect(try failed.map { try $0.decode("id", as: Int64.self) } == [broken])
+                #expect(try failed.first?.decode("error", as: String.self).isEmpty == false, "with the reason")
+                for session in [first, second] {
+                    #expect(try await publishedKinds(of: session, principal, in: jetStream) == [.created])
+                }
             }
-            await connection.close()
         }
     }
 }

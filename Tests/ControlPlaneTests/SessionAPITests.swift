@@ -198,12 +198,10 @@ import Testing
     @Test func createsThatChangeTheTriggerConfigAreUpdatesAndOthersWriteNothing() async throws {
         try await withControlPlane { api, tenants, controlPlane, connection in
             let name = TestServers.uniqueName("config")
-            func create(_ extra: String) async throws -> APIResponse {
-                try await api.call(
-                    .post,
-                    "/api/v1/sessions",
-                    token: tenants.a.apiKey,
-                    json: #"{"type":"t","externalId":"\#(name)"\#(extra)}"#
+            func create(_ extra: String, externalId: String? = nil) async throws -> APIResponse {
+                try await api.post(
+                    #"{"type":"t","externalId":"\#(externalId ?? name)"\#(extra)}"#,
+                    token: tenants.a.apiKey
                 )
             }
             let first = try await create(#","triggerConfig":{"v":1}"#).json(CreatedSession.self).session
@@ -219,12 +217,7 @@ import Testing
             let renamed = name + "-renamed"
             _ = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"externalId":"\#(renamed)"}"#)
             _ = try await api.call(.post, path + "/close", token: tenants.a.apiKey, json: "{}")
-            let closed = try await api.call(
-                .post,
-                "/api/v1/sessions",
-                token: tenants.a.apiKey,
-                json: #"{"type":"t","externalId":"\#(renamed)","triggerConfig":{"v":3}}"#
-            )
+            let closed = try await create(#","triggerConfig":{"v":3}"#, externalId: renamed)
             #expect(closed.status == 409)
             let stored = try await api.call(.get, path, token: tenants.a.apiKey).json(SessionItem.self)
             #expect(stored.status == .closed)
@@ -249,11 +242,9 @@ import Testing
             let past = ISO8601.string(from: Date().addingTimeInterval(-60))
             let body = #"{"type":"t","externalId":"\#(name)","expiresAt":"\#(past)","triggerConfig":{"v":1}}"#
             let created = try await api.create(body, token: tenants.a.apiKey).session
-            let again = try await api.call(
-                .post,
-                "/api/v1/sessions",
-                token: tenants.a.apiKey,
-                json: #"{"type":"t","externalId":"\#(name)","triggerConfig":{"v":2}}"#
+            let again = try await api.post(
+                #"{"type":"t","externalId":"\#(name)","triggerConfig":{"v":2}}"#,
+                token: tenants.a.apiKey
             )
             #expect(again.status == 409)
             let stored = try await api.call(.get, "/api/v1/sessions/\(name)", token: tenants.a.apiKey)
