@@ -77,6 +77,7 @@ let package = Package(
             "ServiceKit",
             [
                 "Contracts", "Nats", hummingbird, lifecycle, log, metrics,
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

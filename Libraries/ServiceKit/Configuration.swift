@@ -6,7 +6,8 @@ import Foundation
 /// service's own), `SESSIONS_NATS_URL` (default `nats://127.0.0.1:4222`), `SESSIONS_PUBLIC_URL`
 /// (default `http://127.0.0.1:8080`), `SESSIONS_LOG_LEVEL` (default `info`),
 /// `SESSIONS_SHUTDOWN_TIMEOUT_SECONDS` (default 10), `SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS` (default
-/// 60: a connection that sends nothing that long, between requests or inside one, is closed),
+/// 60: a connection that sends nothing that long, between requests or inside one, is closed, and
+/// so is one that reads none of its answer that long),
 /// `SESSIONS_PARENT_PID` (optional: shut down gracefully once the parent with that pid is gone).
 public struct CommonConfiguration: Sendable {
     public var httpHost: String

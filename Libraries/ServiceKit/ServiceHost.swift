@@ -1,6 +1,7 @@
 import Contracts
 import Hummingbird
 import Logging
+import NIOCore
 import Nats
 import Prometheus
 import ServiceLifecycle
@@ -69,10 +70,17 @@ public struct ServiceHost {
         sealRoutes()
         let logger = self.logger
         let name = self.name
+        let idleTimeout = TimeAmount.seconds(Int64(configuration.httpIdleTimeoutSeconds))
         let application = Application(
             router: router,
-            // Closes connections that stall, before or inside a request (not while we answer).
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutSeconds)))),
+            // Closes connections that stall: silent before or inside a request, or taking none of
+            // an answer that streams.
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [StalledWriteCloser(timeout: idleTimeout)],
+                    idleTimeout: idleTimeout
+                )
+            ),
             configuration: .init(
                 address: .hostname(configuration.httpHost, port: configuration.httpPort),
                 serverName: nil

@@ -257,6 +257,57 @@ import Testing
         }
     }
 
+    @Test func aSubscriberThatStopsReadingIsCutOff() async throws {
+        let stack = try await ServicesFixture.shared.value
+        // An instance of its own, that gives up on a reader after 1 s.
+        var environment = ServicesFixture.realtimeEnvironment
+        environment["SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS"] = "1"
+        let realtime = try ServiceProcess(.realtime, extraEnvironment: environment)
+        try realtime.start()
+        #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
+        func subscribers() async throws -> Int? {
+            let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
+            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
+                .first { $0.hasPrefix("realtime_sse_subscribers ") }
+            return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+        }
+        let session = try await stack.createSession()
+        let reader = try Self.connectWithoutReading(
+            port: realtime.port,
+            "GET /realtime/v1/sessions/\(session.id)/out HTTP/1.1\r\nHost: x\r\n"
+                + "Authorization: Bearer \(stack.apiKey)\r\nTimeout-Seconds: 600\r\n\r\n"
+        )
+        defer { close(reader) }
+        #expect(try await TestServers.waitUntil { try await subscribers() == 1 })
+        // More than the socket buffers between the two hold.
+        for _ in 0..<16 {
+            #expect(try await stack.append(session.id, String(repeating: "s", count: 500 * 1024)).status == 200)
+        }
+        let cutOff = try await TestServers.waitUntil(timeout: .seconds(20)) { try await subscribers() == 0 }
+        #expect(cutOff, "the reader that took nothing for 1 s was disconnected")
+        #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
+    /// A connection with a receive buffer of a few KiB that sends `request` and never reads.
+    static func connectWithoutReading(port: Int, _ request: String) throws -> Int32 {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+        var size: Int32 = 4096
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = TestServers.loopbackAddress(port: port)
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        let bytes = Array(request.utf8)
+        guard connected, send(descriptor, bytes, bytes.count, 0) == bytes.count else {
+            close(descriptor)
+            throw POSIXError(.ECONNREFUSED)
+        }
+        return descriptor
+    }
+
     @Test func badRequestsGetClearErrors() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
