@@ -1,36 +1,60 @@
 import NIOCore
 
-/// Closes a connection whose peer has taken none of the data waiting for it for `timeout`: the
-/// connection stayed unwritable (more buffered than its high-water mark) all that time. The idle
-/// timeout never cuts a response that streams (SSE, long-polls), so without this a client that
-/// stops reading would hold its connection, its task and its last batch for ever; closed, the
-/// write fails and the response ends.
+/// Closes a connection whose peer takes none of the data waiting for it for `timeout`: the
+/// connection stayed unwritable (more buffered than its high-water mark) and its buffer did not
+/// shrink all that time. A slow reader that makes progress is left alone. The idle timeout
+/// never cuts a response that streams (SSE, long-polls), so without this a client that stops
+/// reading would hold its connection, its task and its last batch for ever; closed, the write
+/// fails and the response ends.
 final class StalledWriteCloser: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = Never
 
     private let timeout: TimeAmount
     private var deadline: Scheduled<Void>?
+    /// What was waiting when the current watch began.
+    private var buffered = 0
 
     init(timeout: TimeAmount) { self.timeout = timeout }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            deadline?.cancel()
-            deadline = nil
+            stopWatching()
         } else if deadline == nil {
-            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            deadline = context.eventLoop.scheduleTask(in: timeout) { bound.value.close(promise: nil) }
+            watch(context)
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        stopWatching()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        stopWatching()
+    }
+
+    private func watch(_ context: ChannelHandlerContext) {
+        buffered = Self.bufferedBytes(context)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = bound.value
+            handler.deadline = nil
+            guard !context.channel.isWritable else { return }
+            if Self.bufferedBytes(context) < handler.buffered {
+                handler.watch(context)
+            } else {
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func stopWatching() {
         deadline?.cancel()
+        deadline = nil
+    }
+
+    private static func bufferedBytes(_ context: ChannelHandlerContext) -> Int {
+        (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
     }
 }
