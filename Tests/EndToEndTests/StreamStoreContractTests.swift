@@ -3,6 +3,8 @@ import Foundation
 import HTTPClient
 import Logging
 import Nats
+import ServiceKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -283,6 +285,33 @@ import Testing
         }
     }
 
+    @Test func anS2FollowLooksAgainAndReconnectsWhenAStubS2ServerIsMissingOrFallsSilent() async throws {
+        // A stub, since a real S2 cannot be made to stall: the first read finds no stream, the
+        // second gets one record and then nothing at all, over a connection left open.
+        let server = try SilentS2Stub()
+        defer { server.stop() }
+        let store = S2Store(
+            settings: .init(endpoint: "http://127.0.0.1:\(server.port)/v1", basin: "b", silenceLimit: .seconds(1)),
+            http: HTTPClient(),
+            logger: Logger(label: "stub"),
+            credentials: { _ in "token" }
+        )
+        let records = try await store.follow(
+            ChannelAddress(environmentId: "e", friendlyId: "session_s", io: .out),
+            from: 0
+        )
+        let first = try await withTimeout(.seconds(5)) { () async throws -> UInt64? in
+            for try await record in records { return record.seqNum }
+            return nil
+        }
+        #expect(first == 0)
+        let reconnected = try await TestServers.waitUntil(timeout: .seconds(10)) {
+            server.connections.load(ordering: .relaxed) >= 3
+        }
+        #expect(reconnected, "a silent read session was given up and opened again")
+        #expect(server.lastRequest.withLock { $0 }.contains("seq_num=1"), "from the record after the last one")
+    }
+
     @Test(arguments: Kind.allCases) func followReplaysThenDeliversNewRecords(kind: Kind) async throws {
         try await withStore(kind) { store in
             let channel = channel()
@@ -304,5 +333,61 @@ import Testing
             #expect(received.map(\.seqNum) == Array(2..<8))
             #expect(received.map(\.body) == (2..<8).map(String.init))
         }
+    }
+}
+
+/// Speaks just enough HTTP to stand in for S2's read endpoint: 404 to the first request, one
+/// SSE batch and then silence to the second, silence to the rest (connections stay open).
+final class SilentS2Stub: Sendable {
+    let port: Int
+    let connections = Atomic<Int>(0)
+    let lastRequest = Mutex("")
+    private let listener: Int32
+    private let accepted = Mutex<[Int32]>([])
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = TestServers.loopbackAddress(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, length) == 0 && listen(descriptor, 8) == 0
+                    && getsockname(descriptor, $0, &length) == 0
+            }
+        }
+        guard bound else {
+            close(descriptor)
+            throw POSIXError(.EADDRINUSE)
+        }
+        listener = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread { [self] in serve() }.start()
+    }
+
+    private func serve() {
+        while true {
+            let connection = accept(listener, nil, nil)
+            guard connection >= 0 else { return }
+            accepted.withLock { $0.append(connection) }
+            var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+            let count = recv(connection, &buffer, buffer.count, 0)
+            lastRequest.withLock { $0 = String(decoding: buffer.prefix(max(count, 0)), as: UTF8.self) }
+            let answer =
+                switch connections.add(1, ordering: .relaxed).newValue {
+                case 1: "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}"
+                case 2:
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                        + "event: batch\ndata: {\"records\":[{\"seq_num\":0,\"timestamp\":1,\"body\":\"a\"}]}\n\n"
+                default: "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                }
+            let bytes = Array(answer.utf8)
+            _ = send(connection, bytes, bytes.count, Int32(MSG_NOSIGNAL))
+        }
+    }
+
+    func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for connection in accepted.withLock({ $0 }) { close(connection) }
     }
 }

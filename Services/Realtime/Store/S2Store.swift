@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HTTPClient
 import Logging
+import Synchronization
 
 /// Channel records in S2 (s2.dev, s2-lite, or any server speaking S2's REST API: JSON appends
 /// and reads, SSE follow), over libcurl. S2 keeps the dense sequence numbers and durability;
@@ -17,6 +18,9 @@ final class S2Store: StreamStore {
         var streamPrefix: String = ""
         /// How many of a channel's latest records a part id is looked for in.
         var partIdWindow: Int = 1000
+        /// A follow that hears nothing from S2 this long, not even a ping, reconnects (a
+        /// connection gone half-open would otherwise wait for ever).
+        var silenceLimit: Duration = .seconds(30)
     }
 
     let settings: Settings
@@ -106,6 +110,7 @@ final class S2Store: StreamStore {
             var next = seqNum
             var backoff = Duration.milliseconds(100)
             while !Task.isCancelled {
+                let session = FollowSession(from: next)
                 do {
                     // S2 ends a session after `wait` idle or on its own terms: reconnect from `next`.
                     let response = try await http.stream(
@@ -115,40 +120,72 @@ final class S2Store: StreamStore {
                             timeout: .seconds(10)
                         )
                     )
+                    if response.status == 404 {
+                        // No stream yet: its first append makes it. Look again soon.
+                        try? await Task.sleep(for: .milliseconds(250))
+                        continue
+                    }
                     guard response.status == 200 else {
                         throw StreamStoreError.unavailable("S2 read answered \(response.status)")
                     }
-                    var parser = ServerSentEventParser()
-                    for try await chunk in response.body {
-                        for event in parser.feed(chunk) {
-                            switch event.event {
-                            case "batch":
-                                let batch = try JSONDecoder().decode(ReadBatch.self, from: Data(event.data.utf8))
-                                for record in batch.records.map(\.record) where record.seqNum >= next {
-                                    continuation.yield(record)
-                                    next = record.seqNum + 1
-                                }
-                            case "error":
-                                throw StreamStoreError.unavailable("S2 read failed: \(event.data)")
-                            default: break
-                            }
-                        }
-                        backoff = .milliseconds(100)
-                    }
+                    try await read(response.body, into: continuation, session)
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning(
                         "An S2 read session failed; reconnecting.",
                         metadata: ["channel": "\(channel)", "error": "\(error)"]
                     )
-                    try? await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(5))
+                    try? await Task.sleep(for: session.next > next ? .milliseconds(100) : backoff)
+                    backoff = session.next > next ? .milliseconds(200) : min(backoff * 2, .seconds(5))
                 }
+                next = session.next
             }
             continuation.finish()
         }
         continuation.onTermination = { _ in task.cancel() }
         return records
+    }
+
+    /// Hands one SSE read session's records to `continuation`, from `session.next` on, moving
+    /// it on. Throws when S2 sends nothing, not even a ping, for `silenceLimit`.
+    private func read(
+        _ body: AsyncThrowingStream<Data, any Error>,
+        into continuation: AsyncThrowingStream<ChannelRecord, any Error>.Continuation,
+        _ session: FollowSession
+    ) async throws {
+        let silenceLimit = settings.silenceLimit
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var parser = ServerSentEventParser()
+                for try await chunk in body {
+                    session.heard()
+                    for event in parser.feed(chunk) {
+                        switch event.event {
+                        case "batch":
+                            let batch = try JSONDecoder().decode(ReadBatch.self, from: Data(event.data.utf8))
+                            for record in batch.records.map(\.record) where record.seqNum >= session.next {
+                                continuation.yield(record)
+                                session.reached(record.seqNum + 1)
+                            }
+                        case "error":
+                            throw StreamStoreError.unavailable("S2 read failed: \(event.data)")
+                        default: break
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: silenceLimit / 4)
+                    guard session.silence < silenceLimit else {
+                        throw StreamStoreError.unavailable("S2 sent nothing for \(silenceLimit)")
+                    }
+                }
+            }
+            // The body ended, or either failed: the other stops (the body's transfer with it).
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     // MARK: HTTP
@@ -302,4 +339,20 @@ final class S2Store: StreamStore {
             try? JSONDecoder().decode(Identified.self, from: Data(body.utf8)).id
         }
     }
+}
+
+/// One S2 read session of a follow: the next sequence number it is to hand on, and when it last
+/// heard from S2.
+private final class FollowSession: Sendable {
+    private let state: Mutex<(next: UInt64, heardAt: ContinuousClock.Instant)>
+
+    init(from next: UInt64) { state = Mutex((next, .now)) }
+
+    var next: UInt64 { state.withLock { $0.next } }
+
+    func reached(_ next: UInt64) { state.withLock { $0.next = next } }
+
+    func heard() { state.withLock { $0.heardAt = .now } }
+
+    var silence: Duration { .now - state.withLock { $0.heardAt } }
 }
