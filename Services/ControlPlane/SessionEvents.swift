@@ -56,7 +56,7 @@ final class SessionEventRelay: Service, Sendable {
 
     /// After an update or a close: relays its event, and tells every cache of the session at
     /// once (core NATS, ahead of the durable event) to forget it under its old and new names.
-    func changed(_ session: SessionRecord, previousExternalId: String?) {
+    func changed(_ session: SessionRecord, previousExternalId: String? = nil) {
         nudge()
         let names = Array(Set([session.friendlyId, session.externalId, previousExternalId].compactMap { $0 }))
         let change = SessionChange(environmentId: session.environmentId, names: names.sorted())

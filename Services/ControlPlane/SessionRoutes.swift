@@ -143,7 +143,7 @@ struct SessionRoutes: Sendable {
         guard let (closed, didClose) = try await store.close(session, reason: reason) else {
             throw APIError(.notFound, "Session not found")
         }
-        if didClose { events.changed(closed, previousExternalId: closed.externalId) }
+        if didClose { events.changed(closed) }
         return try .json(closed.item())
     }
 

@@ -159,7 +159,7 @@ final class Subscription: Sendable {
                 if let last = records.last { position.next = last.seqNum + 1 }
                 // A read that stopped short of its count reached the tail, unless its bytes did.
                 position.caughtUp =
-                    records.count < Self.replayBatch && records.reduce(0) { $0 + $1.body.utf8.count } < readBytes / 2
+                    records.count < Self.replayBatch && records.bodyBytes < readBytes / 2
             }
             if !records.isEmpty { return records }
         }

@@ -90,7 +90,7 @@ struct EventStream: Sendable {
             case .s2(let format, let limit, _):
                 let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
                 delivered += records.count
-                bytes += records.reduce(0) { $0 + 8 + $1.body.utf8.count }
+                bytes += 8 * records.count + records.bodyBytes
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum),\(delivered),\(bytes)\ndata: ")
                 buffer.writeBytes(
                     try JSONEncoder.sessions.encode(

@@ -1,6 +1,11 @@
 import Contracts
 import Synchronization
 
+extension Collection<ChannelRecord> {
+    /// The bytes of the records' bodies.
+    var bodyBytes: Int { reduce(0) { $0 + $1.body.utf8.count } }
+}
+
 /// The records waiting for one subscriber, bounded: a subscriber that falls `limit` records, or
 /// `byteLimit` bytes of them, behind is ended (it resumes with Last-Event-ID) instead of growing
 /// memory without bound.
@@ -43,7 +48,7 @@ final class Mailbox: Sendable {
                 state.waiter = nil
                 return (waiter, Array(records), true)
             }
-            let bytes = state.bytes + records.reduce(0) { $0 + $1.body.utf8.count }
+            let bytes = state.bytes + records.bodyBytes
             guard state.records.count + records.count <= limit, bytes <= byteLimit else {
                 state.ending = .tooSlow
                 (state.records, state.bytes) = ([], 0)

@@ -128,7 +128,7 @@ final class S2Store: StreamStore {
                     guard response.status == 200 else {
                         throw StreamStoreError.unavailable("S2 read answered \(response.status)")
                     }
-                    try await read(response.body, into: continuation, session)
+                    try await readSession(response.body, into: continuation, session)
                 } catch {
                     if Task.isCancelled { break }
                     logger.warning(
@@ -148,7 +148,7 @@ final class S2Store: StreamStore {
 
     /// Hands one SSE read session's records to `continuation`, from `session.next` on, moving
     /// it on. Throws when S2 sends nothing, not even a ping, for `silenceLimit`.
-    private func read(
+    private func readSession(
         _ body: AsyncThrowingStream<Data, any Error>,
         into continuation: AsyncThrowingStream<ChannelRecord, any Error>.Continuation,
         _ session: FollowSession
