@@ -1,6 +1,8 @@
 internal import CNats
 import Foundation
+import Logging
 import NIOPosix
+import ServiceLifecycle
 
 extension JetStream {
     /// Where a consumer starts in the stream.
@@ -114,6 +116,107 @@ extension JetStream {
             throw error
         }
         return PullConsumer(raw: subscription, jetStream: self, created: consumer.created)
+    }
+}
+
+extension JetStream {
+    /// JetStream's `err_code` for "stream not found".
+    public static let streamNotFound = 10059
+
+    /// ``pullConsumer(stream:durable:filterSubject:ackWait:maxDeliver:onlyNew:)`` on a stream
+    /// another service makes: until it exists, looks again every second (saying so once). Nil
+    /// when cancelled or shut down first.
+    public func pullConsumerOnceStreamExists(
+        stream: String,
+        durable: String,
+        filterSubject: String,
+        onlyNew: Bool,
+        logger: Logger
+    ) async -> PullConsumer? {
+        var toldWaiting = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                return try await pullConsumer(
+                    stream: stream,
+                    durable: durable,
+                    filterSubject: filterSubject,
+                    onlyNew: onlyNew
+                )
+            } catch let error as NatsError where error.jetStreamCode == Self.streamNotFound {
+                // The service that makes the stream has not started yet; nothing is wrong meanwhile.
+                if !toldWaiting {
+                    logger.notice(
+                        "Waiting for the JetStream stream to be made.",
+                        metadata: ["nats.stream": "\(stream)", "nats.consumer": "\(durable)"]
+                    )
+                    toldWaiting = true
+                }
+            } catch {
+                logger.warning(
+                    "Could not make a durable JetStream consumer; retrying.",
+                    metadata: ["nats.stream": "\(stream)", "nats.consumer": "\(durable)", "error": "\(error)"]
+                )
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        return nil
+    }
+}
+
+extension JetStream {
+    /// Reads a durable consumer until cancelled or shut down gracefully, handing each fetched
+    /// batch to `handle` (which acknowledges the messages). The stream may be made by another
+    /// service later. When a fetch fails, the consumer is made again (idempotent while it is
+    /// still there); when that yields a new one (it was deleted), `recreated` runs first.
+    ///
+    /// Graceful shutdown stops intake and lets the fetched batch finish: cancelling it would
+    /// strand the messages of a fetch in flight until the server's ack wait redelivers them.
+    public func consumeDurably(
+        stream: String,
+        durable: String,
+        filterSubject: String,
+        onlyNew: Bool,
+        batch: Int,
+        logger: Logger,
+        recreated: @Sendable () async -> Void = {},
+        handle: @Sendable ([AckableMessage]) async -> Void
+    ) async {
+        func connect() async -> PullConsumer? {
+            await pullConsumerOnceStreamExists(
+                stream: stream,
+                durable: durable,
+                filterSubject: filterSubject,
+                onlyNew: onlyNew,
+                logger: logger
+            )
+        }
+        guard var consumer = await connect() else { return }
+        defer { consumer.stop() }
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let messages: [AckableMessage]
+            do {
+                messages = try await consumer.fetch(batch: batch, timeout: .seconds(1))
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning(
+                    "Fetching from a durable JetStream consumer failed; subscribing again.",
+                    metadata: ["nats.consumer": "\(durable)", "error": "\(error)"]
+                )
+                try? await Task.sleep(for: .seconds(1))
+                consumer.stop()
+                guard let again = await connect() else { return }
+                if again.created != consumer.created {
+                    logger.warning(
+                        "A durable JetStream consumer was made anew.",
+                        metadata: ["nats.consumer": "\(durable)"]
+                    )
+                    await recreated()
+                }
+                consumer = again
+                continue
+            }
+            await handle(messages)
+        }
     }
 }
 

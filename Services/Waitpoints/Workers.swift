@@ -15,46 +15,29 @@ struct AppendConsumer: Service {
     let durableName: String
     let logger: Logger
 
-    /// Graceful shutdown stops intake and lets the fetched batch finish: cancelling it would
-    /// strand the records of a fetch in flight until the server's ack wait (30 s) redelivers them.
     func run() async throws {
-        guard var consumer = try await connect() else { return }
-        defer { consumer.stop() }
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let messages: [AckableMessage]
-            do {
-                messages = try await consumer.fetch(batch: 64, timeout: .seconds(1))
-            } catch {
-                if Task.isCancelled { break }
-                // The consumer (or the stream) may be gone, deleted or rebuilt: making it again is
-                // idempotent when it is still there.
-                logger.warning(
-                    "Fetching appended records failed; subscribing again.",
-                    metadata: ["error": "\(error)"]
-                )
-                try? await Task.sleep(for: .seconds(1))
-                consumer.stop()
-                guard let again = try await connect() else { return }
-                if again.created != consumer.created {
-                    // A new consumer starts at new records: those appended while none was there,
-                    // and one delivered but not yet acknowledged, are not read. Every pending
-                    // waiter is checked against its channel again instead.
-                    logger.warning(
-                        "The consumer of appended records was made anew; every pending waiter is checked again.",
-                        metadata: ["nats.consumer": "\(durableName)"]
-                    )
-                    await engine.recheckAllPending()
-                }
-                consumer = again
-                continue
-            }
-            // Channels in parallel; the records of one channel in order.
-            await withTaskGroup(of: Void.self) { group in
-                for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
-                    group.addTask { for message in records { await handle(message) } }
+        await engine.jetStream.consumeDurably(
+            stream: Subjects.channelStream,
+            durable: durableName,
+            filterSubject: Subjects.allChannels,
+            onlyNew: true,
+            batch: 64,
+            logger: logger,
+            recreated: {
+                // A new consumer starts at new records: those appended while none was there, and
+                // one delivered but not yet acknowledged, are not read. Every pending waiter is
+                // checked against its channel again instead.
+                await engine.recheckAllPending()
+            },
+            handle: { messages in
+                // Channels in parallel; the records of one channel in order.
+                await withTaskGroup(of: Void.self) { group in
+                    for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
+                        group.addTask { for message in records { await handle(message) } }
+                    }
                 }
             }
-        }
+        )
     }
 
     private func handle(_ message: AckableMessage) async {
@@ -81,41 +64,6 @@ struct AppendConsumer: Service {
             try? message.nak(delay: .seconds(1))
         }
     }
-
-    /// The durable consumer; waits for realtime to create the channel stream if needed. Nil
-    /// when cancelled or shut down first.
-    private func connect() async throws -> PullConsumer? {
-        var toldWaiting = false
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                return try await engine.jetStream.pullConsumer(
-                    stream: Subjects.channelStream,
-                    durable: durableName,
-                    filterSubject: Subjects.allChannels,
-                    onlyNew: true
-                )
-            } catch let error as NatsError where error.jetStreamCode == Self.streamNotFound {
-                // Realtime creates the stream when it first starts; nothing is wrong meanwhile.
-                if !toldWaiting {
-                    logger.notice(
-                        "Waiting for realtime to create the channel stream.",
-                        metadata: ["nats.stream": "\(Subjects.channelStream)"]
-                    )
-                    toldWaiting = true
-                }
-            } catch let error as NatsError {
-                logger.warning(
-                    "Could not create the consumer of appended records; retrying.",
-                    metadata: ["nats.stream": "\(Subjects.channelStream)", "error": "\(error)"]
-                )
-            }
-            try? await Task.sleep(for: .seconds(1))
-        }
-        return nil
-    }
-
-    /// JetStream's `err_code` for "stream not found".
-    static let streamNotFound = 10059
 }
 
 /// Times out due waitpoints (several instances may sweep at once: rows are claimed with
