@@ -31,7 +31,7 @@ func buildServiceGroup(
         connection: connection,
         checks: [ReadinessCheck("jetstream") { try await jetStream.ping() }],
         endpoints: RealtimeEndpoints.make(store: api.store),
-        work: [api.directory, HubShutdown(hub: api.hub)],
+        work: [api.directory, HubShutdown(hub: api.hub)] + api.work,
         exposedHeaders: ChannelRoutes.exposedHeaders,
         registry: registry,
         logger: logger
@@ -50,6 +50,8 @@ struct RealtimeAPI: Sendable {
     /// Served only over the JetStream store.
     let s2: S2Routes?
     let prepare: @Sendable () async throws -> Void
+    /// What runs beside the routes for the store: with S2, revoking closed sessions' tokens.
+    let work: [any Service]
 
     init(configuration: RealtimeConfiguration, connection: NatsConnection, logger: Logger) async throws {
         let jetStream = try JetStream(connection: connection)
@@ -62,13 +64,18 @@ struct RealtimeAPI: Sendable {
         if let s2 = configuration.s2 {
             let http = HTTPClient(configuration: .init(poolSize: 32))
             let s2Store = S2Store(
-                settings: .init(endpoint: s2.endpoint, basin: configuration.basin, streamPrefix: s2.streamPrefix),
+                settings: .init(
+                    endpoint: s2.endpoint,
+                    basin: configuration.basin,
+                    streamPrefix: s2.streamPrefix,
+                    retentionSeconds: s2.retentionSeconds
+                ),
                 http: http,
                 logger: logger,
                 credentials: { _ in s2.accessToken }
             )
             store = s2Store
-            directWrites = S2DirectWrites(
+            let s2DirectWrites = S2DirectWrites(
                 settings: .init(
                     accountEndpoint: s2.accountEndpoint,
                     endpoint: s2.endpoint,
@@ -80,6 +87,8 @@ struct RealtimeAPI: Sendable {
                 http: http,
                 streamName: { s2Store.streamName($0) }
             )
+            directWrites = s2DirectWrites
+            work = [S2TokenRevoker(jetStream: jetStream, directWrites: s2DirectWrites, logger: logger)]
             appended = AppendNotifier(jetStream: jetStream)
             prepare = { _ = try await jetStream.createOrUpdateStream(AppendNotifier.streamConfiguration()) }
         } else {
@@ -88,6 +97,7 @@ struct RealtimeAPI: Sendable {
             directWrites = LocalDirectWrites(tokens: tokens, endpoint: configuration.common.publicURL + "/realtime/s2")
             appended = nil
             prepare = { try await jetStreamStore.prepare() }
+            work = []
         }
         directory = SessionDirectory(connection: connection, logger: logger)
         hub = ChannelHub(store: store, mailboxLimit: configuration.subscriberBuffer, logger: logger)

@@ -17,7 +17,8 @@ import ServiceKit
 ///   `https://{basin}.b.s2.dev/v1`), `SESSIONS_S2_ACCESS_TOKEN` (required),
 ///   `SESSIONS_S2_ACCOUNT_ENDPOINT` (default `https://aws.s2.dev/v1`), `SESSIONS_S2_STREAM_PREFIX`
 ///   (default empty), `SESSIONS_S2_SKIP_ACCESS_TOKENS` (`true` hands writers the root token, for
-///   s2-lite; default `false`).
+///   s2-lite; default `false`), `SESSIONS_S2_RETENTION_SECONDS` (how long the streams realtime
+///   makes keep records; default 0, for ever).
 /// - `SESSIONS_S2_FLUSH_INTERVAL_MS` (default 100) and `SESSIONS_S2_MAX_RETRIES` (default 10):
 ///   passed to direct writers.
 struct RealtimeConfiguration: Sendable {
@@ -39,6 +40,8 @@ struct RealtimeConfiguration: Sendable {
         var accessToken: String
         var streamPrefix: String
         var skipAccessTokens: Bool
+        /// Nil: for ever.
+        var retentionSeconds: Int?
     }
 
     init(environment: Environment) throws {
@@ -73,6 +76,11 @@ struct RealtimeConfiguration: Sendable {
                 }
                 return value
             }
+            let retention = try environment.integer(
+                "SESSIONS_S2_RETENTION_SECONDS",
+                default: 0,
+                in: 0...(100 * 365 * 86_400)
+            )
             s2 = S2Configuration(
                 endpoint: try required("SESSIONS_S2_ENDPOINT"),
                 accountEndpoint: environment["SESSIONS_S2_ACCOUNT_ENDPOINT"] ?? "https://aws.s2.dev/v1",
@@ -83,7 +91,8 @@ struct RealtimeConfiguration: Sendable {
                     default: "false",
                     ["true", "false"]
                 )
-                    == "true"
+                    == "true",
+                retentionSeconds: retention == 0 ? nil : retention
             )
         default:
             s2 = nil

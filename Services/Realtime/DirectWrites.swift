@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HTTPClient
 import Nats
+import ServiceKit
 import Synchronization
 
 /// What `PUT …/:io` hands a direct writer: a token for the one channel and where to write.
@@ -32,8 +33,9 @@ struct LocalDirectWrites: DirectWriteIssuer {
 
 /// With the S2 store: access tokens minted through S2's account API (`POST /access-tokens`),
 /// scoped to the channel's stream in the basin (append, read, check-tail), cached for half
-/// their lifetime. With `skipAccessTokens` (s2-lite, which has no token API) the root token is
-/// handed out instead.
+/// their lifetime, and revoked when their session closes (``revoke(session:)``): their ids
+/// begin with the session's friendlyId. With `skipAccessTokens` (s2-lite, which has no token
+/// API) the root token is handed out instead.
 final class S2DirectWrites: DirectWriteIssuer {
     struct Settings: Sendable {
         /// The account plane, up to and including `/v1` (`https://aws.s2.dev/v1`).
@@ -68,7 +70,8 @@ final class S2DirectWrites: DirectWriteIssuer {
         if let cached = cache.withLock({ $0[channel] }), cached.freshUntil > now { return cached.token }
         let seconds = Double(settings.lifetime.components.seconds)
         let request = IssueRequest(
-            id: UUID().uuidString.lowercased(),
+            id: Self.tokenIdPrefix(session: channel.friendlyId)
+                + "\(channel.io.rawValue).\(Identifier.secret(length: 12))",
             expiresAt: ISO8601.string(from: now.addingTimeInterval(seconds)),
             scope: .init(
                 basins: ["exact": settings.basin],
@@ -76,28 +79,98 @@ final class S2DirectWrites: DirectWriteIssuer {
                 ops: ["append", "read", "check-tail"]
             )
         )
-        let response: HTTPResponse
-        do {
-            response = try await http.execute(
-                HTTPRequest(
-                    method: "POST",
-                    url: settings.accountEndpoint + "/access-tokens",
-                    headers: ["Authorization": "Bearer \(settings.rootToken)", "Content-Type": "application/json"],
-                    body: try JSONEncoder().encode(request),
-                    timeout: .seconds(10)
-                )
-            )
-        } catch {
-            throw StreamStoreError.unavailable("S2's account API is unreachable: \(error)")
-        }
-        guard response.status == 200 || response.status == 201,
-            let issued = try? JSONDecoder().decode(Issued.self, from: response.body)
-        else { throw StreamStoreError.unavailable("S2 did not issue an access token (\(response.status))") }
+        let issued = try await decodeAnswer(
+            Issued.self,
+            to: HTTPRequest(
+                method: "POST",
+                url: settings.accountEndpoint + "/access-tokens",
+                headers: ["Authorization": "Bearer \(settings.rootToken)", "Content-Type": "application/json"],
+                body: try JSONEncoder().encode(request),
+                timeout: .seconds(10)
+            ),
+            expecting: [200, 201]
+        )
         cache.withLock { cache in
             if cache.count >= 100_000 { cache.removeAll() }
             cache[channel] = (issued.accessToken, now.addingTimeInterval(seconds / 2))
         }
         return issued.accessToken
+    }
+
+    /// `sessions.{friendlyId}.`: how the ids of a session's tokens begin.
+    static func tokenIdPrefix(session friendlyId: String) -> String { "sessions.\(friendlyId)." }
+
+    /// Revokes every token issued for the session's channels, by any instance; returns how many.
+    ///
+    /// - Throws: ``StreamStoreError/unavailable(_:)`` when the account API does not answer or
+    ///   refuses; what was revoked stays revoked, and a retry revokes the rest.
+    @discardableResult
+    func revoke(session friendlyId: String) async throws -> Int {
+        guard !settings.skipAccessTokens else { return 0 }
+        cache.withLock { cache in cache = cache.filter { $0.key.friendlyId != friendlyId } }
+        let prefix = Self.tokenIdPrefix(session: friendlyId)
+        var revoked = 0
+        var after: String?
+        while true {
+            let page = try await decodeAnswer(
+                TokenPage.self,
+                to: HTTPRequest(
+                    url: settings.accountEndpoint + "/access-tokens?prefix=\(prefix)&limit=1000"
+                        + (after.map { "&start_after=\($0)" } ?? ""),
+                    headers: ["Authorization": "Bearer \(settings.rootToken)"],
+                    timeout: .seconds(10)
+                ),
+                expecting: [200]
+            )
+            for token in page.accessTokens {
+                let response = try await answer(
+                    to: HTTPRequest(
+                        method: "DELETE",
+                        url: settings.accountEndpoint + "/access-tokens/\(token.id)",
+                        headers: ["Authorization": "Bearer \(settings.rootToken)"],
+                        timeout: .seconds(10)
+                    )
+                )
+                // 404: revoked meanwhile (by another instance, or it expired).
+                guard [200, 204, 404].contains(response.status) else {
+                    throw StreamStoreError.unavailable("S2 did not revoke an access token (\(response.status))")
+                }
+                revoked += 1
+            }
+            guard page.hasMore, let last = page.accessTokens.last else { return revoked }
+            after = last.id
+        }
+    }
+
+    private func answer(to request: HTTPRequest) async throws -> HTTPResponse {
+        do {
+            return try await http.execute(request)
+        } catch {
+            throw StreamStoreError.unavailable("S2's account API is unreachable: \(error)")
+        }
+    }
+
+    private func decodeAnswer<Body: Decodable>(
+        _ type: Body.Type,
+        to request: HTTPRequest,
+        expecting statuses: Set<Int>
+    ) async throws -> Body {
+        let response = try await answer(to: request)
+        guard statuses.contains(response.status), let body = try? JSONDecoder().decode(type, from: response.body) else {
+            throw StreamStoreError.unavailable("S2's account API answered \(response.status) to \(request.method)")
+        }
+        return body
+    }
+
+    private struct TokenPage: Decodable {
+        struct Token: Decodable { var id: String }
+        var accessTokens: [Token]
+        var hasMore: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case accessTokens = "access_tokens"
+            case hasMore = "has_more"
+        }
     }
 
     private struct IssueRequest: Encodable {

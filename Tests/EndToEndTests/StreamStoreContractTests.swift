@@ -374,7 +374,7 @@ final class SilentS2Stub: Sendable {
             lastRequest.withLock { $0 = String(decoding: buffer.prefix(max(count, 0)), as: UTF8.self) }
             let answer =
                 switch connections.add(1, ordering: .relaxed).newValue {
-                case 1: "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}"
+                case 1: "HTTP/1.1 404 Not Found\r\nContent-Length: 27\r\n\r\n{\"code\":\"stream_not_found\"}"
                 case 2:
                     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
                         + "event: batch\ndata: {\"records\":[{\"seq_num\":0,\"timestamp\":1,\"body\":\"a\"}]}\n\n"

@@ -6,7 +6,8 @@ import Synchronization
 
 /// Channel records in S2 (s2.dev, s2-lite, or any server speaking S2's REST API: JSON appends
 /// and reads, SSE follow), over libcurl. S2 keeps the dense sequence numbers and durability;
-/// appends with a part id use `match_seq_num` after looking for the part id among the channel's
+/// a channel's stream is made by its first append, with the configured retention (S2's own
+/// default would drop records after 7 days); appends with a part id use `match_seq_num` after looking for the part id among the channel's
 /// last `partIdWindow` records, so a retry within that window writes nothing (S2 has no append
 /// idempotency key of its own).
 final class S2Store: StreamStore {
@@ -21,6 +22,9 @@ final class S2Store: StreamStore {
         /// A follow that hears nothing from S2 this long, not even a ping, reconnects (a
         /// connection gone half-open would otherwise wait for ever).
         var silenceLimit: Duration = .seconds(30)
+        /// How long the streams this store makes keep records: for ever when nil (as the JetStream
+        /// store does), else this many seconds.
+        var retentionSeconds: Int? = nil
     }
 
     let settings: Settings
@@ -83,7 +87,8 @@ final class S2Store: StreamStore {
         )
         switch response.status {
         case 200: return try decode(ReadBatch.self, response).records.map(\.record)
-        case 404, 416: return []
+        case 416: return []
+        case 404 where Self.isStreamMissing(response.body): return []
         default: throw failure(response)
         }
     }
@@ -94,7 +99,7 @@ final class S2Store: StreamStore {
         case 200:
             let tail = try decode(TailBody.self, response).tail
             return ChannelTail(nextSeqNum: tail.seqNum, timestamp: tail.timestamp)
-        case 404: return ChannelTail(nextSeqNum: 0, timestamp: 0)
+        case 404 where Self.isStreamMissing(response.body): return ChannelTail(nextSeqNum: 0, timestamp: 0)
         default: throw failure(response)
         }
     }
@@ -120,13 +125,14 @@ final class S2Store: StreamStore {
                             timeout: .seconds(10)
                         )
                     )
-                    if response.status == 404 {
-                        // No stream yet: its first append makes it. Look again soon.
-                        try? await Task.sleep(for: .milliseconds(250))
-                        continue
-                    }
                     guard response.status == 200 else {
-                        throw StreamStoreError.unavailable("S2 read answered \(response.status)")
+                        let answer = try await Self.collect(response.body, upTo: 64 * 1024)
+                        if response.status == 404 && Self.isStreamMissing(answer) {
+                            // No stream yet: its first append makes it. Look again soon.
+                            try? await Task.sleep(for: .milliseconds(250))
+                            continue
+                        }
+                        throw failure(HTTPResponse(status: response.status, headers: response.headers, body: answer))
                     }
                     try await readSession(response.body, into: continuation, session)
                 } catch {
@@ -190,23 +196,53 @@ final class S2Store: StreamStore {
 
     // MARK: HTTP
 
+    /// Appends; a channel without a stream gets one first.
     private func post(_ channel: ChannelAddress, bodies: [String], matchSeqNum: UInt64?) async throws -> AppendAck {
-        let input = AppendInput(records: bodies.map { .init(body: $0) }, matchSeqNum: matchSeqNum)
+        let input = try JSONEncoder().encode(
+            AppendInput(records: bodies.map { .init(body: $0) }, matchSeqNum: matchSeqNum)
+        )
+        var madeStream = false
+        while true {
+            let response = try await send(
+                channel,
+                method: "POST",
+                path: "/records",
+                accept: "application/json",
+                body: input
+            )
+            switch response.status {
+            case 200:
+                let ack = try decode(AppendOutput.self, response)
+                return AppendAck(start: ack.start.seqNum, end: ack.end.seqNum, timestamp: ack.start.timestamp)
+            case 412:
+                let mismatch = try decode(Mismatch.self, response)
+                guard let next = mismatch.seqNumMismatch else { throw failure(response) }
+                throw StreamStoreError.seqNumMismatch(nextSeqNum: next)
+            case 404 where !madeStream && Self.isStreamMissing(response.body):
+                try await makeStream(channel)
+                madeStream = true
+            default: throw failure(response)
+            }
+        }
+    }
+
+    /// Creates the channel's stream with this store's retention; one made meanwhile by another
+    /// writer (409) will do.
+    private func makeStream(_ channel: ChannelAddress) async throws {
+        let retention: RetentionPolicy = settings.retentionSeconds.map { .age($0) } ?? .infinite
         let response = try await send(
             channel,
             method: "POST",
-            path: "/records",
+            url: settings.endpoint + "/streams",
             accept: "application/json",
-            body: try JSONEncoder().encode(input)
+            body: try JSONEncoder().encode(
+                CreateStream(stream: streamName(channel), config: .init(retentionPolicy: retention))
+            )
         )
         switch response.status {
-        case 200:
-            let ack = try decode(AppendOutput.self, response)
-            return AppendAck(start: ack.start.seqNum, end: ack.end.seqNum, timestamp: ack.start.timestamp)
-        case 412:
-            let mismatch = try decode(Mismatch.self, response)
-            guard let next = mismatch.seqNumMismatch else { throw failure(response) }
-            throw StreamStoreError.seqNumMismatch(nextSeqNum: next)
+        case 200, 201:
+            logger.info("Made an S2 stream.", metadata: ["s2.stream": "\(streamName(channel))"])
+        case 409 where Self.code(of: response.body) == "resource_already_exists": break
         default: throw failure(response)
         }
     }
@@ -225,10 +261,12 @@ final class S2Store: StreamStore {
         return nil
     }
 
+    /// Sends a request about `channel`'s stream: to `path` under it, or to `url`.
     private func send(
         _ channel: ChannelAddress,
         method: String = "GET",
-        path: String,
+        path: String = "",
+        url: String? = nil,
         accept: String,
         body: Data? = nil
     ) async throws -> HTTPResponse {
@@ -236,7 +274,7 @@ final class S2Store: StreamStore {
             return try await http.execute(
                 HTTPRequest(
                     method: method,
-                    url: url(channel, path),
+                    url: url ?? self.url(channel, path),
                     headers: try await headers(channel, accept: accept),
                     body: body,
                     timeout: .seconds(10)
@@ -275,6 +313,23 @@ final class S2Store: StreamStore {
         return .unavailable("S2 answered \(response.status) \(error?.code ?? ""): \(error?.message ?? "")")
     }
 
+    private static func code(of body: Data) -> String? {
+        (try? JSONDecoder().decode(ErrorBody.self, from: body))?.code
+    }
+
+    /// Whether a 404 says the stream is not made yet, which reads as an empty channel. Any other
+    /// 404 (no such basin, a wrong endpoint) is a failure: reading it as empty would hide it.
+    private static func isStreamMissing(_ body: Data) -> Bool { code(of: body) == "stream_not_found" }
+
+    private static func collect(_ body: AsyncThrowingStream<Data, any Error>, upTo limit: Int) async throws -> Data {
+        var data = Data()
+        for try await chunk in body {
+            data += chunk
+            if data.count >= limit { break }
+        }
+        return data
+    }
+
     private static let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
 
     // MARK: Wire types
@@ -297,6 +352,32 @@ final class S2Store: StreamStore {
         enum CodingKeys: String, CodingKey {
             case seqNum = "seq_num"
             case timestamp
+        }
+    }
+
+    private struct CreateStream: Encodable {
+        struct Config: Encodable {
+            var retentionPolicy: RetentionPolicy
+            enum CodingKeys: String, CodingKey { case retentionPolicy = "retention_policy" }
+        }
+        var stream: String
+        var config: Config
+    }
+
+    /// `{"infinite":{}}` or `{"age":seconds}`.
+    private enum RetentionPolicy: Encodable {
+        case infinite
+        case age(Int)
+
+        private struct Empty: Encodable {}
+        enum CodingKeys: String, CodingKey { case infinite, age }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            switch self {
+            case .infinite: try container.encode(Empty(), forKey: .infinite)
+            case .age(let seconds): try container.encode(seconds, forKey: .age)
+            }
         }
     }
 
