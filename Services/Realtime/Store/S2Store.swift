@@ -62,18 +62,21 @@ final class S2Store: StreamStore {
     {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
         guard let partId else { return try await post(channel, bodies: bodies, matchSeqNum: matchSeqNum) }
+        var next = try await tail(channel).nextSeqNum
+        // Records below this were looked through already: after a lost race only the new ones are.
+        var looked = next - min(next, UInt64(settings.partIdWindow))
         for _ in 0..<Self.maxAttempts {
-            let tail = try await tail(channel)
-            if let existing = try await recentRecord(channel, partId: partId, tail: tail.nextSeqNum) {
+            if let existing = try await record(channel, partId: partId, in: min(looked, next)..<next) {
                 return AppendAck(start: existing.seqNum, end: existing.seqNum + 1, timestamp: existing.timestamp)
             }
-            if let matchSeqNum, matchSeqNum != tail.nextSeqNum {
-                throw StreamStoreError.seqNumMismatch(nextSeqNum: tail.nextSeqNum)
+            looked = max(looked, next)
+            if let matchSeqNum, matchSeqNum != next {
+                throw StreamStoreError.seqNumMismatch(nextSeqNum: next)
             }
             do {
-                return try await post(channel, bodies: bodies, matchSeqNum: tail.nextSeqNum)
-            } catch StreamStoreError.seqNumMismatch {
-                continue  // Someone appended since the look: look again.
+                return try await post(channel, bodies: bodies, matchSeqNum: next)
+            } catch StreamStoreError.seqNumMismatch(let actual) {
+                next = actual  // Someone appended since the look: look at what they appended.
             }
         }
         throw StreamStoreError.unavailable("too many concurrent appends to \(channel)")
@@ -247,15 +250,21 @@ final class S2Store: StreamStore {
         }
     }
 
-    /// The record with envelope id `partId` among the channel's latest records, if any.
-    private func recentRecord(_ channel: ChannelAddress, partId: String, tail: UInt64) async throws -> ChannelRecord? {
-        guard tail > 0 else { return nil }
-        let window = UInt64(settings.partIdWindow)
-        var next = tail - min(tail, window)
-        while next < tail {
+    /// The record with envelope id `partId` (compared byte for byte) among `range`, if any.
+    private func record(
+        _ channel: ChannelAddress,
+        partId: String,
+        in range: Range<UInt64>
+    ) async throws
+        -> ChannelRecord?
+    {
+        var next = range.lowerBound
+        while next < range.upperBound {
             let records = try await read(channel, from: next, limit: 1000)
             guard let last = records.last else { return nil }
-            if let match = records.first(where: { Envelope.id(of: $0.body) == partId }) { return match }
+            if let match = records.first(where: { Envelope.id(of: $0.body)?.utf8.elementsEqual(partId.utf8) == true }) {
+                return match
+            }
             next = last.seqNum + 1
         }
         return nil
@@ -330,7 +339,11 @@ final class S2Store: StreamStore {
         return data
     }
 
-    private static let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+    /// RFC 3986's unreserved characters, ASCII only (`alphanumerics` would let other letters
+    /// through unencoded).
+    private static let unreserved = CharacterSet(
+        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    )
 
     // MARK: Wire types
 
