@@ -272,20 +272,48 @@ import Testing
             return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
         }
         let session = try await stack.createSession()
-        let reader = try Self.connectWithoutReading(
-            port: realtime.port,
+        let request =
             "GET /realtime/v1/sessions/\(session.id)/out HTTP/1.1\r\nHost: x\r\n"
-                + "Authorization: Bearer \(stack.apiKey)\r\nTimeout-Seconds: 600\r\n\r\n"
-        )
+            + "Authorization: Bearer \(stack.apiKey)\r\nTimeout-Seconds: 600\r\n\r\n"
+        let reader = try Self.connectWithoutReading(port: realtime.port, request)
         defer { close(reader) }
-        #expect(try await TestServers.waitUntil { try await subscribers() == 1 })
+        // Beside it, one that reads steadily at about 2 MB/s, well behind the appends: it gets
+        // every record and is not cut off.
+        let slow = try Self.connectWithoutReading(port: realtime.port, request)
+        defer { close(slow) }
+        #expect(try await TestServers.waitUntil { try await subscribers() == 2 })
+        let records = 16
+        let slowRead = Task.detached { Self.readSlowly(slow, until: records * 500 * 1024) }
         // More than the socket buffers between the two hold.
-        for _ in 0..<16 {
+        for _ in 0..<records {
             #expect(try await stack.append(session.id, String(repeating: "s", count: 500 * 1024)).status == 200)
         }
-        let cutOff = try await TestServers.waitUntil(timeout: .seconds(20)) { try await subscribers() == 0 }
+        let cutOff = try await TestServers.waitUntil(timeout: .seconds(20)) { try await subscribers() == 1 }
         #expect(cutOff, "the reader that took nothing for 1 s was disconnected")
+        let (received, closed) = await slowRead.value
+        #expect(!closed, "the steady reader got every record (\(received) bytes) and was not cut off")
+        #expect(try await subscribers() == 1)
         #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
+    /// Reads 64 KiB every 30 ms until `count` bytes came; returns how many did, and whether the
+    /// server closed the connection (or it fell silent for 10 s) first.
+    static func readSlowly(_ descriptor: Int32, until count: Int) -> (received: Int, closed: Bool) {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var received = 0
+        while received < count {
+            var chunk = 0
+            while chunk < buffer.count {
+                let read = recv(descriptor, &buffer, buffer.count - chunk, 0)
+                guard read > 0 else { return (received + chunk, true) }
+                chunk += read
+            }
+            received += chunk
+            usleep(30_000)
+        }
+        return (received, false)
     }
 
     /// A connection with a receive buffer of a few KiB that sends `request` and never reads.

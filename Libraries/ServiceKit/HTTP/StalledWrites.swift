@@ -2,7 +2,10 @@ import NIOCore
 
 /// Closes a connection whose peer takes none of the data waiting for it for `timeout`: the
 /// connection stayed unwritable (more buffered than its high-water mark) and its buffer did not
-/// shrink all that time. A slow reader that makes progress is left alone. The idle timeout
+/// shrink all that time. A slow reader that makes progress is left alone — as far as this
+/// can see: the kernel takes more of our buffer only once a good part of its own send buffer
+/// (up to 4 MiB) has drained, so a reader slower than about a third of that per timeout
+/// (22 KB/s at the default 60 s) can look stalled; it is closed and resumes. The idle timeout
 /// never cuts a response that streams (SSE, long-polls), so without this a client that stops
 /// reading would hold its connection, its task and its last batch for ever; closed, the write
 /// fails and the response ends.
