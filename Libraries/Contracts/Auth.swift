@@ -99,3 +99,16 @@ public struct SessionChange: Codable, Sendable, Equatable {
         self.names = names
     }
 }
+
+extension String {
+    /// Whether the two are the same bytes. Swift's `==` (and `Set`, `Dictionary`, `contains`,
+    /// `hasPrefix`) treats canonically equivalent text as equal — "é" as one scalar or as "e"
+    /// and an accent — while PostgreSQL, NATS and S2 compare bytes, so two such externalIds are
+    /// two sessions. Every check of an id or a scope compares with this.
+    public func isSameBytes(as other: String) -> Bool { utf8.elementsEqual(other.utf8) }
+}
+
+extension Sequence<String> {
+    /// Whether one of these is `value`, byte for byte (``Swift/String/isSameBytes(as:)``).
+    public func containsBytes(_ value: String) -> Bool { contains { $0.isSameBytes(as: value) } }
+}

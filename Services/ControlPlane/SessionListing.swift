@@ -28,11 +28,11 @@ struct SessionListing: Sendable {
         /// changes, so the dates are not checked again.
         func matches(_ session: SessionRecord, at now: Date) -> Bool {
             func allows(_ wanted: [String], _ value: String?) -> Bool {
-                wanted.isEmpty || value.map(wanted.contains) == true
+                wanted.isEmpty || value.map(wanted.containsBytes) == true
             }
             return allows(types, session.type) && allows(taskIdentifiers, session.taskIdentifier)
                 && allows(externalIds, session.externalId)
-                && (tags.isEmpty || session.tags.contains(where: tags.contains))
+                && (tags.isEmpty || session.tags.contains(where: tags.containsBytes))
                 && (statuses.isEmpty || statuses.contains(session.status(at: now)))
         }
     }

@@ -85,14 +85,14 @@ struct SessionRoutes: Sendable {
         let principal = try context.requirePrincipal()
         var filters = try SessionListing.filters(request)
         if let scopes = principal.scopes,
-            !["read:sessions", "read:all", "admin", "read:tasks"].contains(where: scopes.contains)
+            !["read:sessions", "read:all", "admin", "read:tasks"].contains(where: scopes.containsBytes)
         {
             let tasks = principal.scopedIds(.read, .tasks)
             guard !tasks.isEmpty else {
                 throw APIError(.forbidden, "Unauthorized: this token does not grant read access to sessions")
             }
             let requested = filters.taskIdentifiers
-            filters.taskIdentifiers = requested.isEmpty ? tasks : requested.filter(tasks.contains)
+            filters.taskIdentifiers = requested.isEmpty ? tasks : requested.filter(tasks.containsBytes)
             if filters.taskIdentifiers.isEmpty {
                 return try .json(SessionPage(data: [], pagination: .init()))
             }

@@ -106,7 +106,7 @@ struct SessionStore: Sendable {
         guard let externalId = session.externalId,
             let existing = try await find(externalId, environmentId: environment.environmentId)
         else { return nil }
-        guard onlyTasks.map({ tasks in existing.taskIdentifier.map(tasks.contains) ?? false }) ?? true else {
+        guard onlyTasks.map({ tasks in existing.taskIdentifier.map(tasks.containsBytes) ?? false }) ?? true else {
             return .some(nil)
         }
         return (existing, .existing)

@@ -52,7 +52,7 @@ struct ChannelTokens: Sendable {
     /// `.some(nil)` when it is one but grants another stream.
     func channel(token: String, streamName: String) async -> ChannelAddress?? {
         guard let claims = try? await keys.verify(token, as: Claims.self) else { return nil }
-        guard claims.stream == streamName else { return .some(nil) }
+        guard claims.stream.isSameBytes(as: streamName) else { return .some(nil) }
         return .some(Self.channel(streamName: streamName, environmentId: claims.sub.value))
     }
 

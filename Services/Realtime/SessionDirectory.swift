@@ -14,9 +14,16 @@ import Synchronization
 /// sent meanwhile are lost. An answer that was on its way while its session changed is not kept.
 /// Runs as a service: it follows the notices and events.
 final class SessionDirectory: Service, Sendable {
+    /// Names compared byte for byte, as the control plane compares them: canonically
+    /// equivalent externalIds are two sessions.
     private struct Key: Hashable {
         var environmentId: String
-        var session: String
+        var session: [UInt8]
+
+        init(environmentId: String, session: String) {
+            self.environmentId = environmentId
+            self.session = Array(session.utf8)
+        }
     }
 
     private enum Entry {

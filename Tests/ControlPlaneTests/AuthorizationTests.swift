@@ -220,6 +220,42 @@ import Testing
         }
     }
 
+    /// "café" as one scalar and as "e" with a combining accent are equal to Swift's `==` but
+    /// two externalIds (and two tasks) to PostgreSQL: a scope naming one never opens the other.
+    @Test func canonicallyEquivalentIdsAreDifferentIds() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let base = TestServers.uniqueName("caf")
+            let composed = base + "\u{E9}"
+            let decomposed = base + "e\u{301}"
+            #expect(composed == decomposed && !composed.isSameBytes(as: decomposed))
+            var ids: [String: String] = [:]
+            for name in [composed, decomposed] {
+                let body = try JSONSerialization.data(withJSONObject: [
+                    "type": "t", "externalId": name, "taskIdentifier": name,
+                ])
+                let created = try await api.create(String(decoding: body, as: UTF8.self), token: tenants.a.apiKey)
+                #expect(created.isCached == false, "a session of its own")
+                ids[name] = created.session.id
+            }
+            let victim = try #require(ids[decomposed])
+            let path =
+                "/api/v1/sessions/" + (decomposed.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")
+            for scopes in [["read:sessions:\(composed)"], ["write:sessions:\(composed)"], ["read:tasks:\(composed)"]] {
+                let token = try await token(tenants, scopes)
+                let byName = try await api.call(.get, path, token: token)
+                #expect(byName.status == 403, "\(scopes) → \(byName.status) \(byName.body)")
+                #expect(try await api.call(.get, "/api/v1/sessions/\(victim)", token: token).status == 403)
+            }
+            // A task scope lists only its own task's sessions.
+            let listing = try await api.call(
+                .get,
+                "/api/v1/sessions?page[size]=100",
+                token: try await token(tenants, ["read:tasks:\(composed)"])
+            )
+            #expect(listing.status == 200 && !listing.body.contains(victim), "\(listing.body)")
+        }
+    }
+
     @Test func environmentsNeverSeeEachOther() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let externalId = TestServers.uniqueName("shared")

@@ -1,7 +1,7 @@
 import Contracts
 
 /// What a route needs: `{action}:{resource}` for the named ids (either form of a session's id),
-/// or one of the route's super-scopes. Empty ids never match.
+/// or one of the route's super-scopes, compared byte for byte. Empty ids never match.
 public struct AccessRequirement: Sendable {
     public enum Action: String, Sendable { case read, write, admin }
     public enum Resource: String, Sendable { case sessions, tasks }
@@ -23,17 +23,18 @@ extension Principal {
     /// Whether this caller meets `requirement`. A secret key meets every requirement.
     public func allows(_ requirement: AccessRequirement) -> Bool {
         guard let scopes else { return true }
-        if requirement.superScopes.contains(where: scopes.contains) { return true }
+        if requirement.superScopes.contains(where: scopes.containsBytes) { return true }
         let typeWide = "\(requirement.action.rawValue):\(requirement.resource.rawValue)"
-        if scopes.contains(typeWide) { return true }
-        return requirement.ids.contains { scopes.contains("\(typeWide):\($0)") }
+        if scopes.containsBytes(typeWide) { return true }
+        return requirement.ids.contains { scopes.containsBytes("\(typeWide):\($0)") }
     }
 
     /// The ids this caller's scopes name for `{action}:{resource}:{id}`, empty ones left out.
+    /// Compare them with ``Swift/Sequence/containsBytes(_:)``.
     public func scopedIds(_ action: AccessRequirement.Action, _ resource: AccessRequirement.Resource) -> [String] {
-        let prefix = "\(action.rawValue):\(resource.rawValue):"
-        return (scopes ?? []).filter { $0.hasPrefix(prefix) && $0.count > prefix.count }.map {
-            String($0.dropFirst(prefix.count))
+        let prefix = Array("\(action.rawValue):\(resource.rawValue):".utf8)
+        return (scopes ?? []).filter { $0.utf8.starts(with: prefix) && $0.utf8.count > prefix.count }.map {
+            String(decoding: $0.utf8.dropFirst(prefix.count), as: UTF8.self)
         }
     }
 
