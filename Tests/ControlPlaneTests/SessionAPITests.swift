@@ -156,6 +156,16 @@ import Testing
         (#"{"type":3}"#, "type must be a string"),
         (#"{"type":"t","externalId":"   "}"#, "externalId must be 1-256"),
         (#"{"type":"t","externalId":"\#(String(repeating: "x", count: 257))"}"#, "externalId must be 1-256"),
+        // One character as a reader sees it, 1,201 bytes: over the 4 bytes per character an
+        // index entry has room for.
+        (
+            #"{"type":"t","externalId":"k\#(String(repeating: "\u{301}", count: 600))"}"#,
+            "externalId must be at most 1024 bytes long in UTF-8"
+        ),
+        (
+            #"{"type":"t","tags":["k\#(String(repeating: "\u{301}", count: 300))"]}"#,
+            "tags[0] must be at most 512 bytes"
+        ),
         (#"{"type":"t","externalId":"session_abc"}"#, "externalId must not start with session_"),
         (#"{"type":"t","taskIdentifier":"\#(String(repeating: "x", count: 129))"}"#, "taskIdentifier must be 1-128"),
         (#"{"type":"t","tags":["1","2","3","4","5","6","7","8","9","10","11"]}"#, "tags must have at most 10"),

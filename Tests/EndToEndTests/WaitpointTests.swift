@@ -251,6 +251,13 @@ extension ServicesFixture {
                 400, "idempotencyKeyTTL must look like"
             ),
             (["session": .string(session.id), "io": "in", "tags": ["a\u{0}"]], 400, "NUL"),
+            (
+                [
+                    "session": .string(session.id), "io": "in",
+                    "idempotencyKey": .string("k" + String(repeating: "\u{301}", count: 600)),
+                ],
+                400, "idempotencyKey must be at most 1024 bytes"
+            ),
             (["session": "session_nosuchsession", "io": "in"], 404, "Session not found"),
         ]
         for (body, status, mention) in cases {

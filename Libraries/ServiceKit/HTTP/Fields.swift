@@ -12,16 +12,27 @@ public struct Fields: Sendable {
     public func contains(_ name: String) -> Bool { members[name] != nil }
 
     /// A string of `length` characters (after trimming, when `trim`), or nil when absent/null.
+    /// See ``checkLength(_:_:_:)``.
     public func string(_ name: String, length: ClosedRange<Int>, trim: Bool = false) throws -> String? {
         guard let value = members[name], value != .null else { return nil }
         guard case .string(var text) = value else {
             throw invalid(name, "must be a string")
         }
         if trim { text = text.trimmingCharacters(in: .whitespacesAndNewlines) }
+        try checkLength(name, text, length)
+        return text
+    }
+
+    /// `length` counts characters as a reader sees them; a character can be many bytes (a
+    /// letter with any number of accents), so the UTF-8 bytes are also held to four per
+    /// character allowed — ids are indexed, and an index entry has a size limit.
+    private func checkLength(_ name: String, _ text: String, _ length: ClosedRange<Int>) throws {
         guard length.contains(text.count) else {
             throw invalid(name, "must be \(length.lowerBound)-\(length.upperBound) characters long")
         }
-        return text
+        guard text.utf8.count <= 4 * length.upperBound else {
+            throw invalid(name, "must be at most \(4 * length.upperBound) bytes long in UTF-8")
+        }
     }
 
     /// A required string.
@@ -37,12 +48,7 @@ public struct Fields: Sendable {
         guard items.count <= maxCount else { throw invalid(name, "must have at most \(maxCount) items") }
         return try items.enumerated().map { index, item in
             guard case .string(let text) = item else { throw invalid("\(name)[\(index)]", "must be a string") }
-            guard itemLength.contains(text.count) else {
-                throw invalid(
-                    "\(name)[\(index)]",
-                    "must be \(itemLength.lowerBound)-\(itemLength.upperBound) characters long"
-                )
-            }
+            try checkLength("\(name)[\(index)]", text, itemLength)
             return text
         }
     }
