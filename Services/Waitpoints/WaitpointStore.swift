@@ -220,7 +220,9 @@ struct WaitpointStore: Sendable {
     }
 
     func markPublished(_ friendlyIds: [String]) async throws {
-        try await database.query("UPDATE waitpoints SET published_at = now() WHERE friendly_id = ANY(\(friendlyIds))")
+        try await database.query(
+            "UPDATE waitpoints SET published_at = now() WHERE friendly_id = ANY(\(friendlyIds)) AND published_at IS NULL"
+        )
     }
 
     private static func waitpoint(_ row: PostgresRow) throws -> Waitpoint {

@@ -134,21 +134,44 @@ final class EventPublisher: Service, Sendable {
         self.logger = logger
     }
 
-    /// Queues the events of these waitpoints, except those already queued or on their way: the
-    /// sweeper finds a waitpoint unpublished until it is marked, and a second copy in another
-    /// batch would get another message id, which JetStream would not drop.
+    /// Queues the events of these waitpoints, except those already queued, on their way, or
+    /// published lately: the sweeper finds a waitpoint unpublished until it is marked, its read
+    /// may be from before the mark, and a second copy in another batch would get another
+    /// message id, which JetStream would not drop.
     func enqueue(_ waitpoints: [Waitpoint], _ kind: WaitpointEvent.Kind) {
-        let fresh = inFlight.withLock { inFlight in waitpoints.filter { inFlight.insert($0.id).inserted } }
+        let fresh = inFlight.withLock { state in
+            waitpoints.filter { !state.recentlyMarked(contains: $0.id) && state.ids.insert($0.id).inserted }
+        }
         guard !fresh.isEmpty else { return }
         waiting.withLock { $0 += fresh.map { ($0, kind) } }
         signal.yield()
     }
 
-    /// Ids queued, being published, or published and not yet marked so in PostgreSQL.
-    private let inFlight = Mutex<Set<String>>([])
+    /// Ids queued, being published, or published and not yet marked so in PostgreSQL; and those
+    /// marked in the last 30 to 60 s.
+    private struct InFlight {
+        var ids: Set<String> = []
+        var marked: Set<String> = []
+        var markedBefore: Set<String> = []
+        var rotatedAt = ContinuousClock.now
 
+        func recentlyMarked(contains id: String) -> Bool { marked.contains(id) || markedBefore.contains(id) }
+
+        mutating func markedNow(_ newly: [String]) {
+            if ContinuousClock.now - rotatedAt > .seconds(30) {
+                markedBefore = marked
+                marked = []
+                rotatedAt = .now
+            }
+            marked.formUnion(newly)
+        }
+    }
+
+    private let inFlight = Mutex(InFlight())
+
+    /// Lets these be queued again: their publish failed.
     private func release(_ ids: [String]) {
-        inFlight.withLock { inFlight in for id in ids { inFlight.remove(id) } }
+        inFlight.withLock { state in for id in ids { state.ids.remove(id) } }
     }
 
     func run() async throws {
@@ -214,15 +237,17 @@ final class EventPublisher: Service, Sendable {
             return ids
         }
         guard !ids.isEmpty else { return }
-        // Marked or not, they may be enqueued again: a failure leaves them to the sweeper.
-        defer { release(ids) }
         do {
             try await store.markPublished(ids)
+            inFlight.withLock { state in
+                for id in ids { state.ids.remove(id) }
+                state.markedNow(ids)
+            }
         } catch {
-            logger.warning(
-                "Could not mark waitpoint events published; the sweeper republishes them.",
-                metadata: ["error": "\(error)"]
-            )
+            // They are on JetStream: marking them is tried again, and meanwhile they stay in
+            // flight so that the sweeper does not publish them twice.
+            published.withLock { $0 += ids }
+            logger.warning("Could not mark waitpoint events published; trying again.", metadata: ["error": "\(error)"])
         }
     }
 

@@ -61,6 +61,56 @@ import Testing
         await connection.close()
     }
 
+    /// The sweeper's read of unpublished waitpoints may be from before the publisher marked one:
+    /// handing it over again then must not publish its event a second time.
+    @Test(.timeLimit(.minutes(1))) func aWaitpointIsPublishedOnceThoughTheSweeperHandsItOverLate() async throws {
+        _ = try await ServicesFixture.shared.value  // WAITPOINT_EVENTS and the waitpoints table
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "publisher"))
+        let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
+        let jetStream = try JetStream(connection: connection)
+        let publisher = EventPublisher(
+            jetStream: jetStream,
+            store: WaitpointStore(database: database),
+            logger: Logger(label: "publisher")
+        )
+        let running = Task { try await publisher.run() }
+        let environment = TestServers.uniqueName("env")
+        func waitpoint(_ name: String) -> Waitpoint {
+            Waitpoint(
+                item: Self.completed(TestServers.uniqueName(name), in: environment, output: name),
+                channel: ChannelAddress(environmentId: environment, friendlyId: "session_1", io: .in),
+                fromSeqNum: 0
+            )
+        }
+        let settled = waitpoint("settled")
+        publisher.enqueue([settled], .completed)
+        // Handed over again and again while it is published, marked and released, each time
+        // with another waitpoint (alone, its message id would be the same, and JetStream would
+        // drop the copy).
+        for _ in 0..<25 {
+            publisher.enqueue([settled, waitpoint("other")], .completed)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let last = waitpoint("last")
+        publisher.enqueue([last], .completed)
+        let events = try jetStream.orderedConsumer(
+            stream: Subjects.waitpointEventsStream,
+            subject: Subjects.waitpointEvent(environmentId: environment, kind: .completed)
+        )
+        var published: [String] = []
+        for await message in events {
+            published += try JSONDecoder.sessions.decode(WaitpointEvent.self, from: message.payload).waitpoints.map(
+                \.id
+            )
+            if published.contains(last.id), message.metadata?.pending == 0 { break }
+        }
+        events.unsubscribe()
+        #expect(published.filter { $0 == settled.id }.count == 1, "\(published)")
+        running.cancel()
+        await connection.close()
+        await database.close()
+    }
+
     @Test func theOpenAPIDocumentDescribesEveryWaitpointRoute() async throws {
         let stack = try await ServicesFixture.shared.value
         let response = try await stack.get(stack.controlPlane.baseURL + "/api/openapi.json")
