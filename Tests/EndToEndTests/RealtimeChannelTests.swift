@@ -257,6 +257,25 @@ import Testing
         }
     }
 
+    /// Two externalIds that differ only in how "é" is written are two sessions: realtime's cache
+    /// of names must not take one for the other.
+    @Test func canonicallyEquivalentExternalIdsReachTheirOwnSessions() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let base = TestServers.uniqueName("caf")
+        let names = [base + "\u{E9}", base + "e\u{301}"]
+        var ids: [String] = []
+        for name in names { ids.append(try await stack.createSession(externalId: name).id) }
+        #expect(ids[0] != ids[1])
+        for (index, name) in names.enumerated() {
+            let encoded = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+            #expect(try await stack.appended(encoded, "to \(index)") == 0, "the first record of its own session")
+        }
+        for (index, id) in ids.enumerated() {
+            let events = try await stack.subscribe(id, until: { !$0.isEmpty }).events
+            #expect(events.flatMap(\.records).map { $0.envelope?.data } == ["to \(index)"])
+        }
+    }
+
     @Test func aSubscriberThatStopsReadingIsCutOff() async throws {
         let stack = try await ServicesFixture.shared.value
         // An instance of its own, that gives up on a reader after 1 s.
