@@ -7,12 +7,18 @@ import TestSupport
 import Testing
 
 extension ServicesFixture {
-    /// `POST /api/v1/runs/{run}/session-streams/wait` on `base` (the fixture's waitpoints by default).
-    func wait(_ body: [String: JSONValue], base: String? = nil, key: String? = nil) async throws -> HTTPResponse {
+    /// `POST /api/v1/runs/{run}/session-streams/wait` on `base` (the fixture's waitpoints by default);
+    /// `run` as it goes in the path.
+    func wait(
+        _ body: [String: JSONValue],
+        base: String? = nil,
+        key: String? = nil,
+        run: String = "run_test"
+    ) async throws -> HTTPResponse {
         try await http.execute(
             HTTPRequest(
                 method: "POST",
-                url: (base ?? waitpoints.baseURL) + "/api/v1/runs/run_test/session-streams/wait",
+                url: (base ?? waitpoints.baseURL) + "/api/v1/runs/\(run)/session-streams/wait",
                 headers: ["Authorization": "Bearer \(key ?? apiKey)", "Content-Type": "application/json"],
                 body: try JSONEncoder().encode(body)
             )
