@@ -162,6 +162,38 @@ import Testing
         #expect(bad.errors.contains("status"))
     }
 
+    /// Going back over more than one page of the server keeps the listing newest first.
+    @Test func listGoesBackAcrossPagesNewestFirst() async throws {
+        let tag = TestServers.uniqueName("back")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<103 {
+                group.addTask {
+                    _ = try await run([
+                        "create", "--type", "cli.back", "--tag", tag, "--external-id", "\(tag)-\(index)",
+                    ])
+                }
+                if index % 8 == 7 { try await group.waitForAll() }
+            }
+        }
+        func page(_ arguments: [String]) async throws -> SessionPage {
+            let listed = try await run(["list", "--tag", tag, "--json"] + arguments)
+            return try JSONDecoder.sessions.decode(SessionPage.self, from: Data(listed.output.utf8))
+        }
+        var replicated = false
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !replicated && ContinuousClock.now < deadline {
+            replicated = try await page(["--limit", "103"]).data.count == 103
+            if !replicated { try await Task.sleep(for: .milliseconds(300)) }
+        }
+        #expect(replicated)
+        let all = try await page(["--limit", "103"]).data.map(\.id)
+        let first101 = try await page(["--limit", "101"])
+        let last2 = try await page(["--after", try #require(first101.pagination.next), "--limit", "2"])
+        #expect(last2.data.map(\.id) == Array(all[101...]))
+        let back = try await page(["--before", try #require(last2.pagination.previous), "--limit", "101"])
+        #expect(back.data.map(\.id) == Array(all[..<101]), "newest first across the two pages it took")
+    }
+
     @Test func waitPrintsTheRecordThatCompletesIt() async throws {
         let session = try await stack.createSession()
         let wait = try CLI(["wait", session.id], url: stack.waitpoints.baseURL, apiKey: stack.apiKey)
@@ -197,7 +229,14 @@ import Testing
         #expect(!unreachable.errors.contains("Fatal"), "a message, not a stack trace")
         let usage = try await run(["token", "--scope", "fly:away", "--env-id", "x"])
         #expect(usage.status == 64)
-        for empty in [["get", ""], ["wait", session.id, "--run", ""], ["append", "", "x"]] {
+        let shortKey = try await run(["token", "--scope", "read:all", "--env-id", "x"], apiKey: "tr_dev_short")
+        #expect(shortKey.status == 64 && shortKey.errors.contains("at least 32"), "\(shortKey.errors)")
+        let negative = try await run(["list", "--limit", "-5"])
+        #expect(negative.status == 64 && negative.errors.contains("--limit must be at least 1"), "\(negative.errors)")
+        for empty in [
+            ["get", ""], ["wait", session.id, "--run", ""], ["append", "", "x"],
+            ["append", session.id, "x", "--part-id", ""],
+        ] {
             let refused = try await run(empty)
             #expect(refused.status == 64 && refused.errors.contains("must not be empty"), "\(empty): \(refused.errors)")
         }

@@ -94,10 +94,13 @@ struct Token: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             let environment = ProcessInfo.processInfo.environment
-            guard let key = api.apiKey ?? environment["SESSIONS_API_KEY"], key.hasPrefix("tr_") else {
+            guard let key = api.apiKey ?? environment["SESSIONS_API_KEY"], key.hasPrefix("tr_"),
+                key.utf8.count >= AccessTokens.minimumKeyBytes
+            else {
                 throw CLIError(
                     .usage,
-                    "minting needs the environment's secret key (tr_…): --api-key or SESSIONS_API_KEY"
+                    "minting needs the environment's secret key (tr_…, at least \(AccessTokens.minimumKeyBytes) "
+                        + "characters): --api-key or SESSIONS_API_KEY"
                 )
             }
             guard let environmentId = envId ?? environment["SESSIONS_ENV_ID"], !environmentId.isEmpty else {

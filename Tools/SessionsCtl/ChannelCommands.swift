@@ -18,6 +18,10 @@ struct Append: AsyncParsableCommand {
     @Option(help: "Idempotency key: appending again with it writes nothing and returns the first seqNum.")
     var partId: String?
 
+    func validate() throws {
+        if partId?.isEmpty == true { throw ValidationError("--part-id must not be empty") }
+    }
+
     struct Appended: Decodable {
         var ok: Bool
         var seqNum: UInt64
@@ -56,11 +60,15 @@ struct Tail: AsyncParsableCommand {
     @OptionGroup var api: APIOptions
     @Argument(help: "session_… id or externalId.") var session: String
     @Option(help: "Channel: out or in.") var io: ChannelIO = .out
-    @Option(help: "Start at this seqNum (default 0).") var from: Int64?
-    @Option(help: "Start with the last N records (0: only records appended from now on).") var last: Int64?
+    @Option(parsing: .unconditional, help: "Start at this seqNum (default 0).") var from: Int64?
+    @Option(parsing: .unconditional, help: "Start with the last N records (0: only records appended from now on).")
+    var last: Int64?
     @Flag(help: "Stop at the end of what the channel holds now instead of following it.")
     var noFollow = false
-    @Option(help: "Seconds the server keeps an idle stream open before tail reconnects (1-600).")
+    @Option(
+        parsing: .unconditional,
+        help: "Seconds the server keeps an idle stream open before tail reconnects (1-600)."
+    )
     var idleTimeout = 60
 
     func validate() throws {

@@ -90,7 +90,7 @@ struct List: AsyncParsableCommand {
     @Option(help: "Only this externalId (repeat for any of several).") var externalId: [String] = []
     @Option(help: "Only this status: active, closed or expired (repeat for several).") var status: [String] = []
     @Option(help: "Only sessions created within this period, e.g. 30m, 24h, 7d.") var since: String?
-    @Option(help: "Show at most this many (default 20).") var limit = 20
+    @Option(parsing: .unconditional, help: "Show at most this many (default 20).") var limit = 20
     @Option(help: "Continue after this cursor (printed at the end of a listing).") var after: String?
     @Option(help: "Go back before this cursor.") var before: String?
 
@@ -113,17 +113,27 @@ struct List: AsyncParsableCommand {
             if let since { filters.append(("filter[createdAt][period]", since)) }
             var items: [SessionItem] = []
             var cursor = after.map { ("page[after]", $0) } ?? before.map { ("page[before]", $0) }
-            var pagination = SessionPage.Pagination()
+            var combined: SessionPage.Pagination?
             repeat {
                 let size = min(100, limit - items.count)
                 let query = filters + [("page[size]", String(size))] + (cursor.map { [$0] } ?? [])
                 let (page, _) = try await client.json(SessionPage.self, "GET", "/api/v1/sessions", query: query)
-                items += page.data
-                pagination = page.pagination
+                // Newest first: going back, each page holds newer sessions than the ones before.
+                if before == nil {
+                    items += page.data
+                    combined = .init(
+                        next: page.pagination.next,
+                        previous: combined?.previous ?? page.pagination.previous
+                    )
+                } else {
+                    items = page.data + items
+                    combined = .init(next: combined?.next ?? page.pagination.next, previous: page.pagination.previous)
+                }
                 let next = before == nil ? page.pagination.next : page.pagination.previous
                 cursor = next.map { (before == nil ? "page[after]" : "page[before]", $0) }
                 if page.data.isEmpty { break }
             } while items.count < limit && cursor != nil
+            let pagination = combined ?? SessionPage.Pagination()
             if api.json {
                 let page = SessionPage(data: items, pagination: pagination)
                 return say(String(decoding: try JSONEncoder.sessions.encode(page), as: UTF8.self))

@@ -54,7 +54,12 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
 
 /// Mints and verifies public access tokens.
 public enum AccessTokens {
+    /// HS256 needs a key at least as long as its hash (jwt-kit stops the process otherwise).
+    public static let minimumKeyBytes = 32
+
     /// A token for `environmentId` with `scopes`, valid for `lifetime`.
+    ///
+    /// - Throws: ``APIError`` 400 when `secretKey` is shorter than ``minimumKeyBytes``.
     public static func mint(
         environmentId: String,
         secretKey: String,
@@ -63,6 +68,9 @@ public enum AccessTokens {
         settings: AccessTokenSettings,
         now: Date = Date()
     ) async throws -> String {
+        guard secretKey.utf8.count >= minimumKeyBytes else {
+            throw APIError(.badRequest, "A secret key is at least \(minimumKeyBytes) bytes long")
+        }
         // Whole seconds: NumericDate may carry fractions, but common JWT libraries expect integers.
         let now = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
         let claims = AccessTokenClaims(
@@ -102,6 +110,9 @@ public enum AccessTokens {
         else { throw APIError(.unauthorized, "Invalid Public Access Token") }
         guard header.alg == "HS256" else {
             throw APIError(.unauthorized, "Invalid Public Access Token: only HS256 is accepted")
+        }
+        guard secretKey.utf8.count >= minimumKeyBytes else {
+            throw APIError(.unauthorized, "Invalid Public Access Token")
         }
         let claims: AccessTokenClaims
         do {
