@@ -112,8 +112,10 @@ struct SessionStore: Sendable {
         return (existing, .existing)
     }
 
-    /// The session named by friendlyId (`session_…`) or externalId.
+    /// The session named by friendlyId (`session_…`) or externalId. The name is trimmed, as an
+    /// externalId is when stored, so the name a session was created with finds it.
     func find(_ key: String, environmentId: String) async throws -> SessionRecord? {
+        let key = key.trimmingCharacters(in: .whitespacesAndNewlines)
         let rows =
             if key.hasPrefix("session_") {
                 try await database.query(

@@ -49,6 +49,9 @@ final class SessionDirectory: Service, Sendable {
     ///
     /// - Throws: ``APIError`` 503 when the control plane does not answer.
     func session(_ session: String, environmentId: String) async throws -> SessionRecord? {
+        // Trimmed as the control plane trims names, so that its notices (which carry the stored,
+        // trimmed externalId) reach this entry.
+        let session = session.trimmingCharacters(in: .whitespacesAndNewlines)
         let key = Key(environmentId: environmentId, session: session)
         let now = ContinuousClock.now
         if case .session(let record, let fetchedAt)? = cache.withLock({ $0[key] }), now - fetchedAt < lifetime {
@@ -68,6 +71,7 @@ final class SessionDirectory: Service, Sendable {
     /// Like ``session(_:environmentId:)``, but waits up to `timeout` for the session to be
     /// created when it does not exist yet (subscribing by externalId before the task made it).
     func waitForSession(_ session: String, environmentId: String, timeout: Duration) async throws -> SessionRecord? {
+        let session = session.trimmingCharacters(in: .whitespacesAndNewlines)
         let deadline = ContinuousClock.now + timeout
         let key = Key(environmentId: environmentId, session: session)
         let (created, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
