@@ -61,6 +61,22 @@ import Testing
         await connection.close()
     }
 
+    /// A waitpoint's value is the record's data as written, not decoded and encoded again.
+    @Test func theValueIsTheDataAsWritten() {
+        func data(_ body: String) -> String {
+            WaitpointEngine.data(of: ChannelRecord(seqNum: 0, timestamp: 0, body: body))
+        }
+        let object = #"{ "b" : 9007199254740993, "a": [1, "}", {"c": "\"]"}], "z": 1.2345678901234567890123e22 }"#
+        #expect(data(#"{"id":"p1","data":\#(object)}"#) == object)
+        #expect(data(#"{"data":[true,null, -0.5e-3 ] , "id":"x"}"#) == "[true,null, -0.5e-3 ]")
+        #expect(data(#"{"data":12345678901234567890123}"#) == "12345678901234567890123")
+        #expect(data(#"{"data":"text \"quoted\""}"#) == #"text "quoted""#)
+        #expect(data(#"{"d\u0061ta":{"k":1}}"#) == #"{"k":1}"#, "a name written with an escape")
+        #expect(data(#"{"data":1,"data":{"last":true}}"#) == #"{"last":true}"#)
+        #expect(data("plain text") == "plain text")
+        #expect(data(#"{"id":"no data"}"#) == #"{"id":"no data"}"#)
+    }
+
     /// The sweeper's read of unpublished waitpoints may be from before the publisher marked one:
     /// handing it over again then must not publish its event a second time.
     @Test(.timeLimit(.minutes(1))) func aWaitpointIsPublishedOnceThoughTheSweeperHandsItOverLate() async throws {
