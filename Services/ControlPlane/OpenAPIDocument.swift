@@ -162,6 +162,7 @@ enum OpenAPIDocument {
                 "summary": "The channel's last sequence number in X-Last-Seq-Num (-1 when empty)",
                 "responses": {
                   "200": { "description": "Tail position", "headers": { "X-Last-Seq-Num": { "schema": { "type": "integer" } } } },
+                  "400": { "description": "A bad channel (io other than out or in) or session name; a HEAD answer has no body" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
                   "404": { "$ref": "#/components/responses/NotFound" }
@@ -205,7 +206,7 @@ enum OpenAPIDocument {
               },
               "get": {
                 "operationId": "s2Read",
-                "summary": "S2 read: JSON, or SSE with Accept: text/event-stream",
+                "summary": "S2 read: JSON, or SSE with Accept: text/event-stream; timestamp, bytes and until are not supported (422)",
                 "security": [{ "channelToken": [] }],
                 "parameters": [
                   { "name": "seq_num", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
@@ -219,7 +220,8 @@ enum OpenAPIDocument {
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
-                  "416": { "description": "Start beyond the tail (without clamp)", "content": { "application/json": { "schema": { "type": "object" } } } }
+                  "416": { "description": "Start beyond the tail (without clamp)", "content": { "application/json": { "schema": { "type": "object" } } } },
+                  "422": { "$ref": "#/components/responses/S2Error" }
                 }
               }
             },
@@ -409,7 +411,7 @@ enum OpenAPIDocument {
                 "properties": {
                   "organization": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
                   "project": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
-                  "type": { "enum": ["development", "staging", "production", "preview"], "default": "development" },
+                  "type": { "type": ["string", "null"], "description": "development (default), staging, production or preview, in any letter case" },
                   "slug": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "Default: the type" }
                 }
               },

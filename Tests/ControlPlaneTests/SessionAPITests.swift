@@ -177,6 +177,7 @@ import Testing
         (#"{"type":"t","metadata":"x"}"#, "metadata must be a JSON object"),
         (#"{"type":"t","triggerConfig":5}"#, "triggerConfig must be a JSON object"),
         (#"{"type":"t","expiresAt":"tomorrow"}"#, "expiresAt must be an ISO-8601 date"),
+        (#"{"type":"t","expiresAt":1.5}"#, "expiresAt must be an ISO-8601 date or epoch milliseconds"),
         (#"{"type":"t","expiresAt":912000000000000}"#, "expiresAt must be a date from 1970 to 2299"),
         (#"{"type":"t","expiresAt":1e300}"#, "expiresAt must be a date from 1970 to 2299"),
         (#"{"type":"t","expiresAt":"2300-01-01T00:00:00Z"}"#, "expiresAt must be a date from 1970 to 2299"),

@@ -71,13 +71,14 @@ public struct Fields: Sendable {
         }
     }
 
-    /// A date given as an ISO-8601 string or as epoch milliseconds, or nil when absent/null.
+    /// A date given as an ISO-8601 string or as whole epoch milliseconds, or nil when absent/null.
     public func date(_ name: String) throws -> Date? {
         guard let value = members[name], value != .null else { return nil }
         let date: Date? =
             switch value {
             case .string(let text): ISO8601.date(from: text)
-            case .number(let milliseconds) where milliseconds.isFinite: Date(timeIntervalSince1970: milliseconds / 1000)
+            case .number(let milliseconds) where milliseconds.isFinite && milliseconds.rounded() == milliseconds:
+                Date(timeIntervalSince1970: milliseconds / 1000)
             default: nil
             }
         guard let date else { throw invalid(name, "must be an ISO-8601 date or epoch milliseconds") }
