@@ -1,3 +1,5 @@
+import Foundation
+
 /// Any JSON value, kept as sent (session metadata, trigger configuration).
 public enum JSONValue: Codable, Sendable, Equatable, Hashable {
     case null
@@ -71,6 +73,82 @@ extension JSONValue {
         case .array(let items): items.contains { $0.containsNUL }
         case .object(let members): members.contains { $0.key.utf8.contains(0) || $0.value.containsNUL }
         case .null, .bool, .number: false
+        }
+    }
+}
+
+/// Reading JSON text without decoding it.
+public enum RawJSON {
+    /// The text of the value of a top-level member of a JSON object, exactly as written (the
+    /// last one, if the name repeats); nil when `json` is not an object or has no such member.
+    public static func member(_ name: String, of json: String) -> String? {
+        let bytes = Array(json.utf8)
+        var index = 0
+        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
+        func skipSpace() { while index < bytes.count, space.contains(bytes[index]) { index += 1 } }
+        func skipString() -> Bool {
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return false }
+            index += 1
+            while index < bytes.count {
+                switch bytes[index] {
+                case UInt8(ascii: "\\"): index += 2
+                case UInt8(ascii: "\""):
+                    index += 1
+                    return true
+                default: index += 1
+                }
+            }
+            return false
+        }
+        func skipValue() -> Bool {
+            guard index < bytes.count else { return false }
+            switch bytes[index] {
+            case UInt8(ascii: "\""): return skipString()
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                var depth = 0
+                while index < bytes.count {
+                    switch bytes[index] {
+                    case UInt8(ascii: "\""):
+                        guard skipString() else { return false }
+                        continue
+                    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                    case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                        depth -= 1
+                        if depth == 0 {
+                            index += 1
+                            return true
+                        }
+                    default: break
+                    }
+                    index += 1
+                }
+                return false
+            default:
+                let ends: Set<UInt8> = [UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]")]
+                while index < bytes.count, !ends.contains(bytes[index]), !space.contains(bytes[index]) { index += 1 }
+                return true
+            }
+        }
+        skipSpace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+        index += 1
+        var found: String?
+        while true {
+            skipSpace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") { return found }
+            let keyStart = index
+            guard skipString() else { return nil }
+            let key = try? JSONDecoder().decode(String.self, from: Data(bytes[keyStart..<index]))
+            skipSpace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+            index += 1
+            skipSpace()
+            let valueStart = index
+            guard skipValue() else { return nil }
+            if key == name { found = String(decoding: bytes[valueStart..<index], as: UTF8.self) }
+            skipSpace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ",") else { return found }
+            index += 1
         }
     }
 }

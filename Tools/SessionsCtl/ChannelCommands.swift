@@ -158,7 +158,12 @@ struct Tail: AsyncParsableCommand {
         }
         switch envelope?.data {
         case .string(let text): say(text)
-        case .some(let value): say(String(decoding: try JSONEncoder.sessions.encode(value), as: UTF8.self))
+        case .some(let value):
+            // As written: encoding it again would sort its keys and round big numbers.
+            let text =
+                try RawJSON.member("data", of: record.body)
+                ?? String(decoding: JSONEncoder.sessions.encode(value), as: UTF8.self)
+            say(text)
         case .none: say(record.body)
         }
     }
