@@ -104,47 +104,70 @@ struct SessionListing: Sendable {
             parameters["to"] = .text(String(Self.milliseconds(to)))
         }
         let backwards = filters.before != nil
-        if let cursor = filters.after ?? filters.before {
-            let comparison = backwards ? ">" : "<"
-            conditions.append(
-                "(created_at, session_id) \(comparison) (fromUnixTimestamp64Milli({cursorAt:Int64}, 'UTC'), {cursorId:String})"
-            )
-            parameters["cursorAt"] = .text(String(cursor.createdAt))
-            parameters["cursorId"] = .text(cursor.sessionId)
-        }
         let order = backwards ? "ASC" : "DESC"
-        let rows = try await clickhouse.query(
-            """
-            SELECT session_id, toUnixTimestamp64Milli(created_at) AS created_ms
-            FROM sessions_v1 FINAL
-            WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY created_at \(order), session_id \(order)
-            LIMIT \(filters.pageSize + 1)
-            """,
-            parameters: parameters,
-            as: Listed.self
-        )
-        let hasMore = rows.count > filters.pageSize
-        var page = Array(rows.prefix(filters.pageSize))
-        if backwards { page.reverse() }
-        let sessions = try await store.sessions(ids: page.map(\.sessionId), environmentId: principal.environmentId)
-        let byId = Dictionary(sessions.map { ($0.id, $0) }) { first, _ in first }
+        // Rows after `cursor` in the direction of travel.
+        func rows(after cursor: Cursor?, limit: Int) async throws -> [Listed] {
+            var conditions = conditions
+            var parameters = parameters
+            if let cursor {
+                let comparison = backwards ? ">" : "<"
+                conditions.append(
+                    "(created_at, session_id) \(comparison) (fromUnixTimestamp64Milli({cursorAt:Int64}, 'UTC'), {cursorId:String})"
+                )
+                parameters["cursorAt"] = .text(String(cursor.createdAt))
+                parameters["cursorId"] = .text(cursor.sessionId)
+            }
+            return try await clickhouse.query(
+                """
+                SELECT session_id, toUnixTimestamp64Milli(created_at) AS created_ms
+                FROM sessions_v1 FINAL
+                WHERE \(conditions.joined(separator: " AND "))
+                ORDER BY created_at \(order), session_id \(order)
+                LIMIT \(limit)
+                """,
+                parameters: parameters,
+                as: Listed.self
+            )
+        }
+        // ClickHouse's copy may be a moment behind: a session that no longer matches is left out
+        // and the page is filled from the rows after it (a few rounds at most).
         let now = Date()  // one moment for the filters and the items' status
-        let cursors = (first: page.first.map(\.cursor), last: page.last.map(\.cursor))
+        var examined: [Listed] = []
+        var kept: [SessionRecord] = []
+        var hasMore = true
+        for _ in 0..<Self.fillRounds where kept.count < filters.pageSize && hasMore {
+            let wanted = filters.pageSize - kept.count
+            let found = try await rows(
+                after: examined.last?.cursor ?? filters.after ?? filters.before,
+                limit: wanted + 1
+            )
+            hasMore = found.count > wanted
+            let batch = found.prefix(wanted)
+            let sessions = try await store.sessions(ids: batch.map(\.sessionId), environmentId: principal.environmentId)
+            let byId = Dictionary(sessions.map { ($0.id, $0) }) { first, _ in first }
+            examined += batch
+            kept += batch.compactMap { byId[$0.sessionId] }.filter { filters.matches($0, at: now) }
+        }
+        if backwards {
+            examined.reverse()
+            kept.reverse()
+        }
+        let cursors = (first: examined.first.map(\.cursor), last: examined.last.map(\.cursor))
         // Newer sessions exist before a page reached going forward from a cursor, or when going
         // back found more; older ones after a page that found more, or one reached going back.
         let hasNewer = backwards ? hasMore : filters.after != nil
         let hasOlder = backwards ? true : hasMore
         return SessionPage(
-            data: page.compactMap { byId[$0.sessionId] }.filter { filters.matches($0, at: now) }.map {
-                $0.item(at: now)
-            },
+            data: kept.map { $0.item(at: now) },
             pagination: .init(
                 next: hasOlder ? cursors.last?.text : nil,
                 previous: hasNewer ? cursors.first?.text : nil
             )
         )
     }
+
+    /// How many times a page short of sessions that no longer match is filled from further rows.
+    static let fillRounds = 4
 
     private struct Listed: Decodable {
         var sessionId: String
@@ -184,16 +207,18 @@ struct SessionListing: Sendable {
     /// Reads the filters of a list request; every problem is a 400 naming the parameter.
     static func filters(_ request: Request) throws -> Filters {
         var values: [String: [String]] = [:]
+        // Decoded as a form sends it (`URLSearchParams`): `+` is a space.
+        func decoded(_ raw: Substring) -> String {
+            let text = raw.replacingOccurrences(of: "+", with: " ")
+            return text.removingPercentEncoding ?? text
+        }
         for pair in (request.uri.query ?? "").split(separator: "&") {
-            // Decoded as a form sends it (`URLSearchParams`): `+` is a space.
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
-                let text = $0.replacingOccurrences(of: "+", with: " ")
-                return text.removingPercentEncoding ?? text
-            }
-            let name = parts[0]
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = decoded(parts[0])
             if name.isEmpty { continue }  // `?&page[size]=10`: nothing was named
+            // Split where the query has a comma, before decoding: `%2C` is a comma inside a value.
             values[name, default: []] += (parts.count > 1 ? parts[1] : "").split(separator: ",").map {
-                $0.trimmingCharacters(in: .whitespaces)
+                decoded($0).trimmingCharacters(in: .whitespaces)
             }.filter { !$0.isEmpty }
         }
         let known: Set<String> = [
