@@ -49,6 +49,7 @@ final class SessionReplicator: Service, Sendable {
         var backoff = Duration.milliseconds(500)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let lock = LeaderLock(redis: redis, slot: settings.slot, ttl: settings.lockTTL)
+            let started = ContinuousClock.now
             do {
                 guard try await lock.acquire() else {
                     try? await Task.sleep(for: .seconds(1))  // standby
@@ -60,6 +61,9 @@ final class SessionReplicator: Service, Sendable {
                 backoff = .milliseconds(500)
             } catch {
                 if Task.isCancelled { break }
+                // A failure after a good while of replicating is a new trouble, not the last one
+                // again: it waits the shortest time, not what earlier failures had built up.
+                if ContinuousClock.now - started > .seconds(60) { backoff = .milliseconds(500) }
                 logger.error(
                     "Replication stopped; starting again from the slot.",
                     metadata: ["pg.slot": "\(settings.slot)", "error": "\(error)"]
