@@ -69,13 +69,23 @@ struct ChannelRoutes: Sendable {
             throw APIError(.badRequest, "The request body must be UTF-8 text")
         }
         let partId = try Self.partId(request)
-        let (session, channel) = try await authorizedChannel(context, .write)
-        if let refusal = session.writeRefusal("append to") { return Self.appendFailure(refusal) }
+        let (_, channel) = try await authorizedChannel(context, .write)
         let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
-        let ack = try await storeCall {
-            let ack = try await store.append(channel, bodies: [envelope], partId: partId, matchSeqNum: nil)
-            try await appended?.appended(channel, ack: ack, bodies: [envelope])
-            return ack
+        let ack: AppendAck
+        do {
+            ack = try await storeCall {
+                let ack = try await store.append(
+                    channel,
+                    bodies: [envelope],
+                    partId: partId,
+                    matchSeqNum: nil,
+                    admit: { try await directory.admit(channel, "append to") }
+                )
+                try await appended?.appended(channel, ack: ack, bodies: [envelope])
+                return ack
+            }
+        } catch let refused as AppendRefused {
+            return Self.appendFailure(refused.message)
         }
         RealtimeMetrics.appendedRecords.increment()
         return try .json(AppendResponse(ok: true, seqNum: ack.start))
@@ -113,15 +123,18 @@ struct ChannelRoutes: Sendable {
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
-                // An externalId may be subscribed to before its session exists: wait for it.
-                let session: SessionRecord? =
-                    if let found { found } else {
-                        try await directory.waitForSession(
-                            key,
-                            environmentId: principal.environmentId,
-                            timeout: timeout
-                        )
-                    }
+                // An externalId may be subscribed to before its session exists: wait for it, with
+                // heartbeats meanwhile (a client that left is noticed when one cannot be written).
+                var session = found
+                let deadline = ContinuousClock.now + timeout
+                while session == nil, case let remaining = deadline - .now, remaining > .zero {
+                    session = try await directory.waitForSession(
+                        key,
+                        environmentId: principal.environmentId,
+                        timeout: min(remaining, pingInterval)
+                    )
+                    if session == nil, ContinuousClock.now < deadline { try await writer.write(EventStream.ping()) }
+                }
                 if let session {
                     let channel = ChannelAddress(
                         environmentId: session.environmentId,

@@ -57,19 +57,21 @@ struct S2Routes: Sendable {
         guard metered <= Self.maxBatchBytes else {
             throw S2Error(.unprocessableContent, "invalid", "An append may hold at most 1 MiB of records")
         }
-        // A token outlives a close: the session decides whether it still takes records. (Tokens are
-        // issued for existing sessions, and sessions are never deleted; one the directory does not
-        // know is a channel a store client minted its own token for, as the contract tests do.)
-        if let session = try await directory.session(channel.friendlyId, environmentId: channel.environmentId),
-            let refusal = session.writeRefusal("append to")
-        {
-            throw S2Error(.badRequest, "invalid", refusal)
-        }
+        // A token outlives a close: the session decides, at the append's turn, whether it still
+        // takes records.
         let ack: AppendAck
         do {
-            ack = try await store.append(channel, bodies: bodies, partId: nil, matchSeqNum: input.matchSeqNum)
+            ack = try await store.append(
+                channel,
+                bodies: bodies,
+                partId: nil,
+                matchSeqNum: input.matchSeqNum,
+                admit: { try await directory.admit(channel, "append to") }
+            )
         } catch StreamStoreError.seqNumMismatch(let next) {
             return try Self.json(["seq_num_mismatch": next], status: .preconditionFailed)
+        } catch let refused as AppendRefused {
+            throw S2Error(.badRequest, "invalid", refused.message)
         }
         RealtimeMetrics.appendedRecords.increment(by: bodies.count)
         let end = Position(seqNum: ack.end, timestamp: ack.timestamp)

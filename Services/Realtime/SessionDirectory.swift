@@ -68,6 +68,21 @@ final class SessionDirectory: Service, Sendable {
         return record
     }
 
+    /// Checks again, at an append's turn, that the channel's session still takes records: a
+    /// close made while the append waited for the ones before it is seen (its notice has
+    /// dropped the cached session by then).
+    ///
+    /// - Throws: ``AppendRefused`` when the session closed or expired. (Sessions are never
+    /// deleted; one the control plane does not know is a channel a store client minted its own
+    /// token for, as the contract tests do.)
+    func admit(_ channel: ChannelAddress, _ action: String) async throws {
+        if let session = try await session(channel.friendlyId, environmentId: channel.environmentId),
+            let refusal = session.writeRefusal(action)
+        {
+            throw AppendRefused(message: refusal)
+        }
+    }
+
     /// Like ``session(_:environmentId:)``, but waits up to `timeout` for the session to be
     /// created when it does not exist yet (subscribing by externalId before the task made it).
     func waitForSession(_ session: String, environmentId: String, timeout: Duration) async throws -> SessionRecord? {

@@ -261,11 +261,12 @@ final class GatedTailStore: StreamStore {
         _ channel: ChannelAddress,
         bodies: [String],
         partId: String?,
-        matchSeqNum: UInt64?
+        matchSeqNum: UInt64?,
+        admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
-        try await inner.append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum)
+        try await inner.append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum, admit: admit)
     }
 
     func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {

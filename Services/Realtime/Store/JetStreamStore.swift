@@ -55,13 +55,15 @@ final class JetStreamStore: StreamStore {
         _ channel: ChannelAddress,
         bodies: [String],
         partId: String?,
-        matchSeqNum: UInt64?
+        matchSeqNum: UInt64?,
+        admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
         let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
+            try await admit()
             var checkedFreshPosition = false
             for _ in 0..<Self.maxAttempts {
                 // The position is read before the part's claim: see ``partState(_:in:)``.

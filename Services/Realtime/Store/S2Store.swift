@@ -56,11 +56,14 @@ final class S2Store: StreamStore {
         _ channel: ChannelAddress,
         bodies: [String],
         partId: String?,
-        matchSeqNum: UInt64?
+        matchSeqNum: UInt64?,
+        admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
         guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
+        // S2 orders a channel's appends itself: nothing queues here.
+        try await admit()
         guard let partId else { return try await post(channel, bodies: bodies, matchSeqNum: matchSeqNum) }
         var next = try await tail(channel).nextSeqNum
         // Records below this were looked through already: after a lost race only the new ones are.

@@ -10,11 +10,14 @@ protocol StreamStore: Sendable {
     ///     part id writes nothing and returns the first one's acknowledgement.
     ///   - matchSeqNum: when given, the first record must get exactly this sequence number, else
     ///     ``StreamStoreError/seqNumMismatch(nextSeqNum:)``.
+    ///   - admit: runs when the append's turn has come, just before it is written (appends to
+    ///     one channel may queue); it throws (``AppendRefused``) to write nothing.
     func append(
         _ channel: ChannelAddress,
         bodies: [String],
         partId: String?,
-        matchSeqNum: UInt64?
+        matchSeqNum: UInt64?,
+        admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
 
@@ -32,6 +35,25 @@ protocol StreamStore: Sendable {
         _ channel: ChannelAddress,
         from seqNum: UInt64
     ) async throws -> AsyncThrowingStream<ChannelRecord, any Error>
+}
+
+extension StreamStore {
+    /// Appends with nothing to check at the append's turn.
+    func append(
+        _ channel: ChannelAddress,
+        bodies: [String],
+        partId: String?,
+        matchSeqNum: UInt64?
+    ) async throws
+        -> AppendAck
+    {
+        try await append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum, admit: {})
+    }
+}
+
+/// The channel takes no more records (`message` says why: the session closed or expired).
+struct AppendRefused: Error {
+    var message: String
 }
 
 /// About how many bytes of records one read returns at most (S2's default too), so replaying
