@@ -7,7 +7,8 @@ import Synchronization
 
 /// Writes one SSE response: batches of records in order, heartbeats, and an end after
 /// `idleTimeout` without records, on graceful shutdown, or when the subscriber falls behind
-/// (the client resumes with Last-Event-ID).
+/// (the client resumes with Last-Event-ID). The S2 style ends with `[DONE]` only when the read
+/// is complete: its limit reached or its wait over.
 struct EventStream: Sendable {
     enum Style: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
@@ -44,7 +45,9 @@ struct EventStream: Sendable {
                     guard let next = try await subscription.next() else { return }
                     records = next
                 } catch is Mailbox.Ending {
-                    break
+                    // Cut short (too slow, the upstream failed, shutdown): no `[DONE]`, which
+                    // would tell an S2 client its read is complete; it resumes with Last-Event-ID.
+                    return
                 }
                 let now = clock.now
                 if records.isEmpty {

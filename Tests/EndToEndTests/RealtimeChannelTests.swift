@@ -158,6 +158,53 @@ import Testing
         let elapsed = ContinuousClock.now - start
         #expect(events.contains { $0.event == "ping" }, "SESSIONS_SSE_PING_SECONDS=1 in the fixture")
         #expect(elapsed >= .seconds(3) && elapsed < .seconds(6), "ended after the idle timeout: \(elapsed)")
+        // Also while a subscriber waits for a session that does not exist yet.
+        let (_, waiting) = try await stack.subscribe(TestServers.uniqueName("never"), timeoutSeconds: 3)
+        #expect(waiting.filter { $0.event == "ping" }.count >= 2, "\(waiting)")
+    }
+
+    /// Appends queued on a channel when its session closes check again at their turn: none is
+    /// written long after the close, however many were waiting.
+    @Test func appendsQueuedWhenTheSessionClosesAreRefusedAtTheirTurn() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        #expect(try await stack.append(session.id, "open").status == 200)
+        // Many at once, so that a queue forms on the channel.
+        let http = HTTPClient(configuration: .init(poolSize: 256))
+        let appends = Task {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<256 {
+                    group.addTask {
+                        try await http.execute(
+                            HTTPRequest(
+                                method: "POST",
+                                url: stack.channelURL(session.id) + "/append",
+                                headers: stack.auth,
+                                body: Data("queued \(index)".utf8)
+                            )
+                        ).status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(30))  // let a queue form
+        let close = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session.id)/close",
+                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
+                body: Data("{}".utf8)
+            )
+        )
+        let closedAt = try #require(try JSONDecoder.sessions.decode(SessionItem.self, from: close.body).closedAt)
+        let statuses = try await appends.value
+        await http.close()
+        let records = try await stack.subscribe(session.id, timeoutSeconds: 1).events.flatMap(\.records)
+        #expect(records.count == 1 + statuses.filter { $0 == 200 }.count, "every 200 stored, no other")
+        let late = records.filter { Double($0.timestamp) / 1000 > closedAt.timeIntervalSince1970 + 0.1 }
+        #expect(late.isEmpty, "\(late.count) of \(records.count) records written over 100 ms after the close")
+        #expect(statuses.allSatisfy { $0 == 200 || $0 == 400 })
     }
 
     @Test func appendsStopAtTheCloseWithin100Milliseconds() async throws {
@@ -309,30 +356,70 @@ import Testing
         }
         let cutOff = try await TestServers.waitUntil(timeout: .seconds(20)) { try await subscribers() == 1 }
         #expect(cutOff, "the reader that took nothing for 1 s was disconnected")
-        let (received, closed) = await slowRead.value
+        let (received, closed, _) = await slowRead.value
         #expect(!closed, "the steady reader got every record (\(received) bytes) and was not cut off")
         #expect(try await subscribers() == 1)
         #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
     }
 
-    /// Reads 64 KiB every 30 ms until `count` bytes came; returns how many did, and whether the
-    /// server closed the connection (or it fell silent for 10 s) first.
-    static func readSlowly(_ descriptor: Int32, until count: Int) -> (received: Int, closed: Bool) {
+    /// An S2 read cut off for falling behind ends without `[DONE]`, which would tell the client
+    /// that its read was complete; it resumes instead.
+    @Test func anS2ReadCutForFallingBehindDoesNotSayDone() async throws {
+        let stack = try await ServicesFixture.shared.value
+        var environment = ServicesFixture.realtimeEnvironment
+        environment["SESSIONS_SSE_BUFFER_RECORDS"] = "16"
+        let realtime = try ServiceProcess(.realtime, extraEnvironment: environment)
+        try realtime.start()
+        #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
+        func subscribers() async throws -> Int? {
+            let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
+            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
+                .first { $0.hasPrefix("realtime_sse_subscribers ") }
+            return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+        }
+        let session = try await stack.createSession()
+        let initialized = try await stack.http.execute(
+            HTTPRequest(method: "PUT", url: stack.channelURL(session.id), headers: stack.auth)
+        )
+        let token = try #require(initialized.headers["X-S2-Access-Token"])
+        let reader = try Self.connectWithoutReading(
+            port: realtime.port,
+            "GET /realtime/s2/v1/streams/sessions%2F\(session.id)%2Fout/records?seq_num=0&count=100000 HTTP/1.1\r\n"
+                + "Host: x\r\nAuthorization: Bearer \(token)\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        defer { close(reader) }
+        #expect(try await TestServers.waitUntil { try await subscribers() == 1 })
+        for _ in 0..<40 {
+            #expect(try await stack.append(session.id, String(repeating: "s", count: 300 * 1024)).status == 200)
+        }
+        let cutOff = try await TestServers.waitUntil(timeout: .seconds(20)) { try await subscribers() == 0 }
+        #expect(cutOff, "the reader 16 records behind was disconnected")
+        let (received, closed, last) = Self.readSlowly(reader, until: 64 << 20)
+        #expect(closed && received > 1 << 20, "\(received) bytes")
+        #expect(last.contains("sss") && !last.contains("[DONE]"), "\(last.suffix(200))")
+        #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
+    /// Reads 64 KiB every 30 ms until `count` bytes came; returns how many did, whether the
+    /// server closed the connection (or it fell silent for 10 s) first, and the last 4 KiB read.
+    static func readSlowly(_ descriptor: Int32, until count: Int) -> (received: Int, closed: Bool, last: String) {
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var last: [UInt8] = []
         var received = 0
         while received < count {
             var chunk = 0
             while chunk < buffer.count {
                 let read = recv(descriptor, &buffer, buffer.count - chunk, 0)
-                guard read > 0 else { return (received + chunk, true) }
+                guard read > 0 else { return (received + chunk, true, String(decoding: last, as: UTF8.self)) }
+                last = Array((last + buffer[0..<read]).suffix(4096))
                 chunk += read
             }
             received += chunk
             usleep(30_000)
         }
-        return (received, false)
+        return (received, false, String(decoding: last, as: UTF8.self))
     }
 
     /// A connection with a receive buffer of a few KiB that sends `request` and never reads.
