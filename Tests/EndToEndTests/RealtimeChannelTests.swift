@@ -326,17 +326,7 @@ import Testing
     @Test func aSubscriberThatStopsReadingIsCutOff() async throws {
         let stack = try await ServicesFixture.shared.value
         // An instance of its own, that gives up on a reader after 1 s.
-        var environment = ServicesFixture.realtimeEnvironment
-        environment["SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS"] = "1"
-        let realtime = try ServiceProcess(.realtime, extraEnvironment: environment)
-        try realtime.start()
-        #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
-        func subscribers() async throws -> Int? {
-            let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
-            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
-                .first { $0.hasPrefix("realtime_sse_subscribers ") }
-            return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
-        }
+        let (realtime, subscribers) = try await Self.ownRealtime(stack, ["SESSIONS_HTTP_IDLE_TIMEOUT_SECONDS": "1"])
         let session = try await stack.createSession()
         let request =
             "GET /realtime/v1/sessions/\(session.id)/out HTTP/1.1\r\nHost: x\r\n"
@@ -366,17 +356,7 @@ import Testing
     /// that its read was complete; it resumes instead.
     @Test func anS2ReadCutForFallingBehindDoesNotSayDone() async throws {
         let stack = try await ServicesFixture.shared.value
-        var environment = ServicesFixture.realtimeEnvironment
-        environment["SESSIONS_SSE_BUFFER_RECORDS"] = "16"
-        let realtime = try ServiceProcess(.realtime, extraEnvironment: environment)
-        try realtime.start()
-        #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
-        func subscribers() async throws -> Int? {
-            let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
-            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
-                .first { $0.hasPrefix("realtime_sse_subscribers ") }
-            return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
-        }
+        let (realtime, subscribers) = try await Self.ownRealtime(stack, ["SESSIONS_SSE_BUFFER_RECORDS": "16"])
         let session = try await stack.createSession()
         let initialized = try await stack.http.execute(
             HTTPRequest(method: "PUT", url: stack.channelURL(session.id), headers: stack.auth)
@@ -398,6 +378,29 @@ import Testing
         #expect(closed && received > 1 << 20, "\(received) bytes")
         #expect(last.contains("sss") && !last.contains("[DONE]"), "\(last.suffix(200))")
         #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
+    /// A realtime instance of the test's own, with `settings` on top of the fixture's, and a
+    /// reading of its `realtime_sse_subscribers` gauge.
+    static func ownRealtime(
+        _ stack: ServicesFixture,
+        _ settings: [String: String]
+    ) async throws -> (ServiceProcess, subscribers: @Sendable () async throws -> Int?) {
+        let realtime = try ServiceProcess(
+            .realtime,
+            extraEnvironment: ServicesFixture.realtimeEnvironment.merging(settings) { $1 }
+        )
+        try realtime.start()
+        #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
+        return (
+            realtime,
+            {
+                let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
+                let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
+                    .first { $0.hasPrefix("realtime_sse_subscribers ") }
+                return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+            }
+        )
     }
 
     /// Reads 64 KiB every 30 ms until `count` bytes came; returns how many did, whether the
