@@ -189,14 +189,7 @@ import Testing
             }
         }
         try await Task.sleep(for: .milliseconds(30))  // let a queue form
-        let close = try await stack.http.execute(
-            HTTPRequest(
-                method: "POST",
-                url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session.id)/close",
-                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
-                body: Data("{}".utf8)
-            )
-        )
+        let close = try await stack.close(session.id)
         let closedAt = try #require(try JSONDecoder.sessions.decode(SessionItem.self, from: close.body).closedAt)
         let statuses = try await appends.value
         await http.close()
@@ -220,14 +213,7 @@ import Testing
         let stream = try #require(
             initialized.headers["X-S2-Stream-Name"]?.addingPercentEncoding(withAllowedCharacters: .alphanumerics)
         )
-        let close = try await stack.http.execute(
-            HTTPRequest(
-                method: "POST",
-                url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session.id)/close",
-                headers: ["Authorization": "Bearer \(stack.apiKey)", "Content-Type": "application/json"],
-                body: Data("{}".utf8)
-            )
-        )
+        let close = try await stack.close(session.id)
         #expect(close.status == 200)
         // The bound under test: an append that starts 100 ms after the close is refused on every instance.
         try await Task.sleep(for: .milliseconds(100))

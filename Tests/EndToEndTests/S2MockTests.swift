@@ -123,14 +123,7 @@ import Testing
                     for: .init(environmentId: stack.environmentId, friendlyId: id, io: .out)
                 )
             }
-            let closed = try await stack.http.execute(
-                .init(
-                    method: "POST",
-                    url: stack.controlPlane.baseURL + "/api/v1/sessions/\(session)/close",
-                    headers: stack.auth,
-                    body: Data("{}".utf8)
-                )
-            )
+            let closed = try await stack.close(session)
             #expect(closed.status == 200)
             let revoked = try await TestServers.waitUntil(timeout: .seconds(10)) {
                 s2.state.withLock { $0.tokens.keys.allSatisfy { !$0.hasPrefix("sessions.\(session).") } }

@@ -92,6 +92,18 @@ struct ServicesFixture: Sendable {
         return (created.id, created.publicAccessToken)
     }
 
+    /// `POST /api/v1/sessions/{session}/close` with an empty body.
+    func close(_ session: String) async throws -> HTTPResponse {
+        try await http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: controlPlane.baseURL + "/api/v1/sessions/\(session)/close",
+                headers: ["Authorization": "Bearer \(apiKey)", "Content-Type": "application/json"],
+                body: Data("{}".utf8)
+            )
+        )
+    }
+
     func channelURL(_ session: String, _ io: String = "out", instance: Int = 0) -> String {
         realtime[instance].baseURL + "/realtime/v1/sessions/\(session)/\(io)"
     }
