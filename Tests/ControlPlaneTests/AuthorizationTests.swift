@@ -246,13 +246,7 @@ import Testing
                 #expect(byName.status == 403, "\(scopes) → \(byName.status) \(byName.body)")
                 #expect(try await api.call(.get, "/api/v1/sessions/\(victim)", token: token).status == 403)
             }
-            // A task scope lists only its own task's sessions.
-            let listing = try await api.call(
-                .get,
-                "/api/v1/sessions?page[size]=100",
-                token: try await token(tenants, ["read:tasks:\(composed)"])
-            )
-            #expect(listing.status == 200 && !listing.body.contains(victim), "\(listing.body)")
+            // Listing by a task scope needs replication: SessionListTests.
         }
     }
 

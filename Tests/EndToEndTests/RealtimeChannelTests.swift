@@ -160,7 +160,7 @@ import Testing
         #expect(elapsed >= .seconds(3) && elapsed < .seconds(6), "ended after the idle timeout: \(elapsed)")
         // Also while a subscriber waits for a session that does not exist yet.
         let (_, waiting) = try await stack.subscribe(TestServers.uniqueName("never"), timeoutSeconds: 3)
-        #expect(waiting.filter { $0.event == "ping" }.count >= 2, "\(waiting)")
+        #expect(waiting.contains { $0.event == "ping" }, "\(waiting)")
     }
 
     /// Appends queued on a channel when its session closes check again at their turn: none is

@@ -88,6 +88,29 @@ import Testing
         #expect(try await list(stack, "filter[type]=\(type)", token: noRead).0 == 403)
     }
 
+    /// "café" as one scalar and as "e" with a combining accent are one string to Swift's `==`
+    /// but two tasks to PostgreSQL and ClickHouse: a task scope lists only its own.
+    @Test func aTaskScopeListsOnlyItsOwnTaskByteForByte() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let type = TestServers.uniqueName("caf")
+        let composed = type + "\u{E9}"
+        let decomposed = type + "e\u{301}"
+        let ids = try await makeSessions(
+            stack,
+            [composed, decomposed].map { ["type": .string(type), "taskIdentifier": .string($0)] }
+        )
+        let replicated = try await TestServers.waitUntil(timeout: .seconds(20)) {
+            try await list(stack, "filter[type]=\(type)").1?.data.count == 2
+        }
+        #expect(replicated)
+        let token = try await AccessTokenFixture.token(stack, scopes: ["read:tasks:\(composed)"])
+        let scoped = try await list(stack, "filter[type]=\(type)", token: token)
+        #expect(scoped.1?.data.map(\.id) == [ids[0]], "\(scoped.2)")
+        let other = decomposed.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        let asked = try await list(stack, "filter[type]=\(type)&filter[taskIdentifier]=\(other)", token: token)
+        #expect(asked.1?.data.isEmpty == true, "asking for the other task by name: \(asked.2)")
+    }
+
     @Test func filterValuesWithQuotesAndBackslashesMatch() async throws {
         let stack = try await ServicesFixture.shared.value
         let type = TestServers.uniqueName("o'ne\\il")
