@@ -292,6 +292,7 @@ public struct PublishAck: Decodable, Sendable, Equatable {
 public struct JetStreamMetadata: Sendable, Equatable {
     public var stream: String
     public var streamSequence: UInt64
+    /// When the stream stored it, in whole milliseconds.
     public var timestamp: Date
     /// How many times this message was delivered to this consumer (1 = first time).
     public var deliveries: UInt64

@@ -273,7 +273,9 @@ extension JetStreamMetadata {
         self.init(
             stream: value.Stream.map { String(cString: $0) } ?? "",
             streamSequence: value.Sequence.Stream,
-            timestamp: Date(timeIntervalSince1970: Double(value.Timestamp) / 1_000_000_000),
+            // Whole milliseconds, as a direct get's `Nats-Time-Stamp` is read: a record read live
+            // and read again later carries one time.
+            timestamp: Date(timeIntervalSince1970: Double(value.Timestamp / 1_000_000) / 1000),
             deliveries: value.NumDelivered,
             pending: value.NumPending
         )

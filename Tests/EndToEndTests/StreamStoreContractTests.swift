@@ -332,6 +332,8 @@ import Testing
             let received = try await follower.value
             #expect(received.map(\.seqNum) == Array(2..<8))
             #expect(received.map(\.body) == (2..<8).map(String.init))
+            let readLater = try await store.read(channel, from: 2, limit: 6)
+            #expect(received == readLater, "the same records, to the millisecond, live and read again")
         }
     }
 }
