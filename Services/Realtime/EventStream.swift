@@ -8,7 +8,7 @@ import Synchronization
 /// Writes one SSE response: batches of records in order, heartbeats, and an end after
 /// `idleTimeout` without records, on graceful shutdown, or when the subscriber falls behind
 /// (the client resumes with Last-Event-ID). The S2 style ends with `[DONE]` only when the read
-/// is complete: its limit reached or its wait over.
+/// is complete: its limit reached, its wait over, or — with `wait=0` — the tail reached.
 struct EventStream: Sendable {
     enum Style: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
@@ -23,6 +23,9 @@ struct EventStream: Sendable {
     let idleTimeout: Duration
     let logger: Logger
     var style: Style = .sessions
+    /// Ends, complete, once every record before this sequence number is sent: S2's `wait=0`,
+    /// a read of what is there now that does not wait for more.
+    var endBefore: UInt64?
 
     func run(_ channel: ChannelAddress, from start: UInt64, writer: inout any ResponseBodyWriter) async throws {
         let subscription = try hub.subscribe(channel, from: start)
@@ -38,8 +41,9 @@ struct EventStream: Sendable {
         }
         defer { ticker.cancel() }
         var counter = BatchWriter(style: style)
+        var next = start
         try await withGracefulShutdownHandler {
-            while !counter.isDone {
+            while !counter.isDone, next < endBefore ?? .max {
                 let records: [ChannelRecord]
                 do {
                     guard let next = try await subscription.next() else { return }
@@ -60,6 +64,7 @@ struct EventStream: Sendable {
                     continue
                 }
                 try await writer.write(try counter.batch(records))
+                next = records.last!.seqNum + 1
                 deadlines.withLock { $0 = (now + pingInterval, now + idleTimeout) }
             }
             if case .s2 = style { try await writer.write(ByteBuffer(string: "data: [DONE]\n\n")) }

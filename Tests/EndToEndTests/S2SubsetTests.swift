@@ -137,6 +137,50 @@ import Testing
         }
     }
 
+    /// `wait=0` reads what is there and ends: Trigger.dev's drain and its "settled" read use it to
+    /// get the channel's records without waiting. Appends keep coming here, so a read that waited
+    /// for a quiet second instead would not end.
+    @Test func anSSEReadWithoutWaitEndsAtTheTail() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        for index in 0..<2 { _ = try await stack.appended(session.id, "before\(index)") }
+        let appender = Task {
+            var index = 0
+            while !Task.isCancelled {
+                _ = try await stack.appended(session.id, "during\(index)")
+                index += 1
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { appender.cancel() }
+        let sse = try await stack.http.stream(
+            HTTPRequest(
+                url: recordsURL(stack, channel.streamName) + "?seq_num=0&wait=0",
+                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"],
+                timeout: .seconds(20)
+            )
+        )
+        var parser = ServerSentEventParser()
+        var events: [ServerSentEvent] = []
+        for try await chunk in sse.body { events += parser.feed(chunk) }
+        let seqNums = events.flatMap(\.records).map(\.seqNum)
+        #expect(seqNums.count >= 2 && seqNums == Array(0..<UInt64(seqNums.count)), "\(seqNums)")
+        #expect(events.last?.data == "[DONE]")
+        // From the tail itself: nothing, and done.
+        let atTail = try await stack.http.stream(
+            HTTPRequest(
+                url: recordsURL(stack, channel.streamName) + "?tail_offset=0&wait=0",
+                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"],
+                timeout: .seconds(20)
+            )
+        )
+        parser = ServerSentEventParser()
+        events = []
+        for try await chunk in atTail.body { events += parser.feed(chunk) }
+        #expect(events.flatMap(\.records).isEmpty && events.last?.data == "[DONE]", "\(events)")
+    }
+
     @Test func aChannelTokenCannotTouchAnotherChannel() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
