@@ -4,7 +4,8 @@ import Metrics
 enum ReplicatorMetrics {
     enum Event: String { case insert, update, delete }
 
-    /// Seconds from a transaction's commit to the replicator reading it.
+    /// How long ago the oldest transaction read but not yet in ClickHouse committed (0 when all
+    /// of it is there): it grows while inserts fail. Updated at least every 200 ms.
     static let lag = Gauge(label: "replicator_replication_lag_seconds")
     static let batchSize = Recorder(label: "replicator_batch_size")
     static let rows = Counter(label: "replicator_rows_inserted_total")

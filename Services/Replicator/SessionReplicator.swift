@@ -228,10 +228,16 @@ final class SessionReplicator: Service, Sendable {
             acknowledged = max(acknowledged, lsn)
             lastStatus = ContinuousClock.now
         }
+        // The oldest commit not yet in ClickHouse: a lag that grows while inserts fail.
+        func recordLag() {
+            let oldest = flushes.firstCommit ?? batch.firstCommit
+            ReplicatorMetrics.lag.record(oldest.map { max(0, Date().timeIntervalSince($0)) } ?? 0)
+        }
         func flush() async throws {
             guard !batch.rows.isEmpty else { return }
             while flushes.count >= settings.maxConcurrentFlushes {
                 try await Task.sleep(for: .milliseconds(20))
+                recordLag()
                 if let lsn = try flushes.completed() { try await acknowledge(lsn) }
             }
             flushes.start(batch, insert: insert)
@@ -269,10 +275,10 @@ final class SessionReplicator: Service, Sendable {
                         batch.add(row)
                     }
                     batch.lastLSN = end
+                    if batch.firstCommit == nil && !batch.rows.isEmpty { batch.firstCommit = time }
                     latestCommit = end
                     transaction = []
                     inTransaction = false
-                    ReplicatorMetrics.lag.record(max(0, Date().timeIntervalSince(time)))
                 case .other: break
                 }
             case .keepalive(let walEnd, let replyRequested):
@@ -293,6 +299,7 @@ final class SessionReplicator: Service, Sendable {
                 try await flush()
             }
             if let lsn = try flushes.completed() { try await acknowledge(lsn) }
+            recordLag()
             // Nothing buffered or in flight: everything read so far is in ClickHouse.
             if batch.rows.isEmpty && flushes.count == 0 && !inTransaction { try await acknowledge(latestCommit) }
         }
@@ -371,6 +378,8 @@ enum ReplicatorError: Error, CustomStringConvertible {
 struct Batch {
     var rows: [String: SessionsTable.Row] = [:]
     var lastLSN = LSN.zero
+    /// When the first of its transactions committed.
+    var firstCommit: Date?
     let created = ContinuousClock.now
 
     var age: Duration { ContinuousClock.now - created }
@@ -386,17 +395,23 @@ struct Batch {
 struct Flushes {
     private final class Flight: Sendable {
         let lsn: LSN
+        let firstCommit: Date?
         let result = Mutex<Result<Void, any Error>?>(nil)
 
-        init(lsn: LSN) { self.lsn = lsn }
+        init(lsn: LSN, firstCommit: Date?) {
+            self.lsn = lsn
+            self.firstCommit = firstCommit
+        }
     }
 
     private var flights: [(flight: Flight, task: Task<Void, Never>)] = []
 
     var count: Int { flights.count }
+    /// When the first transaction of the oldest batch still being inserted committed.
+    var firstCommit: Date? { flights.first?.flight.firstCommit }
 
     mutating func start(_ batch: Batch, insert: @escaping @Sendable ([SessionsTable.Row]) async throws -> Void) {
-        let flight = Flight(lsn: batch.lastLSN)
+        let flight = Flight(lsn: batch.lastLSN, firstCommit: batch.firstCommit)
         let rows = Array(batch.rows.values)
         let task = Task {
             do {

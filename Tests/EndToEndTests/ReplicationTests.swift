@@ -178,12 +178,20 @@ struct IsolatedReplicator {
             "lsn",
             as: String.self
         )
-        try await Task.sleep(for: .seconds(10))  // ClickHouse stays down for 10 s: the scenario itself
+        // ClickHouse stays down until the lag metric shows the stall (5 s or more).
+        func lag() async throws -> Double? {
+            let metrics = try await http.execute(HTTPRequest(url: replicator.baseURL + "/metrics"))
+            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
+                .first { $0.hasPrefix("replicator_replication_lag_seconds ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(try await TestServers.waitUntil(timeout: .seconds(30)) { try await lag() ?? 0 >= 5 })
         clickhouse = try startClickHouse()
         #expect(
             try await replication.converged(timeout: .seconds(60)),
             "after ClickHouse came back:\n\(replicator.output)"
         )
+        #expect(try await TestServers.waitUntil { try await lag() == 0 }, "caught up, the lag is back to 0")
         #expect(try await replication.snapshots().clickhouse.count == 50)
         let released = try await TestServers.waitUntil(timeout: .seconds(15)) {
             try await !replication.database.query(
