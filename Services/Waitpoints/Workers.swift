@@ -9,13 +9,21 @@ import Synchronization
 /// Reads every appended record durably (JetStream consumer `waitpoints` on the channel stream)
 /// and completes the waiters it is for. A record appended while this service was down is read
 /// when it is back; a record is acknowledged only once handled.
+///
+/// Each channel's records are handled in order on a lane of their own, and the next fetch does
+/// not wait for a fetched batch to be done: a record waking thousands of waiters, or one whose
+/// waitpoints PostgreSQL is slow to update, holds up its own channel only.
 struct AppendConsumer: Service {
     let engine: WaitpointEngine
     /// Shared by every instance: each appended record is handled once.
     let durableName: String
     let logger: Logger
+    /// Records fetched and not yet handled, over all channels; fetching waits while there are
+    /// this many.
+    static let inHandLimit = 512
 
     func run() async throws {
+        let lanes = ChannelLanes(limit: Self.inHandLimit) { await handle($0) }
         await engine.jetStream.consumeDurably(
             stream: Subjects.channelStream,
             durable: durableName,
@@ -30,14 +38,11 @@ struct AppendConsumer: Service {
                 await engine.recheckAllPending()
             },
             handle: { messages in
-                // Channels in parallel; the records of one channel in order.
-                await withTaskGroup(of: Void.self) { group in
-                    for (_, records) in Dictionary(grouping: messages, by: { $0.message.subject }) {
-                        group.addTask { for message in records { await handle(message) } }
-                    }
-                }
+                for message in messages { await lanes.enqueue(message) }
             }
         )
+        // Graceful shutdown: what was fetched is handled (and acknowledged) before the end.
+        await lanes.drained()
     }
 
     private func handle(_ message: AckableMessage) async {
@@ -49,7 +54,7 @@ struct AppendConsumer: Service {
         }
         let record = ChannelRecord(
             seqNum: seqNum,
-            timestamp: Int64((message.message.metadata?.timestamp ?? Date()).timeIntervalSince1970 * 1000),
+            timestamp: (message.message.metadata?.timestamp ?? Date()).epochMilliseconds,
             body: String(decoding: message.message.payload, as: UTF8.self)
         )
         do {
@@ -62,6 +67,84 @@ struct AppendConsumer: Service {
                 metadata: ["channel": "\(channel)", "seq_num": "\(seqNum)", "error": "\(error)"]
             )
             try? message.nak(delay: .seconds(1))
+        }
+    }
+}
+
+/// Runs `handle` on each message, one at a time per subject in arrival order, subjects in
+/// parallel; ``enqueue(_:)`` waits while `limit` messages are in hand.
+final class ChannelLanes: Sendable {
+    private struct State {
+        /// Per subject with a lane running: the messages queued behind the one it handles.
+        var queued: [String: [AckableMessage]] = [:]
+        var inHand = 0
+        var waitingForRoom: [CheckedContinuation<Void, Never>] = []
+        var waitingForEmpty: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+    private let limit: Int
+    private let handle: @Sendable (AckableMessage) async -> Void
+
+    init(limit: Int, handle: @escaping @Sendable (AckableMessage) async -> Void) {
+        self.limit = limit
+        self.handle = handle
+    }
+
+    func enqueue(_ message: AckableMessage) async {
+        let subject = message.message.subject
+        await withCheckedContinuation { continuation in
+            let hasRoom = state.withLock { state in
+                guard state.inHand >= limit else { return true }
+                state.waitingForRoom.append(continuation)
+                return false
+            }
+            if hasRoom { continuation.resume() }
+        }
+        let startsLane = state.withLock { state in
+            state.inHand += 1
+            guard state.queued[subject] == nil else {
+                state.queued[subject]!.append(message)
+                return false
+            }
+            state.queued[subject] = []
+            return true
+        }
+        if startsLane { Task { await runLane(subject, first: message) } }
+    }
+
+    /// Returns once no message is in hand.
+    func drained() async {
+        await withCheckedContinuation { continuation in
+            let isEmpty = state.withLock { state in
+                guard state.inHand > 0 else { return true }
+                state.waitingForEmpty.append(continuation)
+                return false
+            }
+            if isEmpty { continuation.resume() }
+        }
+    }
+
+    private func runLane(_ subject: String, first: AckableMessage) async {
+        var next: AckableMessage? = first
+        while let message = next {
+            await handle(message)
+            var resumed: [CheckedContinuation<Void, Never>] = []
+            next = state.withLock { state in
+                state.inHand -= 1
+                if !state.waitingForRoom.isEmpty { resumed.append(state.waitingForRoom.removeFirst()) }
+                if state.inHand == 0 {
+                    resumed += state.waitingForEmpty
+                    state.waitingForEmpty = []
+                }
+                guard let following = state.queued[subject]?.first else {
+                    state.queued[subject] = nil
+                    return nil
+                }
+                state.queued[subject]!.removeFirst()
+                return following
+            }
+            for continuation in resumed { continuation.resume() }
         }
     }
 }

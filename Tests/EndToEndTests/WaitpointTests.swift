@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HTTPClient
 import Nats
+import Postgres
 import Redis
 import TestSupport
 import Testing
@@ -194,6 +195,35 @@ extension ServicesFixture {
         let messages = try await stack.completionEvents(of: Set(ids), timeout: .seconds(30))
         #expect(Set(messages.flatMap { $0 }) == Set(ids))
         #expect(messages.allSatisfy { $0.count <= 2 }, "about 1 MiB of outputs per message: \(messages.map(\.count))")
+    }
+
+    /// A channel whose waitpoints PostgreSQL cannot update yet (a transaction holds the row)
+    /// holds up that channel only: another channel's record, appended meanwhile, wakes its waiter.
+    @Test func aSlowChannelDoesNotHoldUpTheOthers() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let slow = try await stack.createSession()
+        let quick = try await stack.createSession()
+        let held = try await stack.waitpointId(["session": .string(slow.id), "io": "in"])
+        let other = try await stack.waitpointId(["session": .string(quick.id), "io": "in"])
+        let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 2))
+        try await database.withTransaction { connection in
+            try await connection.query("SELECT 1 FROM waitpoints WHERE friendly_id = \(held) FOR UPDATE")
+            _ = try await stack.appended(slow.id, "slow", io: "in")
+            let blocked = try await TestServers.waitUntil(timeout: .seconds(15)) {
+                try await !database.query(
+                    """
+                    SELECT 1 FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE waitpoints SET status%'
+                    """
+                ).isEmpty
+            }
+            #expect(blocked, "the slow channel's update waits for the row")
+            _ = try await stack.appended(quick.id, "quick", io: "in")
+            #expect(try await stack.waitpoint(other, poll: 10).status == .completed)
+            #expect(try await stack.waitpoint(held).status == .pending)
+        }
+        #expect(try await stack.waitpoint(held, poll: 30).status == .completed)
+        await database.close()
     }
 
     @Test func timeoutsFire() async throws {
