@@ -14,8 +14,10 @@ struct EventStream: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
         case sessions
         /// The S2 subset: `id: seq,count,bytes`, counted on from `sent` (what a resumed read's
-        /// earlier connections sent), until `limit` records in all; `[DONE]` at the end.
-        case s2(format: S2Routes.BodyFormat, limit: Int?, sent: (count: Int, bytes: Int))
+        /// earlier connections sent), until `limit` records in all; `[DONE]` at the end. Pings
+        /// carry the tail, as S2's do (clients take `last + 1 == tail` as caught up); `tail` is
+        /// the channel's when the read began.
+        case s2(format: S2Routes.BodyFormat, limit: Int?, sent: (count: Int, bytes: Int), tail: ChannelTail)
     }
 
     let hub: ChannelHub
@@ -58,7 +60,8 @@ struct EventStream: Sendable {
                     let (ping, idle) = deadlines.withLock { ($0.ping, $0.idle) }
                     if now >= idle { break }
                     if now >= ping {
-                        try await writer.write(Self.ping())
+                        // Woken with nothing waiting: every record this instance has seen is sent.
+                        try await writer.write(counter.ping(tail: subscription.nextSeqNum))
                         deadlines.withLock { $0.ping = now + pingInterval }
                     }
                     continue
@@ -78,24 +81,29 @@ struct EventStream: Sendable {
         let style: Style
         var delivered = 0
         var bytes = 0
+        /// The timestamp of the last record sent, or of the tail when the read began.
+        var lastTimestamp: Int64 = 0
 
         init(style: Style) {
             self.style = style
-            if case .s2(_, _, let sent) = style { (delivered, bytes) = sent }
+            if case .s2(_, _, let sent, let tail) = style {
+                (delivered, bytes, lastTimestamp) = (sent.0, sent.1, tail.timestamp)
+            }
         }
 
         var isDone: Bool {
-            if case .s2(_, let limit?, _) = style { return delivered >= limit }
+            if case .s2(_, let limit?, _, _) = style { return delivered >= limit }
             return false
         }
 
         mutating func batch(_ records: [ChannelRecord]) throws -> ByteBuffer {
+            lastTimestamp = records.last!.timestamp
             var buffer = ByteBuffer()
             switch style {
             case .sessions:
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum)\ndata: ")
                 RecordJSON.writeBatch(records, to: &buffer)
-            case .s2(let format, let limit, _):
+            case .s2(let format, let limit, _, _):
                 let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
                 delivered += records.count
                 bytes += 8 * records.count + records.bodyBytes
@@ -108,6 +116,16 @@ struct EventStream: Sendable {
             }
             buffer.writeString("\n\n")
             return buffer
+        }
+
+        /// A heartbeat; in the S2 style with the tail: `next` with the last record's timestamp.
+        func ping(tail next: UInt64) -> ByteBuffer {
+            guard case .s2 = style else { return EventStream.ping() }
+            let now = Date().epochMilliseconds
+            return ByteBuffer(
+                string:
+                    "event: ping\ndata: {\"timestamp\":\(now),\"tail\":{\"seq_num\":\(next),\"timestamp\":\(lastTimestamp)}}\n\n"
+            )
         }
     }
 

@@ -141,7 +141,7 @@ struct S2Routes: Sendable {
                 pingInterval: pingInterval,
                 idleTimeout: wait.map { .seconds(max($0, 1)) } ?? .seconds(600),
                 logger: logger,
-                style: .s2(format: format, limit: count, sent: sent),
+                style: .s2(format: format, limit: count, sent: sent, tail: tail),
                 endBefore: wait == 0 ? tail.nextSeqNum : nil
             )
             var headers = HTTPFields()

@@ -104,7 +104,7 @@ import Testing
         #expect(viaSessions.map(\.body) == ["a", "b", "c"])
         let sse = try await stack.http.stream(
             HTTPRequest(
-                url: url + "?seq_num=0&wait=1",
+                url: url + "?seq_num=0&wait=2",
                 headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
             )
         )
@@ -114,6 +114,11 @@ import Testing
         #expect(events.flatMap(\.records).map(\.seqNum) == [0, 1, 2])
         #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
         #expect(events.last?.data == "[DONE]")
+        // Idle at the tail, pings carry it (S2 clients take `last + 1 == tail` as caught up).
+        let last = try #require(events.flatMap(\.records).last)
+        let ping = try #require(events.first { $0.event == "ping" }, "SESSIONS_SSE_PING_SECONDS=1 in the fixture")
+        let tailed = try JSONDecoder().decode(Ping.self, from: Data(ping.data.utf8))
+        #expect(tailed.tail?.seq_num == 3 && tailed.tail?.timestamp == last.timestamp, "\(ping.data)")
 
         // A bounded read resumed after its first record sends the other two, counting on.
         let streamHeaders: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
@@ -244,6 +249,11 @@ import Testing
     struct Position: Decodable {
         var seq_num: UInt64
         var timestamp: Int64
+    }
+
+    struct Ping: Decodable {
+        var timestamp: Int64
+        var tail: Position?
     }
 
     struct ReadBatch: Decodable {
