@@ -236,6 +236,7 @@ render_nginx_config() {
     mkdir -p "$DEV/nginx" "$LOGS"
     fragment=$(<"$TEMPLATE")
     fragment=${fragment//'${SESSIONS_INGRESS_LISTEN}'/127.0.0.1:$PUBLIC_PORT}
+    fragment=${fragment//'${SESSIONS_INGRESS_ACCESS_LOG}'/$LOGS/nginx-access.log}
     fragment=${fragment//'${SESSIONS_CONTROL_PLANE_ADDR}'/127.0.0.1:${PORT[control-plane]}}
     fragment=${fragment//'${SESSIONS_REALTIME_ADDR}'/127.0.0.1:${PORT[realtime]}}
     fragment=${fragment//'${SESSIONS_WAITPOINTS_ADDR}'/127.0.0.1:${PORT[waitpoints]}}
@@ -259,9 +260,6 @@ events {
 http {
     default_type application/octet-stream;
     server_tokens off;
-    log_format sessions '\$remote_addr [\$time_iso8601] "\$request" \$status \$body_bytes_sent '
-                        '\$request_time \$upstream_response_time req=\$sessions_request_id';
-    access_log $LOGS/nginx-access.log sessions;
     client_body_temp_path $DEV/nginx/tmp/client_body;
     proxy_temp_path $DEV/nginx/tmp/proxy;
     fastcgi_temp_path $DEV/nginx/tmp/fastcgi;

@@ -36,6 +36,17 @@ import Testing
         )
         #expect(chunked.status == 413, "\(chunked.status)")
         #expect(String(decoding: chunked.body, as: UTF8.self).contains("Content-Length is required"))
+        // So is a create, which nginx buffers and would have forwarded with a length it added.
+        let chunkedCreate = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: ingress.url + "/api/v1/sessions",
+                headers: ["Authorization": "Bearer \(stack.apiKey)", "Transfer-Encoding": "chunked"],
+                body: Data(#"{"type":"chunked"}"#.utf8)
+            )
+        )
+        #expect(chunkedCreate.status == 413, "\(chunkedCreate.status)")
+        #expect(String(decoding: chunkedCreate.body, as: UTF8.self).contains("Content-Length is required"))
 
         // An S2 append of 1 MiB of records (S2's measure) is over 1 MiB of JSON; it goes through.
         let initialized = try await stack.http.execute(
@@ -87,6 +98,7 @@ final class Ingress: Sendable {
         )
         for (placeholder, address) in [
             ("SESSIONS_INGRESS_LISTEN", "127.0.0.1:\(port)"),
+            ("SESSIONS_INGRESS_ACCESS_LOG", folder.appendingPathComponent("access.log").path),
             ("SESSIONS_CONTROL_PLANE_ADDR", "127.0.0.1:\(stack.controlPlane.port)"),
             ("SESSIONS_REALTIME_ADDR", "127.0.0.1:\(stack.realtime[0].port)"),
             ("SESSIONS_WAITPOINTS_ADDR", "127.0.0.1:\(stack.waitpoints.port)"),
