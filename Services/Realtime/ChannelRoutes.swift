@@ -87,7 +87,7 @@ struct ChannelRoutes: Sendable {
         } catch let refused as AppendRefused {
             return Self.appendFailure(refused.message)
         }
-        RealtimeMetrics.appendedRecords.increment()
+        if !ack.isReplay { RealtimeMetrics.appendedRecords.increment() }
         return try .json(AppendResponse(ok: true, seqNum: ack.start))
     }
 

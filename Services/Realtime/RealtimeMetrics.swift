@@ -9,4 +9,7 @@ enum RealtimeMetrics {
     static let feeds = Gauge(label: "realtime_channel_feeds")
     /// Subscribers ended because they fell too far behind.
     static let slowSubscribers = Counter(label: "realtime_slow_subscribers_disconnected_total")
+
+    /// Creates every series, so each is exported (at 0) before its first event.
+    static func register() { _ = (appendedRecords, subscribers, feeds, slowSubscribers) }
 }

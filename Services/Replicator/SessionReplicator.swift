@@ -56,6 +56,7 @@ final class SessionReplicator: Service, Sendable {
                     continue
                 }
                 isLeader.store(true, ordering: .relaxed)
+                ReplicatorMetrics.leader.record(1)
                 logger.notice("Leading replication.", metadata: ["pg.slot": "\(settings.slot)"])
                 try await lead(lock)
                 backoff = .milliseconds(500)
@@ -64,6 +65,7 @@ final class SessionReplicator: Service, Sendable {
                 // A failure after a good while of replicating is a new trouble, not the last one
                 // again: it waits the shortest time, not what earlier failures had built up.
                 if ContinuousClock.now - started > .seconds(60) { backoff = .milliseconds(500) }
+                ReplicatorMetrics.restarts.increment()
                 logger.error(
                     "Replication stopped; starting again from the slot.",
                     metadata: ["pg.slot": "\(settings.slot)", "error": "\(error)"]
@@ -71,7 +73,10 @@ final class SessionReplicator: Service, Sendable {
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(30))
             }
-            if isLeader.exchange(false, ordering: .relaxed) { await lock.release() }
+            if isLeader.exchange(false, ordering: .relaxed) {
+                ReplicatorMetrics.leader.record(0)
+                await lock.release()
+            }
         }
     }
 

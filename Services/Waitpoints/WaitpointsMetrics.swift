@@ -12,4 +12,7 @@ enum WaitpointsMetrics {
         label: "waitpoints_appended_records_total",
         dimensions: [("consulted", "postgres")]
     )
+
+    /// Creates every series, so each is exported (at 0) before its first event.
+    static func register() { _ = (recordsSeenByRedisOnly, recordsSettledInPostgres) }
 }

@@ -95,6 +95,26 @@ import Testing
         #expect(try await stack.appended(session.id, "in", io: "in", partId: "part-1") == 0)
     }
 
+    /// `realtime_appended_records_total` counts records stored: a retried part id stores none.
+    @Test func theAppendedRecordsCounterLeavesOutRetriedParts() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let (realtime, _) = try await Self.ownRealtime(stack, [:])
+        let counter = "realtime_appended_records_total"
+        #expect(try await realtime.metric(counter, stack.http) == 0, "exported before the first append")
+        for (body, partId) in [("a", "p"), ("a", "p"), ("a", "p"), ("b", nil)] {
+            var headers: HTTPHeaders = ["Authorization": "Bearer \(stack.apiKey)"]
+            if let partId { headers.add("X-Part-Id", partId) }
+            let url = realtime.baseURL + "/realtime/v1/sessions/\(session.id)/out/append"
+            let response = try await stack.http.execute(
+                HTTPRequest(method: "POST", url: url, headers: headers, body: Data(body.utf8))
+            )
+            #expect(response.status == 200)
+        }
+        #expect(try await realtime.metric(counter, stack.http) == 2)
+        #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
     @Test func liveSubscribersOfOneChannelAllGetEveryRecordInOrder() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
@@ -382,12 +402,7 @@ import Testing
         #expect(try await realtime.waitUntilReady(stack.http), "\(realtime.output)")
         return (
             realtime,
-            {
-                let metrics = try await stack.http.execute(HTTPRequest(url: realtime.baseURL + "/metrics"))
-                let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
-                    .first { $0.hasPrefix("realtime_sse_subscribers ") }
-                return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
-            }
+            { try await realtime.metric("realtime_sse_subscribers", stack.http).map { Int($0) } }
         )
     }
 

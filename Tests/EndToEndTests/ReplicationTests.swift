@@ -179,12 +179,7 @@ struct IsolatedReplicator {
             as: String.self
         )
         // ClickHouse stays down until the lag metric shows the stall (5 s or more).
-        func lag() async throws -> Double? {
-            let metrics = try await http.execute(HTTPRequest(url: replicator.baseURL + "/metrics"))
-            let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
-                .first { $0.hasPrefix("replicator_replication_lag_seconds ") }
-            return line.flatMap { Double($0.split(separator: " ").last ?? "") }
-        }
+        func lag() async throws -> Double? { try await replicator.metric("replicator_replication_lag_seconds", http) }
         #expect(try await TestServers.waitUntil(timeout: .seconds(30)) { try await lag() ?? 0 >= 5 })
         clickhouse = try startClickHouse()
         #expect(
@@ -223,6 +218,9 @@ struct IsolatedReplicator {
         #expect(leaders.count == 1, "exactly one leads")
         let leader = try #require(leaders.first)
         let standby = leader === first ? second : first
+        let http = HTTPClient()
+        #expect(try await leader.metric("replicator_leader", http) == 1)
+        #expect(try await standby.metric("replicator_leader", http) == 0)
         #expect(try await redis.command("EXISTS", "replicator:leader:\(replication.name)").integer == 1)
         kill(leader.process.processIdentifier, SIGKILL)
         #expect(
@@ -231,7 +229,9 @@ struct IsolatedReplicator {
         )
         try await replication.insert(10, from: 50)
         #expect(try await replication.converged(), "the new leader replicates:\n\(standby.output)")
+        #expect(try await standby.metric("replicator_leader", http) == 1)
         #expect(try await standby.terminate(timeout: .seconds(10)) == 0)
+        await http.close()
         await redis.close()
         await replication.cleanUp()
     }

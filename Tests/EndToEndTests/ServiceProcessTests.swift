@@ -57,6 +57,15 @@ final class ServiceProcess: @unchecked Sendable {
         }
     }
 
+    /// The value of one series on `GET /metrics`: `series` is its name with its labels as
+    /// exported (`name` or `name{label="value"}`); nil when it is not there.
+    func metric(_ series: String, _ http: HTTPClient) async throws -> Double? {
+        let metrics = try await http.execute(HTTPRequest(url: baseURL + "/metrics"))
+        let line = String(decoding: metrics.body, as: UTF8.self).split(separator: "\n")
+            .first { $0.hasPrefix(series + " ") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its exit status.
     func terminate(timeout: Duration) async throws -> Int32? {
         process.terminate()
@@ -94,6 +103,13 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(metrics.status == 200)
         #expect(metrics.headers["Content-Type"]?.hasPrefix("text/plain") == true)
         #expect(String(decoding: metrics.body, as: UTF8.self).contains("hb_requests"))
+        // A service's own series are there, at 0, before their first event.
+        let ownSeries: [ServiceName: String] = [
+            .realtime: "realtime_slow_subscribers_disconnected_total",
+            .replicator: #"replicator_batches_flushed_total{success="false"}"#,
+            .waitpoints: #"waitpoints_appended_records_total{consulted="postgres"}"#,
+        ]
+        if let series = ownSeries[name] { #expect(try await service.metric(series, http) == 0, "\(series)") }
         #expect(health.headers["X-Request-Id"]?.isEmpty == false)
         let echoed = try await http.execute(
             HTTPRequest(url: service.baseURL + "/healthz", headers: ["X-Request-Id": "req-42"])

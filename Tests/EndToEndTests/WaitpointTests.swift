@@ -445,12 +445,8 @@ extension ServicesFixture {
         let stack = try await ServicesFixture.shared.value
         let (service, _) = try await readyWaitpoints(stack)
         func handled(_ consulted: String) async throws -> Int {
-            let metrics = try await stack.http.execute(HTTPRequest(url: service.baseURL + "/metrics"))
-            let text = String(decoding: metrics.body, as: UTF8.self)
-            let line = text.split(separator: "\n").first {
-                $0.hasPrefix(#"waitpoints_appended_records_total{consulted="\#(consulted)"}"#)
-            }
-            return line.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) } ?? 0
+            let series = #"waitpoints_appended_records_total{consulted="\#(consulted)"}"#
+            return try await service.metric(series, stack.http).map { Int($0) } ?? 0
         }
         // A waiter completed by an append shows that the service reads appended records.
         let session = try await stack.createSession()

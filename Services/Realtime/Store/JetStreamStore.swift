@@ -77,7 +77,9 @@ final class JetStreamStore: StreamStore {
                 if let part {
                     switch try await partState(part, in: channel) {
                     case .unclaimed: break
-                    case .written(let stored): return stored
+                    case .written(var stored):
+                        stored.isReplay = true
+                        return stored
                     case .claimed(let claimed, let previous, let sequence):
                         guard position.lastStreamSequence >= previous else {
                             // Never take a claim back to an older position: read the channel's end.

@@ -70,7 +70,12 @@ final class S2Store: StreamStore {
         var looked = next - min(next, UInt64(settings.partIdWindow))
         for _ in 0..<Self.maxAttempts {
             if let existing = try await record(channel, partId: partId, in: min(looked, next)..<next) {
-                return AppendAck(start: existing.seqNum, end: existing.seqNum + 1, timestamp: existing.timestamp)
+                return AppendAck(
+                    start: existing.seqNum,
+                    end: existing.seqNum + 1,
+                    timestamp: existing.timestamp,
+                    isReplay: true
+                )
             }
             looked = max(looked, next)
             if let matchSeqNum, matchSeqNum != next {

@@ -66,6 +66,10 @@ struct AppendAck: Sendable, Equatable, Codable {
     var end: UInt64
     /// Milliseconds since the epoch.
     var timestamp: Int64
+    /// True when a part id's record was there already, and nothing was written now.
+    var isReplay = false
+
+    enum CodingKeys: String, CodingKey { case start, end, timestamp }
 }
 
 /// Where a channel ends.
