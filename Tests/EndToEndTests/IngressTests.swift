@@ -47,6 +47,15 @@ import Testing
         )
         #expect(chunkedCreate.status == 413, "\(chunkedCreate.status)")
         #expect(String(decoding: chunkedCreate.body, as: UTF8.self).contains("Content-Length is required"))
+        // A POST with no body at all (neither header) is not one of them: a body-less close.
+        let bodyless = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: ingress.url + "/api/v1/sessions/\(try await stack.createSession().id)/close",
+                headers: ["Authorization": "Bearer \(stack.apiKey)"]
+            )
+        )
+        #expect(bodyless.status == 200, "\(bodyless.status) \(String(decoding: bodyless.body, as: UTF8.self))")
 
         // An S2 append of 1 MiB of records (S2's measure) is over 1 MiB of JSON; it goes through.
         let initialized = try await stack.http.execute(
