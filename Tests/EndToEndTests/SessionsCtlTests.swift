@@ -154,7 +154,15 @@ import Testing
         #expect(listed.output.hasPrefix("ID"))
         #expect(listed.output.contains("\(tag)-2"), "newest first")
         #expect(!listed.output.contains("\(tag)-0"))
-        #expect(listed.errors.contains("more: sessionsctl list --after"))
+        // The printed continuation keeps the filters and the limit.
+        let hint = try #require(listed.errors.split(separator: "\n").first { $0.hasPrefix("more: sessionsctl list ") })
+        let arguments = hint.dropFirst("more: sessionsctl ".count).split(separator: " ").map(String.init)
+        #expect(
+            arguments.contains("--tag") && arguments.contains("--limit") && arguments.contains("--after"),
+            "\(hint)"
+        )
+        let rest = try await run(arguments)
+        #expect(rest.output.contains("\(tag)-0") && !rest.output.contains("\(tag)-1"), "\(rest.output)")
         let json = try await run(["list", "--tag", tag, "--json"])
         #expect(json.output.contains(#""externalId":"\#(tag)-0""#))
         let bad = try await run(["list", "--status", "sleepy"])

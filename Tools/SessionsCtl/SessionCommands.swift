@@ -94,6 +94,24 @@ struct List: AsyncParsableCommand {
     @Option(help: "Continue after this cursor (printed at the end of a listing).") var after: String?
     @Option(help: "Go back before this cursor.") var before: String?
 
+    /// The command that lists the next page: these filters and limit, from `cursor`.
+    func continuation(_ direction: String, _ cursor: String) -> String {
+        var arguments = ["sessionsctl", "list"]
+        for (option, values) in [("--type", type), ("--tag", tag), ("--task", task), ("--external-id", externalId)]
+            + [("--status", status), ("--since", since.map { [$0] } ?? [])]
+        {
+            for value in values { arguments += [option, value] }
+        }
+        if limit != 20 { arguments += ["--limit", String(limit)] }
+        if let url = api.url { arguments += ["--url", url] }
+        arguments += [direction, cursor]
+        return arguments.map { argument in
+            // Quoted for a POSIX shell unless it is plainly safe.
+            argument.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_./:=,@%+".contains($0)) }
+                ? argument : "'" + argument.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+        }.joined(separator: " ")
+    }
+
     func validate() throws {
         guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
         if after != nil && before != nil { throw ValidationError("use either --after or --before") }
@@ -150,7 +168,7 @@ struct List: AsyncParsableCommand {
                 )
             )
             if let next = before == nil ? pagination.next : pagination.previous {
-                note("more: sessionsctl list \(before == nil ? "--after" : "--before") \(next)")
+                note("more: " + continuation(before == nil ? "--after" : "--before", next))
             }
         }
     }
