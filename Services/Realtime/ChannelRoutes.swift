@@ -199,7 +199,15 @@ struct ChannelRoutes: Sendable {
 
     /// `X-Part-Id`: 1–256 characters when present.
     private static func partId(_ request: Request) throws -> String? {
-        guard let partId = request.headers[.partId] else { return nil }
+        let fields = request.headers.filter { $0.name == .partId }
+        guard let field = fields.first else { return nil }
+        guard fields.count == 1 else { throw APIError(.badRequest, "Invalid X-Part-Id header: give it once") }
+        // Bytes that are not UTF-8 reach us as U+FFFD (the HTTP parser's decoding), so different
+        // part ids would be one: refused, with the replacement character itself.
+        let partId = field.value
+        guard !partId.unicodeScalars.contains("\u{FFFD}") else {
+            throw APIError(.badRequest, "Invalid X-Part-Id header: must be UTF-8 text (and not U+FFFD)")
+        }
         guard (1...256).contains(partId.count) else {
             throw APIError(.badRequest, "Invalid X-Part-Id header: must be 1 to 256 characters")
         }

@@ -484,6 +484,16 @@ import Testing
             #expect(invalid.status == 400, "\(bytes)")
             #expect(String(decoding: invalid.body, as: UTF8.self).contains("UTF-8"))
         }
+        // An X-Part-Id that is not UTF-8 is refused: read as text, different ones would be one.
+        let path = "/realtime/v1/sessions/\(session.id)/out/append"
+        for partId: [UInt8] in [[0xFF, 0xFE], [0xFE, 0xFF]] {
+            let head = "POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(stack.apiKey)\r\n"
+            let request =
+                Array(head.utf8) + Array("X-Part-Id: ".utf8) + partId
+                + Array("\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx".utf8)
+            let (response, _) = try await EnvironmentCommandTests.exchange(port: stack.realtime[0].port, request)
+            #expect(response.hasPrefix("HTTP/1.1 400") && response.contains("UTF-8"), "\(response)")
+        }
         let missing = try await stack.append("session_doesnotexist", "x")
         #expect(missing.status == 404)
         let unauthenticated = try await stack.http.execute(HTTPRequest(url: url))

@@ -303,6 +303,15 @@ final class ServiceProcess: @unchecked Sendable {
         _ request: String,
         closeSending: Bool = true
     ) async throws -> (response: String, closed: Bool) {
+        try await exchange(port: port, Array(request.utf8), closeSending: closeSending)
+    }
+
+    /// ``exchange(port:_:closeSending:)`` of bytes that need not be UTF-8.
+    static func exchange(
+        port: Int,
+        _ request: [UInt8],
+        closeSending: Bool = true
+    ) async throws -> (response: String, closed: Bool) {
         try await Task.detached {
             let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
@@ -316,7 +325,7 @@ final class ServiceProcess: @unchecked Sendable {
                 }
             }
             guard connected else { throw POSIXError(.ECONNREFUSED) }
-            let bytes = Array(request.utf8)
+            let bytes = request
             guard send(descriptor, bytes, bytes.count, 0) == bytes.count else { throw POSIXError(.EIO) }
             if closeSending { shutdown(descriptor, Int32(SHUT_WR)) }
             var response: [UInt8] = []
