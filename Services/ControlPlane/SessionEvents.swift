@@ -56,7 +56,9 @@ final class SessionEventRelay: Service, Sendable {
 
     /// After an update or a close: relays its event, and tells every cache of the session at
     /// once (core NATS, ahead of the durable event) to forget it under its old and new names.
-    func changed(_ session: SessionRecord, previousExternalId: String? = nil) {
+    /// Returns once NATS has the notice (up to a second), so that the caller's next request,
+    /// after the answer, most likely finds the caches told already.
+    func changed(_ session: SessionRecord, previousExternalId: String? = nil) async {
         nudge()
         let names = Array(Set([session.friendlyId, session.externalId, previousExternalId].compactMap { $0 }))
         let change = SessionChange(environmentId: session.environmentId, names: names.sorted())
@@ -65,6 +67,7 @@ final class SessionEventRelay: Service, Sendable {
                 Subjects.sessionChange(environmentId: session.environmentId),
                 payload: try JSONEncoder.sessions.encode(change)
             )
+            try await jetStream.connection.flush(timeout: .seconds(1))
         } catch {
             // The durable event still invalidates them, a little later.
             logger.warning("Could not announce a session change.", metadata: ["error": "\(error)"])

@@ -126,7 +126,7 @@ struct SessionRoutes: Sendable {
         guard let (updated, previousExternalId) = try await store.update(session, with: changes) else {
             throw APIError(.notFound, "Session not found")
         }
-        events.changed(updated, previousExternalId: previousExternalId)
+        await events.changed(updated, previousExternalId: previousExternalId)
         return try .json(updated.item())
     }
 
@@ -143,7 +143,7 @@ struct SessionRoutes: Sendable {
         guard let (closed, didClose) = try await store.close(session, reason: reason) else {
             throw APIError(.notFound, "Session not found")
         }
-        if didClose { events.changed(closed) }
+        if didClose { await events.changed(closed) }
         return try .json(closed.item())
     }
 
