@@ -283,11 +283,40 @@ public enum ISO8601 {
         return text
     }
 
-    /// Reads ISO-8601 with or without fractional seconds, with `Z` or an offset.
+    /// Reads ISO-8601 with or without fractional seconds, with `Z` or an offset. A date and time
+    /// that name no real moment (February 31st, 25:61) are refused, not rolled over.
     public static func date(from text: String) -> Date? {
+        let head = Array(text.utf8.prefix(19))
+        if head.count == 19, [head[4], head[7], head[13], head[16]] == Array("--::".utf8), fields(head) == nil {
+            return nil
+        }
         if let date = fastDate(from: text) { return date }
         return (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
             ?? (try? Date.ISO8601FormatStyle().parse(text))
+    }
+
+    /// `YYYY-MM-DD?HH:MM:SS` read and checked: a day of that month (leap years counted), a time
+    /// up to 23:59:59.
+    private static func fields(
+        _ bytes: [UInt8]
+    ) -> (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int)? {
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for index in range {
+                let digit = Int(bytes[index]) - 48
+                guard (0...9).contains(digit) else { return nil }
+                value = value * 10 + digit
+            }
+            return value
+        }
+        guard bytes.count >= 19, let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+            (1...12).contains(month), hour < 24, minute < 60, second < 60
+        else { return nil }
+        let isLeap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, isLeap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+        guard (1...days).contains(day) else { return nil }
+        return (year, month, day, hour, minute, second)
     }
 
     /// `YYYY-MM-DDTHH:MM:SS[.s{1,9}](Z|+00:00)`: UTC, as this API, PostgreSQL (with
@@ -305,30 +334,18 @@ public enum ISO8601 {
         guard bytes.count >= 21, bytes.count <= 29, bytes[19] == 46 else { return nil }
         bytes = Array((bytes + Array("00".utf8)).prefix(23)) + [90]
         guard bytes.count == 24, bytes[4] == 45, bytes[7] == 45, bytes[10] == 84, bytes[13] == 58,
-            bytes[16] == 58, bytes[19] == 46, bytes[23] == 90
-        else { return nil }
-        func number(_ range: Range<Int>) -> Int? {
-            var value = 0
-            for index in range {
-                let digit = Int(bytes[index]) - 48
-                guard (0...9).contains(digit) else { return nil }
-                value = value * 10 + digit
-            }
-            return value
-        }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
-            let millisecond = number(20..<23), (1...12).contains(month), (1...31).contains(day), hour < 24,
-            minute < 60, second < 61
+            bytes[16] == 58, bytes[19] == 46, bytes[23] == 90, let time = fields(bytes),
+            case let digits = bytes[20..<23].map({ Int($0) - 48 }), digits.allSatisfy((0...9).contains)
         else { return nil }
         var parts = tm()
-        parts.tm_year = Int32(year - 1900)
-        parts.tm_mon = Int32(month - 1)
-        parts.tm_mday = Int32(day)
-        parts.tm_hour = Int32(hour)
-        parts.tm_min = Int32(minute)
-        parts.tm_sec = Int32(second)
+        parts.tm_year = Int32(time.year - 1900)
+        parts.tm_mon = Int32(time.month - 1)
+        parts.tm_mday = Int32(time.day)
+        parts.tm_hour = Int32(time.hour)
+        parts.tm_min = Int32(time.minute)
+        parts.tm_sec = Int32(time.second)
         let seconds = timegm(&parts)
+        let millisecond = digits[0] * 100 + digits[1] * 10 + digits[2]
         return Date(timeIntervalSince1970: Double(seconds) + Double(millisecond) / 1000)
     }
 

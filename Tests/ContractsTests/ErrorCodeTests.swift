@@ -83,5 +83,14 @@ import Testing
         )
         #expect(ISO8601.date(from: "2026-13-28T10:00:00.000Z") == nil)
         #expect(ISO8601.date(from: "yesterday") == nil)
+        // A date or time that names no moment is refused, not rolled over into another one.
+        for impossible in [
+            "2027-02-31T25:61:61Z", "2027-02-29T00:00:00Z", "2027-04-31T00:00:00Z", "2027-01-01T24:00:00Z",
+            "2027-01-01T23:59:60Z", "2027-02-31T00:00:00+02:00", "2027-02-30T10:00:00.000Z",
+        ] {
+            #expect(ISO8601.date(from: impossible) == nil, "\(impossible)")
+        }
+        #expect(ISO8601.date(from: "2028-02-29T00:00:00Z") != nil, "a leap day")
+        #expect(ISO8601.date(from: "2000-02-29T23:59:59+02:00") != nil, "a leap day of a 400th year")
     }
 }
