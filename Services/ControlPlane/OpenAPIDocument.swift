@@ -150,7 +150,7 @@ enum OpenAPIDocument {
                   { "name": "Timeout-Seconds", "in": "header", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 60 }, "description": "End after this long idle at the tail" }
                 ],
                 "responses": {
-                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
+                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body,headers?}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
                   "400": { "$ref": "#/components/responses/BadRequest" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
@@ -194,7 +194,7 @@ enum OpenAPIDocument {
                 "operationId": "s2Append",
                 "summary": "S2 append (JSON), with the channel token from PUT; 400 once the session is closed or expired",
                 "security": [{ "channelToken": [] }],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" } } } }, "match_seq_num": { "type": "integer", "minimum": 0 } } } } } },
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" }, "headers": { "type": "array", "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "string" } } } } } }, "match_seq_num": { "type": "integer", "minimum": 0 } } } } } },
                 "responses": {
                   "200": { "description": "AppendAck {start, end, tail}", "content": { "application/json": { "schema": { "type": "object" } } } },
                   "400": { "$ref": "#/components/responses/S2Error" },

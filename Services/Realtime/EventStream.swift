@@ -106,7 +106,7 @@ struct EventStream: Sendable {
             case .s2(let format, let limit, _, _):
                 let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
                 delivered += records.count
-                bytes += 8 * records.count + records.bodyBytes
+                bytes += records.reduce(0) { $0 + $1.meteredBytes }
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum),\(delivered),\(bytes)\ndata: ")
                 buffer.writeBytes(
                     try JSONEncoder.sessions.encode(

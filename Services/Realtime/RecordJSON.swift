@@ -24,7 +24,19 @@ enum RecordJSON {
             text.removeAll(keepingCapacity: true)
             if index > 0 { text += "," }
             text += #"{"body":"#
-            appendQuoted(record.body, to: &text)
+            appendQuoted(record.text, to: &text)
+            if !record.headers.isEmpty {
+                // Only an S2 writer's records have them: `[[name, value], …]`, as S2 reads them.
+                text += #","headers":["#
+                for (index, header) in record.headers.enumerated() {
+                    text += index == 0 ? "[" : ",["
+                    appendQuoted(header[0], to: &text)
+                    text += ","
+                    appendQuoted(header[1], to: &text)
+                    text += "]"
+                }
+                text += "]"
+            }
             text += #","seq_num":\#(record.seqNum),"timestamp":\#(record.timestamp)}"#
             buffer.writeString(text)
         }

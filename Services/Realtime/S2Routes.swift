@@ -44,15 +44,12 @@ struct S2Routes: Sendable {
             throw S2Error(.unprocessableContent, "invalid", "Fencing tokens are not supported")
         }
         let format = try Self.format(request)
-        var bodies: [String] = []
+        var records: [NewRecord] = []
         var metered = 0
-        for record in input.records {
-            guard record.headers?.isEmpty ?? true else {
-                throw S2Error(.unprocessableContent, "invalid", "Record headers are not supported")
-            }
-            let body = try format.decode(record.body ?? "")
-            metered += 8 + body.utf8.count
-            bodies.append(body)
+        for input in input.records {
+            let record = try format.record(body: input.body ?? "", headers: input.headers ?? [])
+            metered += ChannelRecord.meteredBytes(body: record.body, headers: record.headers, isBinary: record.isBinary)
+            records.append(record)
         }
         guard metered <= Self.maxBatchBytes else {
             throw S2Error(.unprocessableContent, "invalid", "An append may hold at most 1 MiB of records")
@@ -63,7 +60,7 @@ struct S2Routes: Sendable {
         do {
             ack = try await store.append(
                 channel,
-                bodies: bodies,
+                records: records,
                 partId: nil,
                 matchSeqNum: input.matchSeqNum,
                 admit: { try await directory.admit(channel, "append to") }
@@ -73,7 +70,7 @@ struct S2Routes: Sendable {
         } catch let refused as AppendRefused {
             throw S2Error(.badRequest, "invalid", refused.message)
         }
-        RealtimeMetrics.appendedRecords.increment(by: bodies.count)
+        RealtimeMetrics.appendedRecords.increment(by: records.count)
         let end = Position(seqNum: ack.end, timestamp: ack.timestamp)
         return try Self.json(
             AppendOutput(start: Position(seqNum: ack.start, timestamp: ack.timestamp), end: end, tail: end)
@@ -264,21 +261,55 @@ struct S2Routes: Sendable {
     enum BodyFormat: Sendable {
         case raw, base64
 
-        func decode(_ text: String) throws -> String {
-            switch self {
-            case .raw: return text
-            case .base64:
-                guard let data = Data(base64Encoded: text), let body = String(validating: data, as: UTF8.self) else {
-                    throw S2Error(.unprocessableContent, "invalid", "Record bodies must be base64 of UTF-8 text")
+        /// An appended record as given in this format, checked. Headers are text; a body in
+        /// base64 that is not text is kept as bytes. A command record (one header, named "") may
+        /// be `trim`, stored and read like S2's — though the records before it are kept — and
+        /// not `fence`, as fencing tokens are not supported.
+        func record(body: String, headers: [[String]]) throws -> NewRecord {
+            let headers = try headers.map { header in
+                guard header.count == 2 else {
+                    throw S2Error(.unprocessableContent, "invalid", "A record header is a [name, value] pair")
                 }
-                return body
+                return try header.map { try text($0, of: "Record header names and values") }
+            }
+            if let command = headers.first(where: { $0[0].isEmpty }) {
+                guard headers.count == 1 else {
+                    throw S2Error(.unprocessableContent, "invalid", "A command record has exactly one header")
+                }
+                switch command[1] {
+                case "trim": break
+                case "fence": throw S2Error(.unprocessableContent, "invalid", "Fencing is not supported")
+                default: throw S2Error(.unprocessableContent, "invalid", "Unknown command record: \(command[1])")
+                }
+            }
+            switch self {
+            case .raw: return NewRecord(body: body, headers: headers)
+            case .base64:
+                guard let data = Data(base64Encoded: body) else {
+                    throw S2Error(.unprocessableContent, "invalid", "Record bodies must be base64")
+                }
+                guard let text = String(validating: data, as: UTF8.self) else {
+                    return NewRecord(body: data.base64EncodedString(), headers: headers, isBinary: true)
+                }
+                return NewRecord(body: text, headers: headers)
             }
         }
 
-        func encode(_ body: String) -> String {
+        private func text(_ value: String, of what: String) throws -> String {
             switch self {
-            case .raw: body
-            case .base64: Data(body.utf8).base64EncodedString()
+            case .raw: return value
+            case .base64:
+                guard let data = Data(base64Encoded: value), let text = String(validating: data, as: UTF8.self) else {
+                    throw S2Error(.unprocessableContent, "invalid", "\(what) must be base64 of UTF-8 text")
+                }
+                return text
+            }
+        }
+
+        func encode(_ text: String) -> String {
+            switch self {
+            case .raw: text
+            case .base64: Data(text.utf8).base64EncodedString()
             }
         }
     }
@@ -324,7 +355,8 @@ struct S2Routes: Sendable {
         init(_ record: ChannelRecord, format: BodyFormat) throws {
             seqNum = record.seqNum
             timestamp = record.timestamp
-            body = format.encode(record.body)
+            body = record.isBinary && format == .base64 ? record.body : format.encode(record.text)
+            headers = record.headers.map { $0.map(format.encode) }
         }
 
         enum CodingKeys: String, CodingKey {

@@ -259,14 +259,14 @@ final class GatedTailStore: StreamStore {
 
     func append(
         _ channel: ChannelAddress,
-        bodies: [String],
+        records: [NewRecord],
         partId: String?,
         matchSeqNum: UInt64?,
         admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
-        try await inner.append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum, admit: admit)
+        try await inner.append(channel, records: records, partId: partId, matchSeqNum: matchSeqNum, admit: admit)
     }
 
     func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {

@@ -185,7 +185,9 @@ final class MockS2: Sendable {
         router.post("v1/streams/{stream}/records") { request, context in
             try await self.append(request, stream: try Self.stream(context))
         }
-        router.get("v1/streams/{stream}/records") { _, context in self.read(stream: try Self.stream(context)) }
+        router.get("v1/streams/{stream}/records") { request, context in
+            self.read(stream: try Self.stream(context), base64: request.headers[.init("S2-Format")!] == "base64")
+        }
         router.get("v1/streams/{stream}/records/tail") { _, context in self.tail(stream: try Self.stream(context)) }
         router.post("v1/access-tokens") { request, _ in try await self.issue(request) }
         router.get("v1/access-tokens") { request, _ in self.list(request) }
@@ -267,11 +269,13 @@ final class MockS2: Sendable {
         ])
     }
 
-    private func read(stream: String) -> Response {
+    /// Bodies as stored (raw), or in S2's base64 format.
+    private func read(stream: String, base64: Bool) -> Response {
         if let refusal = missing(stream) { return refusal }
         let bodies = state.withLock { $0.streams[stream] ?? [] }
         let records = bodies.enumerated().map {
-            ["seq_num": $0.offset, "timestamp": 1, "body": $0.element] as [String: Any]
+            let body = base64 ? Data($0.element.utf8).base64EncodedString() : $0.element
+            return ["seq_num": $0.offset, "timestamp": 1, "body": body] as [String: Any]
         }
         return Self.json(["records": records])
     }

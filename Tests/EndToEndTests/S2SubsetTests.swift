@@ -223,6 +223,71 @@ import Testing
         #expect(elsewhere.status == 200)
     }
 
+    /// An S2 writer's records keep their headers and bytes: control records (empty body,
+    /// headers) and a `trim` command (8 bytes, base64) read back as written, in both formats,
+    /// on the S2 subset and on the sessions SSE route.
+    @Test func headersCommandRecordsAndBytesReadBackAsWritten() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        let url = recordsURL(stack, channel.streamName)
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Content-Type": "application/json"]
+        let control = #"{"records":[{"body":"","headers":[["trigger-control","turn-complete"],["k","ü"]]}]}"#
+        let raw = try await stack.http.execute(
+            HTTPRequest(method: "POST", url: url, headers: auth, body: Data(control.utf8))
+        )
+        #expect(raw.status == 200, "\(String(decoding: raw.body, as: UTF8.self))")
+        let trim = Data([0, 0, 0, 0, 0, 0, 0, 200]).base64EncodedString()
+        let binary = Data([0xFF, 0x00, 0xC8]).base64EncodedString()
+        let commands = #"{"records":[{"body":"\#(trim)","headers":[["","dHJpbQ=="]]},{"body":"\#(binary)"}]}"#
+        var base64Auth = auth
+        base64Auth.add("S2-Format", "base64")
+        let encoded = try await stack.http.execute(
+            HTTPRequest(method: "POST", url: url, headers: base64Auth, body: Data(commands.utf8))
+        )
+        #expect(encoded.status == 200, "\(String(decoding: encoded.body, as: UTF8.self))")
+
+        struct Read: Decodable {
+            struct Record: Decodable {
+                var body: String
+                var headers: [[String]]
+            }
+            var records: [Record]
+        }
+        let asRaw = try JSONDecoder().decode(
+            Read.self,
+            from: try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: auth)).body
+        )
+        #expect(
+            asRaw.records.map(\.headers) == [
+                [["trigger-control", "turn-complete"], ["k", "ü"]], [["", "trim"]], [],
+            ]
+        )
+        let asBase64 = try JSONDecoder().decode(
+            Read.self,
+            from: try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: base64Auth)).body
+        )
+        #expect(asBase64.records.map(\.body) == ["", trim, binary], "bytes as written")
+        #expect(asBase64.records[1].headers == [["", "dHJpbQ=="]])
+        // The sessions route shows the headers too (readers skip command records by them).
+        let events = try await stack.subscribe(session.id).events
+        let batch = try #require(events.first { $0.event == "batch" })
+        #expect(batch.data.contains(#""headers":[["trigger-control","turn-complete"],["k","ü"]]"#), "\(batch.data)")
+        #expect(batch.data.contains(#""headers":[["","trim"]]"#))
+        // Metered as S2 does: 8 + 2 per header + names, values and body.
+        let sse = try await stack.http.stream(
+            HTTPRequest(
+                url: url + "?seq_num=0&count=3",
+                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
+            )
+        )
+        var parser = ServerSentEventParser()
+        var streamed: [ServerSentEvent] = []
+        for try await chunk in sse.body { streamed += parser.feed(chunk) }
+        let metered = (8 + 4 + 15 + 13 + 1 + 2) + (8 + 2 + 4 + 8) + (8 + 3)
+        #expect(streamed.last { $0.event == "batch" }?.id == "2,3,\(metered)")
+    }
+
     @Test func badAppendsGetS2Errors() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
@@ -232,7 +297,10 @@ import Testing
         let cases: [(String, Int, String)] = [
             ("not json", 400, "bad_json"),
             (#"{"records":[]}"#, 422, "invalid"),
-            (#"{"records":[{"body":"x","headers":[["k","v"]]}]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"x","headers":[["k"]]}]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"t","headers":[["","fence"]]}]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"t","headers":[["","trim"],["k","v"]]}]}"#, 422, "invalid"),
+            (#"{"records":[{"body":"t","headers":[["","compact"]]}]}"#, 422, "invalid"),
             (#"{"records":[{"body":"x"}],"fencing_token":"f"}"#, 422, "invalid"),
         ]
         for (body, status, code) in cases {

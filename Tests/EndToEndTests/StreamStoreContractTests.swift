@@ -312,6 +312,23 @@ import Testing
         #expect(server.lastRequest.withLock { $0 }.contains("seq_num=1"), "from the record after the last one")
     }
 
+    /// Records with headers, and bodies that are not text, come back as they went in.
+    @Test(arguments: Kind.allCases) func headersAndBytesAreKept(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            let channel = channel()
+            let written = [
+                NewRecord(body: "", headers: [["trigger-control", "turn-complete"], ["k", "ü"]]),
+                NewRecord(body: Data([0xFF, 0, 0xC8]).base64EncodedString(), isBinary: true),
+                NewRecord(body: "plain"),
+            ]
+            _ = try await store.append(channel, records: written, partId: nil, matchSeqNum: nil, admit: {})
+            let read = try await store.read(channel, from: 0, limit: 10)
+            #expect(read.map(\.headers) == written.map(\.headers))
+            #expect(read.map(\.body) == written.map(\.body))
+            #expect(read.map(\.isBinary) == [false, true, false])
+        }
+    }
+
     @Test(arguments: Kind.allCases) func followReplaysThenDeliversNewRecords(kind: Kind) async throws {
         try await withStore(kind) { store in
             let channel = channel()

@@ -23,6 +23,10 @@ final class JetStreamStore: StreamStore {
     private static let maxAttempts = 100
     /// On the first record of an append with a part id: the part's digest.
     private static let partHeader = "Sessions-Part"
+    /// An S2 record's headers: base64 of their JSON (`[[name, value], …]`), so any text fits.
+    private static let recordHeadersHeader = "Sessions-Record-Headers"
+    /// On a record whose payload is base64 of bytes that are not text (``ChannelRecord/isBinary``).
+    private static let binaryHeader = "Sessions-Body-Encoding"
     private static let maxCachedPositions = 100_000
 
     /// Where a channel ends: the stream sequence of its last record (0 when empty) and the
@@ -53,14 +57,14 @@ final class JetStreamStore: StreamStore {
 
     func append(
         _ channel: ChannelAddress,
-        bodies: [String],
+        records: [NewRecord],
         partId: String?,
         matchSeqNum: UInt64?,
         admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
-        guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
+        guard (1...1000).contains(records.count) else { throw StreamStoreError.batchTooLarge }
         let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
             try await admit()
@@ -70,7 +74,7 @@ final class JetStreamStore: StreamStore {
                 let position = try await position(channel)
                 var ack = AppendAck(
                     start: position.nextSeqNum,
-                    end: position.nextSeqNum + UInt64(bodies.count),
+                    end: position.nextSeqNum + UInt64(records.count),
                     timestamp: Int64(Date().timeIntervalSince1970 * 1000)
                 )
                 var claimSequence: UInt64 = 0
@@ -111,12 +115,17 @@ final class JetStreamStore: StreamStore {
                     }
                     guard claimed != nil else { continue }
                 }
-                let messages = bodies.enumerated().map { index, body in
+                let messages = try records.enumerated().map { index, record in
                     var headers = [Subjects.channelSeqHeader: String(ack.start + UInt64(index))]
                     if index == 0, let part { headers[Self.partHeader] = part.digest }
+                    if !record.headers.isEmpty {
+                        headers[Self.recordHeadersHeader] = try JSONEncoder().encode(record.headers)
+                            .base64EncodedString()
+                    }
+                    if record.isBinary { headers[Self.binaryHeader] = "base64" }
                     return JetStream.BatchMessage(
                         subject: channel.subject,
-                        payload: Data(body.utf8),
+                        payload: Data(record.body.utf8),
                         headers: headers,
                         expectedLastSubjectSequence: index == 0 ? position.lastStreamSequence : nil
                     )
@@ -348,7 +357,10 @@ final class JetStreamStore: StreamStore {
         return ChannelRecord(
             seqNum: seqNum,
             timestamp: (message.metadata?.timestamp ?? Date()).epochMilliseconds,
-            body: String(decoding: message.payload, as: UTF8.self)
+            body: String(decoding: message.payload, as: UTF8.self),
+            headers: message.headers[recordHeadersHeader].flatMap { Data(base64Encoded: $0) }
+                .flatMap { try? JSONDecoder().decode([[String]].self, from: $0) } ?? [],
+            isBinary: message.headers[binaryHeader] == "base64"
         )
     }
 

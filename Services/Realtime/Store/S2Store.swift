@@ -54,17 +54,17 @@ final class S2Store: StreamStore {
 
     func append(
         _ channel: ChannelAddress,
-        bodies: [String],
+        records: [NewRecord],
         partId: String?,
         matchSeqNum: UInt64?,
         admit: @Sendable () async throws -> Void
     ) async throws
         -> AppendAck
     {
-        guard (1...1000).contains(bodies.count) else { throw StreamStoreError.batchTooLarge }
+        guard (1...1000).contains(records.count) else { throw StreamStoreError.batchTooLarge }
         // S2 orders a channel's appends itself: nothing queues here.
         try await admit()
-        guard let partId else { return try await post(channel, bodies: bodies, matchSeqNum: matchSeqNum) }
+        guard let partId else { return try await post(channel, records: records, matchSeqNum: matchSeqNum) }
         var next = try await tail(channel).nextSeqNum
         // Records below this were looked through already: after a lost race only the new ones are.
         var looked = next - min(next, UInt64(settings.partIdWindow))
@@ -82,7 +82,7 @@ final class S2Store: StreamStore {
                 throw StreamStoreError.seqNumMismatch(nextSeqNum: next)
             }
             do {
-                return try await post(channel, bodies: bodies, matchSeqNum: next)
+                return try await post(channel, records: records, matchSeqNum: next)
             } catch StreamStoreError.seqNumMismatch(let actual) {
                 next = actual  // Someone appended since the look: look at what they appended.
             }
@@ -94,7 +94,8 @@ final class S2Store: StreamStore {
         let response = try await send(
             channel,
             path: "/records?seq_num=\(seqNum)&count=\(min(limit, 1000))&clamp=true",
-            accept: "application/json"
+            accept: "application/json",
+            format: "base64"
         )
         switch response.status {
         case 200: return try decode(ReadBatch.self, response).records.map(\.record)
@@ -132,7 +133,7 @@ final class S2Store: StreamStore {
                     let response = try await http.stream(
                         HTTPRequest(
                             url: url(channel, "/records?seq_num=\(next)&clamp=true&wait=60"),
-                            headers: try await headers(channel, accept: "text/event-stream"),
+                            headers: try await headers(channel, accept: "text/event-stream", format: "base64"),
                             timeout: .seconds(10)
                         )
                     )
@@ -208,9 +209,22 @@ final class S2Store: StreamStore {
     // MARK: HTTP
 
     /// Appends; a channel without a stream gets one first.
-    private func post(_ channel: ChannelAddress, bodies: [String], matchSeqNum: UInt64?) async throws -> AppendAck {
+    private func post(_ channel: ChannelAddress, records: [NewRecord], matchSeqNum: UInt64?) async throws -> AppendAck {
+        // Bytes that are not text go in S2's base64 format, with everything else of the append.
+        let base64 = records.contains(where: \.isBinary)
+        func encoded(_ text: String, binary: Bool = false) -> String {
+            base64 && !binary ? Data(text.utf8).base64EncodedString() : text
+        }
         let input = try JSONEncoder().encode(
-            AppendInput(records: bodies.map { .init(body: $0) }, matchSeqNum: matchSeqNum)
+            AppendInput(
+                records: records.map { record in
+                    .init(
+                        body: encoded(record.body, binary: record.isBinary),
+                        headers: record.headers.isEmpty ? nil : record.headers.map { $0.map { encoded($0) } }
+                    )
+                },
+                matchSeqNum: matchSeqNum
+            )
         )
         var madeStream = false
         while true {
@@ -219,6 +233,7 @@ final class S2Store: StreamStore {
                 method: "POST",
                 path: "/records",
                 accept: "application/json",
+                format: base64 ? "base64" : nil,
                 body: input
             )
             switch response.status {
@@ -285,6 +300,7 @@ final class S2Store: StreamStore {
         path: String = "",
         url: String? = nil,
         accept: String,
+        format: String? = nil,
         body: Data? = nil
     ) async throws -> HTTPResponse {
         do {
@@ -292,7 +308,7 @@ final class S2Store: StreamStore {
                 HTTPRequest(
                     method: method,
                     url: url ?? self.url(channel, path),
-                    headers: try await headers(channel, accept: accept),
+                    headers: try await headers(channel, accept: accept, format: format ?? "raw"),
                     body: body,
                     timeout: .seconds(10)
                 )
@@ -307,11 +323,12 @@ final class S2Store: StreamStore {
         return settings.endpoint + "/streams/" + name + path
     }
 
-    private func headers(_ channel: ChannelAddress, accept: String) async throws -> HTTPHeaders {
+    private func headers(_ channel: ChannelAddress, accept: String, format: String = "raw") async throws -> HTTPHeaders
+    {
         [
             "Authorization": "Bearer \(try await credentials(channel))",
             "S2-Basin": settings.basin,
-            "S2-Format": "raw",
+            "S2-Format": format,
             "Accept": accept,
             "Content-Type": "application/json",
         ]
@@ -356,7 +373,10 @@ final class S2Store: StreamStore {
     // MARK: Wire types
 
     private struct AppendInput: Encodable {
-        struct Record: Encodable { var body: String }
+        struct Record: Encodable {
+            var body: String
+            var headers: [[String]]?
+        }
         var records: [Record]
         var matchSeqNum: UInt64?
 
@@ -425,7 +445,20 @@ final class S2Store: StreamStore {
             case timestamp, body, headers
         }
 
-        var record: ChannelRecord { ChannelRecord(seqNum: seqNum, timestamp: timestamp, body: body ?? "") }
+        /// Read in S2's base64 format, so bytes that are not text stay as they are.
+        var record: ChannelRecord {
+            let bytes = Data(base64Encoded: body ?? "") ?? Data()
+            let text = String(validating: bytes, as: UTF8.self)
+            return ChannelRecord(
+                seqNum: seqNum,
+                timestamp: timestamp,
+                body: text ?? bytes.base64EncodedString(),
+                headers: (headers ?? []).map {
+                    $0.map { String(decoding: Data(base64Encoded: $0) ?? Data(), as: UTF8.self) }
+                },
+                isBinary: text == nil
+            )
+        }
     }
 
     private struct ReadBatch: Decodable { var records: [SequencedRecord] }

@@ -3,7 +3,7 @@ import Contracts
 /// Where channel records are kept: dense sequence numbers from 0 per channel, appends that are
 /// durable when they return, reads from any point and live follow.
 protocol StreamStore: Sendable {
-    /// Appends `bodies` as consecutive records after the channel's last one, all or none.
+    /// Appends `records` as consecutive records after the channel's last one, all or none.
     ///
     /// - Parameters:
     ///   - partId: an idempotency key for the life of the channel: a second append with the same
@@ -14,7 +14,7 @@ protocol StreamStore: Sendable {
     ///     one channel may queue); it throws (``AppendRefused``) to write nothing.
     func append(
         _ channel: ChannelAddress,
-        bodies: [String],
+        records: [NewRecord],
         partId: String?,
         matchSeqNum: UInt64?,
         admit: @Sendable () async throws -> Void
@@ -38,17 +38,32 @@ protocol StreamStore: Sendable {
 }
 
 extension StreamStore {
-    /// Appends with nothing to check at the append's turn.
+    /// Appends records of these bodies, without headers.
     func append(
         _ channel: ChannelAddress,
         bodies: [String],
         partId: String?,
-        matchSeqNum: UInt64?
+        matchSeqNum: UInt64?,
+        admit: @Sendable () async throws -> Void = {}
     ) async throws
         -> AppendAck
     {
-        try await append(channel, bodies: bodies, partId: partId, matchSeqNum: matchSeqNum, admit: {})
+        try await append(
+            channel,
+            records: bodies.map { NewRecord(body: $0) },
+            partId: partId,
+            matchSeqNum: matchSeqNum,
+            admit: admit
+        )
     }
+}
+
+/// A record to append: its body and, from an S2 writer, headers and a body that is not text
+/// (base64, with `isBinary`), as ``ChannelRecord`` has them.
+struct NewRecord: Sendable, Equatable {
+    var body: String
+    var headers: [[String]] = []
+    var isBinary = false
 }
 
 /// The channel takes no more records (`message` says why: the session closed or expired).
@@ -66,10 +81,15 @@ struct AppendAck: Sendable, Equatable, Codable {
     var end: UInt64
     /// Milliseconds since the epoch.
     var timestamp: Int64
-    /// True when a part id's record was there already, and nothing was written now.
+    /// True when a part id's record was there already, and nothing was written now (the
+    /// acknowledgement is the same: `==` leaves this out).
     var isReplay = false
 
     enum CodingKeys: String, CodingKey { case start, end, timestamp }
+
+    static func == (left: Self, right: Self) -> Bool {
+        (left.start, left.end, left.timestamp) == (right.start, right.end, right.timestamp)
+    }
 }
 
 /// Where a channel ends.
