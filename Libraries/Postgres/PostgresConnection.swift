@@ -18,7 +18,9 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
         guard PQstatus(connection) == CONNECTION_OK else {
             throw PostgresError(.connectionFailed, message: Self.lastError(connection))
         }
-        try execute(script: "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
+        // Notices (`… already exists, skipping`) would reach stderr raw, beside the logs; warnings
+        // and errors still do.
+        try execute(script: "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET client_min_messages = warning")
     }
 
     deinit { PQfinish(connection) }

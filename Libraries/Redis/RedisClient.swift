@@ -29,7 +29,8 @@ public final class RedisClient: Sendable {
     /// - Throws: `RedisError.Code.connectionFailed` when the URL is not a `redis://` URL.
     public init(configuration: Configuration) throws {
         guard let url = URL(string: configuration.url), url.scheme == "redis", let host = url.host else {
-            throw RedisError(.connectionFailed, message: "\(configuration.url) is not a redis://host:port URL")
+            // Not the URL itself: it may hold a password.
+            throw RedisError(.connectionFailed, message: "The Redis URL is not a redis://host:port URL")
         }
         let port = url.port ?? 6379
         let database = Int(url.path.dropFirst()) ?? 0

@@ -1,4 +1,5 @@
 import Contracts
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -130,11 +131,14 @@ struct NatsConnectionService: Service {
         for await event in connection.events.cancelOnGracefulShutdown() {
             switch event {
             case .connected, .reconnected:
-                logger.info("Connected to NATS.", metadata: ["nats.url": "\(connection.configuration.url)"])
+                logger.info(
+                    "Connected to NATS.",
+                    metadata: ["nats.url": "\(connection.configuration.url.passwordHidden)"]
+                )
             case .disconnected:
                 logger.warning(
                     "Disconnected from NATS; reconnecting.",
-                    metadata: ["nats.url": "\(connection.configuration.url)"]
+                    metadata: ["nats.url": "\(connection.configuration.url.passwordHidden)"]
                 )
             case .closed:
                 break
@@ -146,5 +150,14 @@ struct NatsConnectionService: Service {
             }
         }
         await connection.drain()
+    }
+}
+
+extension String {
+    /// This URL with any password in it replaced, fit for a log.
+    public var passwordHidden: String {
+        guard var components = URLComponents(string: self), components.password != nil else { return self }
+        components.password = "***"
+        return components.string ?? "(a URL that could not be read)"
     }
 }

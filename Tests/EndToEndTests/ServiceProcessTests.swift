@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import HTTPClient
 import Nats
+import ServiceKit
 import TestSupport
 import Testing
 
@@ -183,6 +184,13 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(stopped, "\(output)")
         #expect(output.contains("The parent process is gone"), "\(output)")
         await http.close()
+    }
+
+    /// A password in a URL (NATS's is logged on connecting) is hidden from the logs.
+    @Test func passwordsInURLsAreHiddenForLogs() {
+        #expect("nats://user:s3cret@nats:4222".passwordHidden == "nats://user:***@nats:4222")
+        #expect("nats://nats:4222".passwordHidden == "nats://nats:4222")
+        #expect("redis://:pw@redis:6379/0".passwordHidden == "redis://:***@redis:6379/0")
     }
 
     @Test func invalidConfigurationExitsWithAMessageNamingTheVariable() async throws {
