@@ -29,6 +29,22 @@ import Testing
         )
     }
 
+    /// Every event of an S2 SSE read of `url`, which ends on its own (`wait`, `count`).
+    func streamed(
+        _ stack: ServicesFixture,
+        _ url: String,
+        token: String,
+        lastEventID: String? = nil
+    ) async throws -> [ServerSentEvent] {
+        var headers: HTTPHeaders = ["Authorization": "Bearer \(token)", "Accept": "text/event-stream"]
+        if let lastEventID { headers.add("Last-Event-ID", lastEventID) }
+        let response = try await stack.http.stream(HTTPRequest(url: url, headers: headers, timeout: .seconds(20)))
+        var parser = ServerSentEventParser()
+        var events: [ServerSentEvent] = []
+        for try await chunk in response.body { events += parser.feed(chunk) }
+        return events
+    }
+
     func recordsURL(_ stack: ServicesFixture, _ streamName: String, instance: Int = 0) -> String {
         let encoded = streamName.addingPercentEncoding(
             withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "_-"))
@@ -102,15 +118,7 @@ import Testing
         // The sessions API sees the same records, and so do SSE readers of the S2 subset.
         let viaSessions = try await stack.subscribe(session.id).events.flatMap(\.records)
         #expect(viaSessions.map(\.body) == ["a", "b", "c"])
-        let sse = try await stack.http.stream(
-            HTTPRequest(
-                url: url + "?seq_num=0&wait=2",
-                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
-            )
-        )
-        var parser = ServerSentEventParser()
-        var events: [ServerSentEvent] = []
-        for try await chunk in sse.body { events += parser.feed(chunk) }
+        var events = try await streamed(stack, url + "?seq_num=0&wait=2", token: channel.token)
         #expect(events.flatMap(\.records).map(\.seqNum) == [0, 1, 2])
         #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
         #expect(events.last?.data == "[DONE]")
@@ -122,14 +130,12 @@ import Testing
 
         // A bounded read resumed after its first record sends the other two, counting on.
         let streamHeaders: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
-        var resumedHeaders = streamHeaders
-        resumedHeaders.add("Last-Event-ID", "0,1,9")
-        let resumed = try await stack.http.stream(
-            HTTPRequest(url: url + "?seq_num=0&count=3&wait=1", headers: resumedHeaders)
+        events = try await streamed(
+            stack,
+            url + "?seq_num=0&count=3&wait=1",
+            token: channel.token,
+            lastEventID: "0,1,9"
         )
-        parser = ServerSentEventParser()
-        events = []
-        for try await chunk in resumed.body { events += parser.feed(chunk) }
         #expect(events.flatMap(\.records).map(\.seqNum) == [1, 2])
         #expect(events.first { $0.event == "batch" }?.id == "2,3,27")
         for bad in ["0,-1,0", "0,-9223372036854775808,0", "0,1,2,3", "0,x,0", "0,1,-5"] {
@@ -159,30 +165,13 @@ import Testing
             }
         }
         defer { appender.cancel() }
-        let sse = try await stack.http.stream(
-            HTTPRequest(
-                url: recordsURL(stack, channel.streamName) + "?seq_num=0&wait=0",
-                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"],
-                timeout: .seconds(20)
-            )
-        )
-        var parser = ServerSentEventParser()
-        var events: [ServerSentEvent] = []
-        for try await chunk in sse.body { events += parser.feed(chunk) }
+        let url = recordsURL(stack, channel.streamName)
+        var events = try await streamed(stack, url + "?seq_num=0&wait=0", token: channel.token)
         let seqNums = events.flatMap(\.records).map(\.seqNum)
         #expect(seqNums.count >= 2 && seqNums == Array(0..<UInt64(seqNums.count)), "\(seqNums)")
         #expect(events.last?.data == "[DONE]")
         // From the tail itself: nothing, and done.
-        let atTail = try await stack.http.stream(
-            HTTPRequest(
-                url: recordsURL(stack, channel.streamName) + "?tail_offset=0&wait=0",
-                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"],
-                timeout: .seconds(20)
-            )
-        )
-        parser = ServerSentEventParser()
-        events = []
-        for try await chunk in atTail.body { events += parser.feed(chunk) }
+        events = try await streamed(stack, url + "?tail_offset=0&wait=0", token: channel.token)
         #expect(events.flatMap(\.records).isEmpty && events.last?.data == "[DONE]", "\(events)")
     }
 
@@ -275,17 +264,9 @@ import Testing
         #expect(batch.data.contains(#""headers":[["trigger-control","turn-complete"],["k","ü"]]"#), "\(batch.data)")
         #expect(batch.data.contains(#""headers":[["","trim"]]"#))
         // Metered as S2 does: 8 + 2 per header + names, values and body.
-        let sse = try await stack.http.stream(
-            HTTPRequest(
-                url: url + "?seq_num=0&count=3",
-                headers: ["Authorization": "Bearer \(channel.token)", "Accept": "text/event-stream"]
-            )
-        )
-        var parser = ServerSentEventParser()
-        var streamed: [ServerSentEvent] = []
-        for try await chunk in sse.body { streamed += parser.feed(chunk) }
+        let read = try await streamed(stack, url + "?seq_num=0&count=3", token: channel.token)
         let metered = (8 + 4 + 15 + 13 + 1 + 2) + (8 + 2 + 4 + 8) + (8 + 3)
-        #expect(streamed.last { $0.event == "batch" }?.id == "2,3,\(metered)")
+        #expect(read.last { $0.event == "batch" }?.id == "2,3,\(metered)")
     }
 
     @Test func badAppendsGetS2Errors() async throws {
