@@ -5,6 +5,8 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
     case null
     case bool(Bool)
     case number(Double)
+    /// A number a `Double` would change (more digits than it holds): kept exactly as written.
+    case decimal(Decimal)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -20,6 +22,10 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
             self = .object(value)
         } else if let value = try? container.decode(Bool.self) {
             self = .bool(value)
+        } else if let exact = try? container.decode(Decimal.self) {
+            // Exact to 38 digits; a Double when that is the same number.
+            let double = NSDecimalNumber(decimal: exact).doubleValue
+            self = Decimal(double) == exact ? .number(double) : .decimal(exact)
         } else if let value = try? container.decode(Double.self) {
             self = .number(value)
         } else {
@@ -38,6 +44,7 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
             } else {
                 try container.encode(value)
             }
+        case .decimal(let value): try container.encode(value)
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
@@ -62,7 +69,7 @@ extension JSONValue {
         switch self {
         case .array(let items): 1 + (items.lazy.map(\.depth).max() ?? 0)
         case .object(let members): 1 + (members.values.lazy.map(\.depth).max() ?? 0)
-        case .null, .bool, .number, .string: 0
+        case .null, .bool, .number, .decimal, .string: 0
         }
     }
 
@@ -72,7 +79,7 @@ extension JSONValue {
         case .string(let text): text.utf8.contains(0)
         case .array(let items): items.contains { $0.containsNUL }
         case .object(let members): members.contains { $0.key.utf8.contains(0) || $0.value.containsNUL }
-        case .null, .bool, .number: false
+        case .null, .bool, .number, .decimal: false
         }
     }
 }

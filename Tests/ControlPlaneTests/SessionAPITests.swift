@@ -29,6 +29,23 @@ import Testing
             #expect(created.session.tags == ["a", "b"])
             #expect(created.session.metadata == .object(["k": .number(1)]))
             #expect(first.body.contains(#""closedAt":null"#), "every key is present, nulls included")
+            // Numbers a Double would change come back as written, from the create and from storage.
+            let numbers = #"{"big":9007199254740993,"long":123456789012345678901234567890123456789,"f":0.1}"#
+            let exact = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","metadata":\#(numbers)}"#
+            )
+            let stored = try await api.call(
+                .get,
+                "/api/v1/sessions/\(try exact.json(CreatedSession.self).session.id)",
+                token: tenants.a.apiKey
+            )
+            for body in [exact.body, stored.body] {
+                #expect(body.contains(#""big":9007199254740993"#) && body.contains(#""f":0.1"#), "\(body)")
+                #expect(body.contains(#""long":123456789012345678901234567890123456789"#), "\(body)")
+            }
             let claims = try await AccessTokens.verify(
                 created.publicAccessToken,
                 secretKey: tenants.a.apiKey,
