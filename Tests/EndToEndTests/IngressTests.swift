@@ -21,6 +21,11 @@ import Testing
         #expect(nul.status == 400 && nul.headers["X-Request-Id"] != nil, "\(nul.status)")
         #expect(String(decoding: nul.body, as: UTF8.self).hasPrefix(#"{"error":"Bad Request"#))
 
+        // A method nginx itself refuses (TRACE) gets JSON too.
+        let trace = try await stack.http.execute(HTTPRequest(method: "TRACE", url: ingress.url + "/api/v1/sessions"))
+        #expect(trace.status == 405 && trace.headers["X-Request-Id"] != nil, "\(trace.status)")
+        #expect(String(decoding: trace.body, as: UTF8.self).contains(#""error""#))
+
         let long = try await stack.get(ingress.url + "/api/v1/sessions/" + String(repeating: "a", count: 10_000))
         #expect(long.status == 414 && String(decoding: long.body, as: UTF8.self).contains(#""error""#))
 
