@@ -107,6 +107,10 @@ import Testing
                     )
                 ),
                 ("unknown environment", try await token(tenants, scopes, environment: "nope")),
+                (
+                    "a critical header extension it does not know",
+                    try Forge.hs256(claims, key: tenants.a.apiKey, header: ["crit": ["x"], "x": 1])
+                ),
             ]
             for (name, token) in forged {
                 let response = try await api.call(.get, "/api/v1/sessions/session_x", token: token)

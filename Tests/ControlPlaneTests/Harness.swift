@@ -158,18 +158,23 @@ enum Forge {
         try signed(claims, key: key, algorithm: "HS384") { HMAC<SHA384>.authenticationCode(for: $0, using: $1) }
     }
 
-    /// Signed as the server's own tokens are (`alg: HS256`), with whatever claims.
-    static func hs256(_ claims: [String: Any], key: String) throws -> String {
-        try signed(claims, key: key, algorithm: "HS256") { HMAC<SHA256>.authenticationCode(for: $0, using: $1) }
+    /// Signed as the server's own tokens are (`alg: HS256`), with whatever claims, and header
+    /// members besides `alg` and `typ`.
+    static func hs256(_ claims: [String: Any], key: String, header: [String: Any] = [:]) throws -> String {
+        try signed(claims, key: key, algorithm: "HS256", header: header) {
+            HMAC<SHA256>.authenticationCode(for: $0, using: $1)
+        }
     }
 
     private static func signed(
         _ claims: [String: Any],
         key: String,
         algorithm: String,
+        header members: [String: Any] = [:],
         _ mac: (Data, SymmetricKey) -> some ContiguousBytes
     ) throws -> String {
-        let header = base64URL(try JSONSerialization.data(withJSONObject: ["alg": algorithm, "typ": "JWT"]))
+        let fields = members.merging(["alg": algorithm, "typ": "JWT"]) { $1 }
+        let header = base64URL(try JSONSerialization.data(withJSONObject: fields))
         let payload = base64URL(try JSONSerialization.data(withJSONObject: claims))
         let signature = mac(Data("\(header).\(payload)".utf8), SymmetricKey(data: Data(key.utf8)))
         return "\(header).\(payload).\(base64URL(signature.withUnsafeBytes { Data($0) }))"

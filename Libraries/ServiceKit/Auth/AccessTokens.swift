@@ -111,6 +111,10 @@ public enum AccessTokens {
         guard header.alg == "HS256" else {
             throw APIError(.unauthorized, "Invalid Public Access Token: only HS256 is accepted")
         }
+        // RFC 7515 §4.1.11: extensions named critical must be understood; none are here.
+        guard header.crit == nil else {
+            throw APIError(.unauthorized, "Invalid Public Access Token: unsupported critical header")
+        }
         guard secretKey.utf8.count >= minimumKeyBytes else {
             throw APIError(.unauthorized, "Invalid Public Access Token")
         }
@@ -151,6 +155,7 @@ public enum AccessTokens {
 
     private struct UnverifiedHeader: Decodable {
         var alg: String
+        var crit: JSONValue?
     }
 
     private struct UnverifiedClaims: Decodable {
