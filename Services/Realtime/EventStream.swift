@@ -43,9 +43,8 @@ struct EventStream: Sendable {
         }
         defer { ticker.cancel() }
         var counter = BatchWriter(style: style)
-        var next = start
         try await withGracefulShutdownHandler {
-            while !counter.isDone, next < endBefore ?? .max {
+            while !counter.isDone, subscription.nextSeqNum < endBefore ?? .max {
                 let records: [ChannelRecord]
                 do {
                     guard let next = try await subscription.next() else { return }
@@ -67,7 +66,6 @@ struct EventStream: Sendable {
                     continue
                 }
                 try await writer.write(try counter.batch(records))
-                next = records.last!.seqNum + 1
                 deadlines.withLock { $0 = (now + pingInterval, now + idleTimeout) }
             }
             if case .s2 = style { try await writer.write(ByteBuffer(string: "data: [DONE]\n\n")) }
