@@ -1,6 +1,7 @@
 internal import CLibPQ
 import ConnectionPool
 import Foundation
+import Synchronization
 
 /// One libpq connection (`PGconn`).
 ///
@@ -8,6 +9,9 @@ import Foundation
 /// to one task at a time and that task runs each call on the pool's threads, one call at a time.
 final class PostgresHandle: PooledConnection, @unchecked Sendable {
     private let connection: OpaquePointer
+    /// The server's key for stopping this connection's statement; `PQcancel` may use it from any thread.
+    private let canceller: OpaquePointer?
+    private let wasCancelled = Atomic<Bool>(false)
 
     /// Connects (blocking) and sets the session defaults the decoders rely on.
     init(url: String) throws {
@@ -16,16 +20,32 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
         }
         self.connection = connection
         guard PQstatus(connection) == CONNECTION_OK else {
+            self.canceller = nil
             throw PostgresError(.connectionFailed, message: Self.lastError(connection))
         }
+        self.canceller = PQgetCancel(connection)
         // Notices (`… already exists, skipping`) would reach stderr raw, beside the logs; warnings
         // and errors still do.
         try execute(script: "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET client_min_messages = warning")
     }
 
-    deinit { PQfinish(connection) }
+    deinit {
+        if let canceller { PQfreeCancel(canceller) }
+        PQfinish(connection)
+    }
 
-    var isBroken: Bool { PQstatus(connection) != CONNECTION_OK }
+    /// A cancelled connection is not leased again: its cancel request travels apart from the
+    /// connection and could otherwise stop the next lessee's statement.
+    var isBroken: Bool { wasCancelled.load(ordering: .relaxed) || PQstatus(connection) != CONNECTION_OK }
+
+    /// Asks the server to stop the statement running now (from any thread). The statement fails
+    /// with SQLSTATE 57014 and its transaction is rolled back.
+    func cancel() {
+        wasCancelled.store(true, ordering: .relaxed)
+        guard let canceller else { return }
+        var message = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(canceller, &message, Int32(message.count))
+    }
 
     /// Statement names by SQL text: each statement is parsed and planned once per connection,
     /// not on every call (parsing a CTE cost PostgreSQL more than running it).
@@ -121,11 +141,16 @@ public struct PostgresConnection: Sendable {
     let handle: PostgresHandle
     let pool: ConnectionPool<PostgresHandle>
 
-    /// Runs a parameterised statement and returns its rows.
+    /// Runs a parameterised statement and returns its rows. Cancelling the task stops the
+    /// statement on the server (a slot creation waiting for old transactions, a stuck lock).
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> [PostgresRow] {
         let handle = self.handle
-        return try await pool.runBlocking { try handle.execute(query) }
+        return try await withTaskCancellationHandler {
+            try await pool.runBlocking { try handle.execute(query) }
+        } onCancel: {
+            handle.cancel()
+        }
     }
 
     func execute(script: String) async throws {

@@ -52,7 +52,7 @@ final class SessionReplicator: Service, Sendable {
             let started = ContinuousClock.now
             do {
                 guard try await lock.acquire() else {
-                    try? await Task.sleep(for: .seconds(1))  // standby
+                    await pause(.seconds(1))  // standby
                     continue
                 }
                 isLeader.store(true, ordering: .relaxed)
@@ -61,7 +61,8 @@ final class SessionReplicator: Service, Sendable {
                 try await lead(lock)
                 backoff = .milliseconds(500)
             } catch {
-                if Task.isCancelled { break }
+                // Shutdown stopped the preparation (a slot creation waits for every open transaction).
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
                 // A failure after a good while of replicating is a new trouble, not the last one
                 // again: it waits the shortest time, not what earlier failures had built up.
                 if ContinuousClock.now - started > .seconds(60) { backoff = .milliseconds(500) }
@@ -70,7 +71,7 @@ final class SessionReplicator: Service, Sendable {
                     "Replication stopped; starting again from the slot.",
                     metadata: ["pg.slot": "\(settings.slot)", "error": "\(error)"]
                 )
-                try? await Task.sleep(for: backoff)
+                await pause(backoff)
                 backoff = min(backoff * 2, .seconds(30))
             }
             if isLeader.exchange(false, ordering: .relaxed) {
@@ -78,6 +79,11 @@ final class SessionReplicator: Service, Sendable {
                 await lock.release()
             }
         }
+    }
+
+    /// Sleeps, or less when graceful shutdown comes first.
+    private func pause(_ duration: Duration) async {
+        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
     }
 
     /// Leads until cancelled, the lock is lost, or replication fails. The lock is renewed from
@@ -91,12 +97,16 @@ final class SessionReplicator: Service, Sendable {
                 }
             }
             group.addTask {
-                try await self.prepare()
-                let stream = try await PostgresReplicationStream.start(
-                    url: self.settings.databaseURL,
-                    slot: self.settings.slot,
-                    publication: self.settings.publication
-                )
+                // Nothing is read yet, so shutdown may stop this part at once; consuming instead
+                // ends at its next turn, after flushing.
+                let stream = try await cancelWhenGracefulShutdown {
+                    try await self.prepare()
+                    return try await PostgresReplicationStream.start(
+                        url: self.settings.databaseURL,
+                        slot: self.settings.slot,
+                        publication: self.settings.publication
+                    )
+                }
                 defer { Task { await stream.close() } }
                 try await self.consume(stream)
             }
@@ -120,7 +130,7 @@ final class SessionReplicator: Service, Sendable {
             } catch {
                 logger.warning("Could not look for the sessions table; retrying.", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: .seconds(1))
+            await pause(.seconds(1))
         }
     }
 
@@ -161,6 +171,10 @@ final class SessionReplicator: Service, Sendable {
         let backfillKey = "replicator:backfill:\(settings.slot)"
         if try await database.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = \(settings.slot)").isEmpty {
             _ = try await redis.command("SET", backfillKey, "pending")
+            logger.notice(
+                "Creating the replication slot; it waits for the transactions open now to end.",
+                metadata: ["pg.slot": "\(settings.slot)"]
+            )
             try await database.query("SELECT pg_create_logical_replication_slot(\(settings.slot), 'pgoutput')")
         }
         if try await redis.command("EXISTS", backfillKey).integer == 1 {

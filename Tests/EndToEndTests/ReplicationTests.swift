@@ -102,9 +102,14 @@ struct IsolatedReplicator {
     /// Drops the slot and publication (after the replicators stopped) so the server keeps no WAL for them.
     func cleanUp() async {
         _ = try? await TestServers.waitUntil(timeout: .seconds(10)) {
-            try await database.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(name) AND NOT active"
-            ).count == 1
+            guard
+                let slot = try await database.query(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = \(name)"
+                ).first
+            else { return true }
+            guard try !slot.decode("active", as: Bool.self) else { return false }
+            try await database.query("SELECT pg_drop_replication_slot(\(name))")
+            return true
         }
         _ = try? await database.query("DROP PUBLICATION IF EXISTS \(identifier: name + "_publication")")
         _ = try? await database.query("DELETE FROM sessions WHERE runtime_environment_id = \(environmentId)")
@@ -260,6 +265,45 @@ struct IsolatedReplicator {
         #expect(ContinuousClock.now - start > .seconds(6), "the copy outlasted the TTL three times over")
         kill(replicator.process.processIdentifier, SIGKILL)
         await redis.close()
+        await replication.cleanUp()
+    }
+
+    @Test func aReplicatorCreatingItsSlotBehindAnOpenTransactionStopsAtOnceOnSIGTERM() async throws {
+        let replication = try await IsolatedReplicator()
+        // Creating a logical slot waits until every transaction that holds an id now has ended.
+        let holder = Task {
+            try await replication.database.withTransaction { connection in
+                _ = try await connection.query("SELECT txid_current()")
+                _ = try await connection.query("SELECT pg_sleep(60)")
+            }
+        }
+        let replicator = try replication.process()
+        try replicator.start()
+        #expect(
+            try await TestServers.waitUntil {
+                try await !replication.database.query(
+                    """
+                    SELECT 1 FROM pg_stat_activity
+                    WHERE query LIKE 'SELECT pg_create_logical_replication_slot%' AND state = 'active'
+                    """
+                ).isEmpty
+            },
+            "\(replicator.output)"
+        )
+        #expect(replicator.output.contains("Creating the replication slot"), "\(replicator.output)")
+        let start = ContinuousClock.now
+        #expect(
+            try await replicator.terminate(timeout: .seconds(5)) == 0,
+            "the replicator stopped within 5 s:\n\(replicator.output)"
+        )
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(!replicator.output.contains("Replication stopped"), "\(replicator.output)")
+        let slots = try await replication.database.query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = \(replication.name)"
+        )
+        #expect(slots.isEmpty, "the slot's creation was called off")
+        holder.cancel()
+        _ = await holder.result
         await replication.cleanUp()
     }
 

@@ -108,6 +108,35 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
         await client.close()
     }
 
+    @Test func cancellingATaskStopsItsStatementOnTheServer() async throws {
+        let client = try makeClient(poolSize: 1)
+        let marker = TestServers.uniqueName("sleeper")
+        let sleeper = Task { try await client.query("SELECT pg_sleep(30), \(marker)::text AS marker") }
+        let observer = try makeClient(poolSize: 1)
+        func running() async throws -> Bool {
+            try await !observer.query(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'"
+            ).isEmpty
+        }
+        #expect(try await TestServers.waitUntil { try await running() })
+        let start = ContinuousClock.now
+        sleeper.cancel()
+        await #expect(throws: PostgresError.self) {
+            do {
+                _ = try await sleeper.value
+            } catch let error as PostgresError {
+                #expect(error.sqlState == "57014", "canceling statement due to user request")
+                throw error
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(try await !running())
+        // The cancelled connection is replaced, not leased again.
+        #expect(try await client.query("SELECT 1 AS n")[0].decode("n", as: Int.self) == 1)
+        await observer.close()
+        await client.close()
+    }
+
     @Test func aSmallPoolServesManyConcurrentQueries() async throws {
         let client = try makeClient(poolSize: 2)
         let sums = try await withThrowingTaskGroup(of: Int.self) { group in
