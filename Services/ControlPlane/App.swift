@@ -28,6 +28,7 @@ struct Serve: AsyncParsableCommand {
             label: "control-plane",
             logLevel: configuration.common.logLevel
         )
+        ControlPlaneMetrics.register()
         try await buildServiceGroup(configuration, registry: registry, logger: logger).run()
     }
 }

@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import Logging
+import Metrics
 import Nats
 import Postgres
 import ServiceLifecycle
@@ -117,9 +118,13 @@ final class SessionEventRelay: Service, Sendable {
             guard try lock[0].decode("locked", as: Bool.self) else { return (0, nil) }
             let rows = try await connection.query(
                 """
-                SELECT id, kind, session_row::text AS session_row, previous_external_id
+                SELECT id, kind, session_row::text AS session_row, previous_external_id,
+                    extract(epoch FROM now() - created_at)::float8 AS age
                 FROM session_events_outbox ORDER BY id LIMIT \(batchSize)
                 """
+            )
+            ControlPlaneMetrics.outboxAge.record(
+                try rows.first.map { max(0, try $0.decode("age", as: Double.self)) } ?? 0
             )
             var bySession: [String: [OutboxMessage]] = [:]
             var setAside = 0
@@ -155,6 +160,7 @@ final class SessionEventRelay: Service, Sendable {
                 return await group.reduce(into: []) { $0.append($1) }
             }
             let published = outcomes.flatMap(\.published)
+            ControlPlaneMetrics.eventsRelayed.increment(by: published.count)
             if !published.isEmpty {
                 try await connection.query(
                     "DELETE FROM session_events_outbox WHERE id = ANY(\(published.map(String.init))::bigint[])"
@@ -181,6 +187,7 @@ final class SessionEventRelay: Service, Sendable {
             SELECT id, kind, session_row, previous_external_id, \(reason), created_at FROM moved
             """
         )
+        ControlPlaneMetrics.eventsSetAside.increment()
     }
 }
 

@@ -2,9 +2,12 @@ import Contracts
 import Foundation
 import HTTPClient
 import Nats
+import Postgres
 import ServiceKit
 import TestSupport
 import Testing
+
+@testable import ControlPlane
 
 /// A service binary started for a test, with its output captured to a file.
 final class ServiceProcess: @unchecked Sendable {
@@ -106,6 +109,7 @@ final class ServiceProcess: @unchecked Sendable {
         #expect(String(decoding: metrics.body, as: UTF8.self).contains("hb_requests"))
         // A service's own series are there from the start, before their first event.
         let ownSeries: [ServiceName: String] = [
+            .controlPlane: "control_plane_outbox_oldest_event_age_seconds",
             .realtime: "realtime_slow_subscribers_disconnected_total",
             .replicator: #"replicator_batches_flushed_total{success="false"}"#,
             .waitpoints: #"waitpoints_appended_records_total{consulted="postgres"}"#,
@@ -156,6 +160,53 @@ final class ServiceProcess: @unchecked Sendable {
             "no internal detail in the body"
         )
         #expect(try await service.terminate(timeout: .seconds(5)) == 0)
+        await http.close()
+    }
+
+    /// The control plane's outbox metric shows events held back while NATS is away. A database
+    /// and a NATS server of the test's own: this relay must not take other tests' events.
+    @Test func theOutboxAgeGrowsWhileNatsIsAwayAndFallsOnceItIsBack() async throws {
+        let nats = try OwnNatsServer(jetStream: true)
+        try nats.start()
+        let (databaseName, databaseURL) = try WaitpointRecoveryTests.freshDatabase()
+        let service = try ServiceProcess(
+            .controlPlane,
+            extraEnvironment: ["SESSIONS_DATABASE_URL": databaseURL, "SESSIONS_NATS_URL": nats.url]
+        )
+        try service.start()
+        let http = HTTPClient()
+        #expect(try await service.waitUntilReady(http), "\(service.output)")
+        func age() async throws -> Double? {
+            try await service.metric("control_plane_outbox_oldest_event_age_seconds", http)
+        }
+        #expect(try await age() == 0)
+        try await nats.stop()
+
+        let database = PostgresClient(configuration: .init(url: databaseURL, poolSize: 1))
+        let environment = try await Tenancy(database: database)
+            .createEnvironment(organization: "o", project: "p", type: .development, slug: "development")
+        let principal = Principal(
+            environmentId: environment.environmentId,
+            organizationId: environment.organizationId,
+            projectId: environment.projectId,
+            environmentType: .development,
+            scopes: nil
+        )
+        _ = try await SessionStore(database: database).create(NewSession(type: "t", tags: []), in: principal)
+        #expect(try await TestServers.waitUntil { try await age() ?? 0 >= 1 }, "\(service.output)")
+
+        try nats.start()
+        #expect(
+            try await TestServers.waitUntil(timeout: .seconds(20)) { try await age() == 0 },
+            "\(service.output)"
+        )
+        #expect(try await service.metric("control_plane_session_events_relayed_total", http) == 1)
+        #expect(try await service.terminate(timeout: .seconds(5)) == 0)
+        await database.close()
+        let admin = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
+        try await admin.query("DROP DATABASE \(identifier: databaseName) WITH (FORCE)")
+        await admin.close()
+        try await nats.remove()
         await http.close()
     }
 
