@@ -27,6 +27,17 @@ struct NewWaitpoint: Sendable {
 }
 
 /// The waitpoint table: creates (idempotent by key), conditional completion, timeouts.
+/// Waitpoints in PostgreSQL that operators watch.
+struct WaitpointBacklog: Sendable {
+    var pending: Int
+    /// Pending, but not in the Redis registry (Redis refused them; the sweeper retries).
+    var unregistered: Int
+    /// How late the most overdue timeout is (0: none is due).
+    var overdueSeconds: Double
+    /// How long the oldest settled waitpoint's event has waited for JetStream.
+    var unpublishedSeconds: Double
+}
+
 struct WaitpointStore: Sendable {
     let database: PostgresClient
 
@@ -217,6 +228,27 @@ struct WaitpointStore: Sendable {
             WHERE status <> 'PENDING' AND published_at IS NULL ORDER BY completed_at LIMIT \(limit)
             """
         ).map(Self.waitpoint)
+    }
+
+    /// What operators watch (``WaitpointsMetrics``), in one statement over the partial indexes.
+    func backlog() async throws -> WaitpointBacklog {
+        let row = try await database.query(
+            """
+            SELECT
+                (SELECT count(*) FROM waitpoints WHERE status = 'PENDING') AS pending,
+                (SELECT count(*) FROM waitpoints WHERE status = 'PENDING' AND unregistered) AS unregistered,
+                (SELECT coalesce(extract(epoch FROM now() - min(timeout_at)), 0)::float8 FROM waitpoints
+                    WHERE status = 'PENDING' AND timeout_at IS NOT NULL AND timeout_at <= now()) AS overdue,
+                (SELECT coalesce(extract(epoch FROM now() - min(completed_at)), 0)::float8 FROM waitpoints
+                    WHERE status <> 'PENDING' AND published_at IS NULL) AS unpublished
+            """
+        )[0]
+        return WaitpointBacklog(
+            pending: try row.decode("pending"),
+            unregistered: try row.decode("unregistered"),
+            overdueSeconds: max(0, try row.decode("overdue")),
+            unpublishedSeconds: max(0, try row.decode("unpublished"))
+        )
     }
 
     func markPublished(_ friendlyIds: [String]) async throws {

@@ -13,6 +13,22 @@ enum WaitpointsMetrics {
         dimensions: [("consulted", "postgres")]
     )
 
+    /// Of all instances' waitpoints, read from PostgreSQL every 5 s by each instance's sweeper.
+    static let pending = Gauge(label: "waitpoints_pending")
+    static let unregistered = Gauge(label: "waitpoints_unregistered")
+    static let timeoutsOverdue = Gauge(label: "waitpoints_timeouts_overdue_seconds")
+    static let eventsUnpublished = Gauge(label: "waitpoints_oldest_unpublished_event_age_seconds")
+
+    static func record(_ backlog: WaitpointBacklog) {
+        pending.record(backlog.pending)
+        unregistered.record(backlog.unregistered)
+        timeoutsOverdue.record(backlog.overdueSeconds)
+        eventsUnpublished.record(backlog.unpublishedSeconds)
+    }
+
     /// Creates every series, so each is exported (at 0) before its first event.
-    static func register() { _ = (recordsSeenByRedisOnly, recordsSettledInPostgres) }
+    static func register() {
+        _ = (recordsSeenByRedisOnly, recordsSettledInPostgres)
+        _ = (pending, unregistered, timeoutsOverdue, eventsUnpublished)
+    }
 }

@@ -159,11 +159,17 @@ struct TimeoutSweeper: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            var reported: ContinuousClock.Instant?
             while !Task.isCancelled {
                 do {
                     try await sweep()
                 } catch {
                     logger.warning("A waitpoint sweep failed.", metadata: ["error": "\(error)"])
+                }
+                if reported.map({ ContinuousClock.now - $0 >= .seconds(5) }) ?? true {
+                    reported = .now
+                    // Its only trouble would be the sweep's, which was just logged.
+                    if let backlog = try? await engine.store.backlog() { WaitpointsMetrics.record(backlog) }
                 }
                 try? await Task.sleep(for: interval)
             }

@@ -431,6 +431,13 @@ extension ServicesFixture {
         try await startAlive(first, stack)
         let session = try await stack.createSession()
         let id = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: first.baseURL)
+        // Operators see it: one pending waitpoint (of this database), not in the registry.
+        let reported = try await TestServers.waitUntil {
+            let pending = try await first.metric("waitpoints_pending", stack.http)
+            let unregistered = try await first.metric("waitpoints_unregistered", stack.http)
+            return pending == 1 && unregistered == 1
+        }
+        #expect(reported, "\(first.output)")
         _ = try await first.terminate(timeout: .seconds(10))
         _ = try await stack.appended(session.id, "registered late", io: "in")
         // A registry that looks complete: a drain finds the channel's set empty and, without the
@@ -465,6 +472,12 @@ extension ServicesFixture {
         #expect(seen, "\(service.output)")
         #expect(try await handled("postgres") == settled)
         #expect(try await stack.waitpoint(later, base: service.baseURL).status == .pending)
+        let reported = try await TestServers.waitUntil {
+            let pending = try await service.metric("waitpoints_pending", stack.http)
+            let unregistered = try await service.metric("waitpoints_unregistered", stack.http)
+            return pending == 1 && unregistered == 0
+        }
+        #expect(reported, "the later waiter is pending and registered")
         _ = try await service.terminate(timeout: .seconds(10))
     }
 
