@@ -23,14 +23,22 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
         } else if let value = try? container.decode(Bool.self) {
             self = .bool(value)
         } else if let exact = try? container.decode(Decimal.self) {
-            // Exact to 38 digits; a Double when that is the same number.
-            let double = NSDecimalNumber(decimal: exact).doubleValue
-            self = Decimal(double) == exact ? .number(double) : .decimal(exact)
+            self = Self.number(exact)
         } else if let value = try? container.decode(Double.self) {
             self = .number(value)
         } else {
             self = .array(try container.decode([JSONValue].self))
         }
+    }
+
+    /// A Double when it is the same number (exact to 38 digits), compared in decimal text: on
+    /// Linux, `Decimal(Double)` and `NSDecimalNumber.doubleValue` are off in the last digits
+    /// (1796024125239 became a `.decimal`, refused where a whole number was expected).
+    static func number(_ exact: Decimal) -> JSONValue {
+        guard let double = Double(exact.description), Decimal(string: double.description) == exact else {
+            return .decimal(exact)
+        }
+        return .number(double)
     }
 
     public func encode(to encoder: any Encoder) throws {

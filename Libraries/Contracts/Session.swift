@@ -283,11 +283,12 @@ public enum ISO8601 {
         return text
     }
 
-    /// Reads ISO-8601 with or without fractional seconds, with `Z` or an offset. A date and time
-    /// that name no real moment (February 31st, 25:61) are refused, not rolled over.
+    /// Reads ISO-8601 with or without fractional seconds, with `Z` or an offset; a date alone
+    /// (`2026-11-30`) is its midnight in UTC. A date and time that name no real moment
+    /// (February 31st, 25:61) are refused, not rolled over.
     public static func date(from text: String) -> Date? {
         // The usual UTC forms, checked as they are read.
-        if let date = fastDate(from: text) { return date }
+        if let date = fastDate(from: text.utf8.count == 10 ? text + "T00:00:00Z" : text) { return date }
         let head = Array(text.utf8.prefix(19))
         if head.count == 19, [head[4], head[7], head[13], head[16]] == Array("--::".utf8), fields(head) == nil {
             return nil

@@ -36,8 +36,8 @@ enum OpenAPIDocument {
                   { "name": "filter[externalId]", "in": "query", "schema": { "type": "string" } },
                   { "name": "filter[status]", "in": "query", "schema": { "type": "string" }, "description": "ACTIVE, CLOSED, EXPIRED" },
                   { "name": "filter[createdAt][period]", "in": "query", "schema": { "type": "string" }, "description": "30m, 24h, 7d, …" },
-                  { "name": "filter[createdAt][from]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601" },
-                  { "name": "filter[createdAt][to]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601" },
+                  { "name": "filter[createdAt][from]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601 (a date alone is its midnight UTC)" },
+                  { "name": "filter[createdAt][to]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601 (a date alone is its midnight UTC)" },
                   { "name": "page[size]", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 20 } },
                   { "name": "page[after]", "in": "query", "schema": { "type": "string" } },
                   { "name": "page[before]", "in": "query", "schema": { "type": "string" } }

@@ -90,6 +90,10 @@ import Testing
         ] {
             #expect(ISO8601.date(from: impossible) == nil, "\(impossible)")
         }
+        // A date alone is its midnight in UTC.
+        #expect(ISO8601.date(from: "2026-11-28") == Date(timeIntervalSince1970: 1_795_824_000))
+        #expect(ISO8601.date(from: "2027-02-31") == nil)
+        #expect(ISO8601.date(from: "1795824000") == nil)
         #expect(ISO8601.date(from: "2028-02-29T00:00:00Z") != nil, "a leap day")
         #expect(ISO8601.date(from: "2000-02-29T23:59:59+02:00") != nil, "a leap day of a 400th year")
     }

@@ -140,6 +140,16 @@ import Testing
             let created = try await api.create(#"{"type":"t","expiresAt":4102444800000}"#, token: tenants.a.apiKey)
             #expect(created.session.expiresAt == Date(timeIntervalSince1970: 4_102_444_800))
             #expect(created.session.status == .active)
+            // Any millisecond, not only round ones (1 in 20 was refused as "not a whole number").
+            for milliseconds in [1_796_024_125_239, 1_800_000_000_001, 2_000_000_000_123] {
+                let session = try await api.create(
+                    #"{"type":"t","expiresAt":\#(milliseconds)}"#,
+                    token: tenants.a.apiKey
+                )
+                .session
+                let stored = session.expiresAt.map { Int(($0.timeIntervalSince1970 * 1000).rounded()) }
+                #expect(stored == milliseconds)
+            }
         }
     }
 

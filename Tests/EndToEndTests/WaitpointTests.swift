@@ -138,6 +138,9 @@ extension ServicesFixture {
         )
         _ = try await stack.appended(session.id, "new", io: "in")
         #expect(try await stack.waitpoint(fresh, poll: 60).output?.value == "new")
+        // Any number in the range is taken, not only round ones.
+        let far = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": 1_234_567_891])
+        #expect(try await stack.waitpoint(far).status == .pending)
     }
 
     @Test func waitersRacingAppendsCompleteExactlyOnce() async throws {
