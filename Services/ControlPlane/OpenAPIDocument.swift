@@ -382,7 +382,7 @@ enum OpenAPIDocument {
                   "timeout": { "type": "string", "description": "ISO-8601 date, or a duration: 30s, 5m, 2h, 1d, 1w, 1h30m" },
                   "idempotencyKey": { "type": "string", "minLength": 1, "maxLength": 256 },
                   "idempotencyKeyTTL": { "type": "string", "pattern": "^[0-9]+[smhd]$" },
-                  "tags": { "oneOf": [{ "type": "string" }, { "type": "array", "maxItems": 10, "items": { "type": "string" } }] },
+                  "tags": { "oneOf": [{ "type": "string", "minLength": 1, "maxLength": 128 }, { "type": "array", "maxItems": 10, "items": { "type": "string", "minLength": 1, "maxLength": 128 } }] },
                   "lastSeqNum": { "type": "integer", "minimum": -1, "maximum": 2147483647000000, "description": "The last record the caller saw; absent: only records appended from now on" }
                 }
               },
