@@ -123,15 +123,25 @@ struct WaitpointEngine: Sendable {
     }
 
     /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
+    /// Asks realtime, twice if the first request goes unanswered: an instance that died holding
+    /// it never answers, and the next request goes to one that lives.
     func readChannel(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> ReadChannelResponse {
-        let reply = try await connection.serviceRequest(
-            Subjects.readChannel,
-            payload: try JSONEncoder.sessions.encode(
-                ReadChannelRequest(channel: channel, fromSeqNum: seqNum, limit: limit)
-            ),
-            timeout: .seconds(2)
+        let request = try JSONEncoder.sessions.encode(
+            ReadChannelRequest(channel: channel, fromSeqNum: seqNum, limit: limit)
         )
-        return try JSONDecoder.sessions.decode(ReadChannelResponse.self, from: reply)
+        var attempt = 1
+        while true {
+            do {
+                let reply = try await connection.serviceRequest(
+                    Subjects.readChannel,
+                    payload: request,
+                    timeout: .seconds(2)
+                )
+                return try JSONDecoder.sessions.decode(ReadChannelResponse.self, from: reply)
+            } catch let error as NatsError where error.code == .timeout && attempt == 1 {
+                attempt += 1
+            }
+        }
     }
 
     // MARK: Appends

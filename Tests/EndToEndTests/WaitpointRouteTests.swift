@@ -188,6 +188,39 @@ import Testing
         )
     }
 
+    /// A realtime instance killed while it holds a `channels.read` never answers it: the read is
+    /// asked again, and the next request reaches one that lives.
+    @Test(.timeLimit(.minutes(1))) func aChannelReadLeftUnansweredIsAskedAgain() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "reader"))
+        let realtime = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
+        let requests = try realtime.subscribe(Subjects.readChannel)
+        try await realtime.flush()
+        let answering = Task {
+            var count = 0
+            for await message in requests {
+                count += 1
+                guard count > 1, let reply = message.replySubject else { continue }  // the first dies with it
+                try realtime.publish(
+                    reply,
+                    payload: try JSONEncoder.sessions.encode(ReadChannelResponse(records: [], nextSeqNum: 7))
+                )
+            }
+        }
+        let database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 1))
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL))
+        let engine = try Self.engine(connection: connection, database: database, redis: redis)
+        let channel = ChannelAddress(environmentId: "env", friendlyId: "session_1", io: .in)
+        #expect(try await engine.readChannel(channel, from: .max, limit: 1).nextSeqNum == 7)
+        answering.cancel()
+        await connection.close()
+        await realtime.close()
+        await database.close()
+        await redis.close()
+        try await server.stop()
+    }
+
     /// The record a new waiter asks for may be on its channel already, and then no append will
     /// come for it: when the check cannot read the channel, the sweeper must check again.
     @Test(.timeLimit(.minutes(1))) func aWaiterWhoseCheckFailedIsLeftToTheSweeper() async throws {
