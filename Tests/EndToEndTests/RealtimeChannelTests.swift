@@ -93,6 +93,14 @@ import Testing
         #expect(records[1].envelope?.id == "part-1")
         // The same part id on the other channel is a different record.
         #expect(try await stack.appended(session.id, "in", io: "in", partId: "part-1") == 0)
+        // After a close, a retry whose first answer was lost still learns its seqNum; a new part
+        // is refused.
+        #expect(try await stack.close(session.id).status == 200)
+        for instance in [0, 1] {
+            #expect(try await stack.appended(session.id, "once", partId: "part-1", instance: instance) == 1)
+            let fresh = try await stack.append(session.id, "new", partId: "part-2", instance: instance)
+            #expect(fresh.status == 400, "\(String(decoding: fresh.body, as: UTF8.self))")
+        }
     }
 
     /// `realtime_appended_records_total` counts records stored: a retried part id stores none.

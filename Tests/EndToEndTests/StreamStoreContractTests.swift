@@ -102,6 +102,29 @@ import Testing
             #expect(acks == [1])
             #expect(try await store.append(channel, bodies: [body], partId: "p1", matchSeqNum: nil).start == 1)
             #expect(try await store.tail(channel).nextSeqNum == 2)
+            // After a close (admission refused) a stored part still answers; a new one is refused.
+            struct Closed: Error {}
+            let replay = try await store.append(
+                channel,
+                bodies: [body],
+                partId: "p1",
+                matchSeqNum: nil,
+                admit: { throw Closed() }
+            )
+            #expect(replay.start == 1 && replay.isReplay)
+            await #expect(throws: Closed.self) {
+                try await store.append(
+                    channel,
+                    bodies: ["z"],
+                    partId: "p2",
+                    matchSeqNum: nil,
+                    admit: { throw Closed() }
+                )
+            }
+            await #expect(throws: Closed.self) {
+                try await store.append(channel, bodies: ["z"], partId: nil, matchSeqNum: nil, admit: { throw Closed() })
+            }
+            #expect(try await store.tail(channel).nextSeqNum == 2)
         }
     }
 

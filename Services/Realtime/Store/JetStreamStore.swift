@@ -67,7 +67,9 @@ final class JetStreamStore: StreamStore {
         guard (1...1000).contains(records.count) else { throw StreamStoreError.batchTooLarge }
         let part = partId.map { Part(channel, partId: $0) }
         return try await writers.withLock(channel) {
-            try await admit()
+            // Admitted once the part (if any) is known not to be stored: a part written before a
+            // close keeps its answer, so a client whose 200 was lost learns it was written.
+            var admitted = false
             var checkedFreshPosition = false
             for _ in 0..<Self.maxAttempts {
                 // The position is read before the part's claim: see ``partState(_:in:)``.
@@ -94,6 +96,10 @@ final class JetStreamStore: StreamStore {
                         if position.lastStreamSequence == previous { ack.timestamp = claimed.timestamp }
                         claimSequence = sequence
                     }
+                }
+                if !admitted {
+                    try await admit()
+                    admitted = true
                 }
                 if let matchSeqNum, matchSeqNum != position.nextSeqNum {
                     // A cached position may be behind another instance's appends: look again once.

@@ -63,11 +63,16 @@ final class S2Store: StreamStore {
     {
         guard (1...1000).contains(records.count) else { throw StreamStoreError.batchTooLarge }
         // S2 orders a channel's appends itself: nothing queues here.
-        try await admit()
-        guard let partId else { return try await post(channel, records: records, matchSeqNum: matchSeqNum) }
+        guard let partId else {
+            try await admit()
+            return try await post(channel, records: records, matchSeqNum: matchSeqNum)
+        }
         var next = try await tail(channel).nextSeqNum
         // Records below this were looked through already: after a lost race only the new ones are.
         var looked = next - min(next, UInt64(settings.partIdWindow))
+        // Admitted once the part is known not to be stored: a part written before a close keeps
+        // its answer.
+        var admitted = false
         for _ in 0..<Self.maxAttempts {
             if let existing = try await record(channel, partId: partId, in: min(looked, next)..<next) {
                 return AppendAck(
@@ -76,6 +81,10 @@ final class S2Store: StreamStore {
                     timestamp: existing.timestamp,
                     isReplay: true
                 )
+            }
+            if !admitted {
+                try await admit()
+                admitted = true
             }
             looked = max(looked, next)
             if let matchSeqNum, matchSeqNum != next {

@@ -11,7 +11,8 @@ protocol StreamStore: Sendable {
     ///   - matchSeqNum: when given, the first record must get exactly this sequence number, else
     ///     ``StreamStoreError/seqNumMismatch(nextSeqNum:)``.
     ///   - admit: runs when the append's turn has come, just before it is written (appends to
-    ///     one channel may queue); it throws (``AppendRefused``) to write nothing.
+    ///     one channel may queue); it throws (``AppendRefused``) to write nothing. A part already
+    ///     stored is answered without it: its retry after a close still learns its seqNum.
     func append(
         _ channel: ChannelAddress,
         records: [NewRecord],
