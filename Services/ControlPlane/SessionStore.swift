@@ -83,7 +83,8 @@ struct SessionStore: Sendable {
                     \(environment.environmentType.rawValue), \(session.expiresAt)
                 )
                 ON CONFLICT (runtime_environment_id, external_id) DO UPDATE SET
-                    trigger_config = EXCLUDED.trigger_config, updated_at = now()
+                    trigger_config = EXCLUDED.trigger_config,
+                    updated_at = GREATEST(statement_timestamp(), sessions.updated_at)
                 WHERE (\(onlyTasks == nil) OR sessions.task_identifier = ANY(\(onlyTasks ?? [])::text[]))
                     AND sessions.closed_at IS NULL AND (sessions.expires_at IS NULL OR sessions.expires_at > now())
                     AND EXCLUDED.trigger_config IS NOT NULL
@@ -174,7 +175,7 @@ struct SessionStore: Sendable {
                             metadata = CASE WHEN \(metadata != nil) THEN \(metadata ?? nil)::jsonb ELSE metadata END,
                             external_id = CASE
                                 WHEN \(changes.externalId != nil) THEN \(changes.externalId ?? nil) ELSE external_id END,
-                            updated_at = now()
+                            updated_at = GREATEST(statement_timestamp(), updated_at)
                         WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id)
                         RETURNING *
                     ), event AS (
@@ -195,11 +196,16 @@ struct SessionStore: Sendable {
 
     /// Closes the session unless it already is; returns the row and whether this call closed it.
     /// The first close wins: concurrent closes all return its closedAt and reason.
+    ///
+    /// Times are never earlier than the row's `updated_at`: `now()` is when the transaction
+    /// began, so a write that waited for the row's lock behind another would carry an earlier
+    /// time than the one it follows (an updatedAt before closedAt). The same holds in every write.
     func close(_ session: SessionRecord, reason: String?) async throws -> (SessionRecord, didClose: Bool)? {
         let closed = try await database.query(
             """
             WITH written AS (
-                UPDATE sessions SET closed_at = now(), closed_reason = \(reason), updated_at = now()
+                UPDATE sessions SET closed_at = GREATEST(statement_timestamp(), updated_at), closed_reason = \(reason),
+                    updated_at = GREATEST(statement_timestamp(), updated_at)
                 WHERE runtime_environment_id = \(session.environmentId) AND id = \(session.id) AND closed_at IS NULL
                 RETURNING *
             ), event AS (

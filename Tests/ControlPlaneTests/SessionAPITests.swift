@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import Postgres
 import HTTPTypes
 import JWTKit
 import Nats
@@ -452,6 +453,44 @@ import Testing
 
             let retrieved = try await api.call(.get, "/api/v1/sessions/\(created.session.id)", token: tenants.a.apiKey)
             #expect(try retrieved.json(SessionItem.self).status == .closed, "reads keep working after close")
+        }
+    }
+
+    /// A write that waited for the row behind another must not carry an earlier time than the
+    /// one it follows (PostgreSQL's `now()` is when the transaction began): times never go back.
+    /// The stored `updated_at` is moved ahead here to stand for the write that went first.
+    @Test func writesNeverMoveUpdatedAtBack() async throws {
+        try await withControlPlane { api, tenants, controlPlane, _ in
+            let created = try await api.create(
+                #"{"type":"t","externalId":"\#(UUID().uuidString)"}"#,
+                token: tenants.a.apiKey
+            )
+            let path = "/api/v1/sessions/\(created.session.id)"
+            func moveAhead() async throws -> Date {
+                let row = try await controlPlane.store.database.query(
+                    """
+                    UPDATE sessions SET updated_at = now() + interval '1 hour' WHERE friendly_id = \(created.session.id)
+                    RETURNING to_jsonb(sessions)::text AS session_row
+                    """
+                )
+                return try #require(try row.first.map(SessionRow.decode)).updatedAt
+            }
+            var ahead = try await moveAhead()
+            let patched = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"tags":["x"]}"#)
+            #expect(try patched.json(SessionItem.self).updatedAt >= ahead)
+            ahead = try await moveAhead()
+            let reconfigured = try await api.call(
+                .post,
+                "/api/v1/sessions",
+                token: tenants.a.apiKey,
+                json: #"{"type":"t","externalId":"\#(created.session.externalId ?? "")","triggerConfig":{"k":1}}"#
+            )
+            #expect(try reconfigured.json(CreatedSession.self).session.updatedAt >= ahead)
+            ahead = try await moveAhead()
+            let closed = try await api.call(.post, path + "/close", token: tenants.a.apiKey, json: "{}")
+                .json(SessionItem.self)
+            #expect(closed.updatedAt >= ahead)
+            #expect(closed.closedAt == closed.updatedAt)
         }
     }
 
