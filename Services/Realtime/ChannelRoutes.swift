@@ -28,7 +28,7 @@ struct ChannelRoutes: Sendable {
     static let appendLimit = 512 * 1024
     static let exposedHeaders = [
         "X-S2-Access-Token", "X-S2-Stream-Name", "X-S2-Basin", "X-S2-Endpoint", "X-S2-Flush-Interval-Ms",
-        "X-S2-Max-Retries", "X-Last-Seq-Num", "X-Stream-Version",
+        "X-S2-Max-Retries", "X-Last-Seq-Num", "X-Stream-Version", "X-Session-Id",
     ]
 
     /// What `PUT` tells a direct writer besides its credentials.
@@ -113,6 +113,9 @@ struct ChannelRoutes: Sendable {
         headers[.cacheControl] = "no-cache, no-transform"
         headers[.accelBuffering] = "no"
         headers[.streamVersion] = "v2"
+        // Which session a name led to: an externalId may have moved to another session since
+        // the client's last connection, and then its Last-Event-ID belongs to the old one.
+        if let found { headers[.sessionId] = found.friendlyId }
         let stream = EventStream(
             hub: hub,
             pingInterval: pingInterval,
@@ -141,7 +144,10 @@ struct ChannelRoutes: Sendable {
                         friendlyId: session.friendlyId,
                         io: io
                     )
-                    try await stream.run(channel, from: start, writer: &writer)
+                    // A Last-Event-ID past the end starts at the end, as a clamped S2 read does:
+                    // records appended later are not skipped.
+                    let from = start == 0 ? 0 : min(start, try await store.tail(channel).nextSeqNum)
+                    try await stream.run(channel, from: from, writer: &writer)
                 }
                 try await writer.finish(nil)
             }
@@ -229,8 +235,12 @@ struct ChannelRoutes: Sendable {
     /// negative means from the start), or 0.
     static func start(_ request: Request) throws -> UInt64 {
         guard let text = request.headers[.lastEventID], !text.isEmpty else { return 0 }
-        guard let last = Int64(text.prefix { $0 != "," }.trimmingCharacters(in: .whitespaces)) else {
-            throw APIError(.badRequest, "Invalid Last-Event-ID header: must be a sequence number")
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count == 1 || parts.count == 3, let last = Int64(parts[0]),
+            parts.dropFirst().allSatisfy({ UInt64($0) != nil })
+        else {
+            throw APIError(.badRequest, "Invalid Last-Event-ID header: must be a sequence number, or N,count,bytes")
         }
         return last < 0 ? 0 : UInt64(last) + 1
     }
@@ -260,6 +270,7 @@ extension HTTPField.Name {
     static let s2MaxRetries = Self("X-S2-Max-Retries")!
     static let lastSeqNum = Self("X-Last-Seq-Num")!
     static let streamVersion = Self("X-Stream-Version")!
+    static let sessionId = Self("X-Session-Id")!
     static let partId = Self("X-Part-Id")!
     static let timeoutSeconds = Self("Timeout-Seconds")!
     static let lastEventID = Self("Last-Event-ID")!

@@ -73,6 +73,19 @@ import Testing
                 #expect(seqNums == expected, "Last-Event-ID \(position)")
             }
         }
+        // Past the end: the stream starts at the end, so later records are not skipped (it used
+        // to wait for record 21, leaving out everything before it).
+        let appender = Task {
+            for index in 0..<100 {
+                _ = try await stack.appended(session.id, "later \(index)")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let received = try await stack.subscribe(session.id, lastEventID: "20", timeoutSeconds: 10) { !$0.isEmpty }
+            .events.flatMap(\.records).map(\.seqNum)
+        appender.cancel()
+        let first = try #require(received.first)
+        #expect(first < 21, "the first record appended after subscribing, not record 21")
     }
 
     @Test func aRetriedPartIdWritesOnceForTheLifeOfTheSession() async throws {
@@ -467,10 +480,17 @@ import Testing
             #expect(response.status == 400, "Timeout-Seconds \(value)")
             #expect(String(decoding: response.body, as: UTF8.self).contains("Timeout-Seconds"))
         }
-        let badID = try await stack.http.execute(
-            HTTPRequest(url: url, headers: ["Authorization": "Bearer \(stack.apiKey)", "Last-Event-ID": "abc"])
+        for value in ["abc", "4,abc", "4,1", "4,,", "1,2,3,4", "4,-1,0"] {
+            let badID = try await stack.http.execute(
+                HTTPRequest(url: url, headers: ["Authorization": "Bearer \(stack.apiKey)", "Last-Event-ID": value])
+            )
+            #expect(badID.status == 400, "Last-Event-ID \(value)")
+        }
+        // The stream names the session its name led to (an externalId may move between sessions).
+        let named = try await stack.http.execute(
+            HTTPRequest(url: url, headers: ["Authorization": "Bearer \(stack.apiKey)", "Timeout-Seconds": "1"])
         )
-        #expect(badID.status == 400)
+        #expect(named.headers["X-Session-Id"] == session.id)
         let badIO = try await stack.append(session.id, "x", io: "sideways")
         #expect(badIO.status == 400)
         #expect(String(decoding: badIO.body, as: UTF8.self).contains("out or in"))
