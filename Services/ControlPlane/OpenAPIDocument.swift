@@ -146,11 +146,11 @@ enum OpenAPIDocument {
                 "operationId": "subscribeChannel",
                 "summary": "Server-Sent Events: replay from the start or after Last-Event-ID, then follow live",
                 "parameters": [
-                  { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "N or N,count,bytes; negative = from the start" },
+                  { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "N or N,count,bytes; negative = from the start; past the end = the end" },
                   { "name": "Timeout-Seconds", "in": "header", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 60 }, "description": "End after this long idle at the tail" }
                 ],
                 "responses": {
-                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body,headers?}]}, id = last seq_num) and event: ping", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
+                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body,headers?}]}, id = last seq_num) and event: ping", "headers": { "X-Session-Id": { "schema": { "type": "string" }, "description": "The session the name led to (absent when subscribed before it existed)" } }, "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
                   "400": { "$ref": "#/components/responses/BadRequest" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
