@@ -71,6 +71,14 @@ struct ChannelRoutes: Sendable {
         let partId = try Self.partId(request)
         let (_, channel) = try await authorizedChannel(context, .write)
         let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
+        // Escaping can grow a body sixfold (a control character is `\u0001`): the record must
+        // still fit where S2 keeps one, 1 MiB.
+        guard envelope.utf8.count <= S2Routes.maxBatchBytes else {
+            throw APIError(
+                .payloadTooLarge,
+                "The record would be \(envelope.utf8.count) bytes once its body is escaped as JSON; at most 1 MiB"
+            )
+        }
         let ack: AppendAck
         do {
             ack = try await storeCall {

@@ -498,6 +498,10 @@ import Testing
         #expect(tooLarge.status == 413)
         let largest = try await stack.append(session.id, String(repeating: "x", count: 512 * 1024))
         #expect(largest.status == 200)
+        // Within the body limit, but six times that once escaped as JSON: more than S2 keeps.
+        let escaped = try await stack.append(session.id, String(repeating: "\u{1}", count: 512 * 1024))
+        #expect(escaped.status == 413)
+        #expect(String(decoding: escaped.body, as: UTF8.self).contains("escaped"))
         // Not UTF-8: a stray byte, and a sequence cut short (which a lenient decoder turns into
         // U+FFFD of the same length).
         for bytes: [UInt8] in [[0x61, 0xFF, 0x62], [0x61, 0x62, 0xF0, 0x9F, 0x98, 0x63, 0x64]] {
