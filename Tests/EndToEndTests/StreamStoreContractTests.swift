@@ -77,7 +77,11 @@ import Testing
             }
             let tail = try await store.tail(channel)
             #expect(tail.nextSeqNum == 4 && tail.timestamp > 0)
-            #expect(try await store.read(channel, from: 0, limit: 10).map(\.body) == ["a", "b", "c", "d"])
+            let records = try await store.read(channel, from: 0, limit: 10)
+            #expect(records.map(\.body) == ["a", "b", "c", "d"])
+            // An append's answer carries its records' timestamp, as read back and as the tail's.
+            #expect(records.map(\.timestamp) == [one.timestamp] + Array(repeating: batch.timestamp, count: 3))
+            #expect(tail.timestamp == batch.timestamp)
             #expect(try await store.read(channel, from: 2, limit: 1).map(\.seqNum) == [2])
             #expect(try await store.read(channel, from: 4, limit: 10).isEmpty)
             await #expect(throws: StreamStoreError.batchTooLarge) {

@@ -25,6 +25,9 @@ final class JetStreamStore: StreamStore {
     private static let partHeader = "Sessions-Part"
     /// An S2 record's headers: base64 of their JSON (`[[name, value], …]`), so any text fits.
     private static let recordHeadersHeader = "Sessions-Record-Headers"
+    /// A record's timestamp (epoch ms), the one its append answered; records written before it
+    /// existed have JetStream's time instead.
+    private static let timestampHeader = "Sessions-Timestamp"
     /// On a record whose payload is base64 of bytes that are not text (``ChannelRecord/isBinary``).
     private static let binaryHeader = "Sessions-Body-Encoding"
     private static let maxCachedPositions = 100_000
@@ -77,7 +80,8 @@ final class JetStreamStore: StreamStore {
                 var ack = AppendAck(
                     start: position.nextSeqNum,
                     end: position.nextSeqNum + UInt64(records.count),
-                    timestamp: Int64(Date().timeIntervalSince1970 * 1000)
+                    // Never before the channel's last record: timestamps do not go back.
+                    timestamp: max(Date().epochMilliseconds, position.timestamp)
                 )
                 var claimSequence: UInt64 = 0
                 if let part {
@@ -122,7 +126,10 @@ final class JetStreamStore: StreamStore {
                     guard claimed != nil else { continue }
                 }
                 let messages = try records.enumerated().map { index, record in
-                    var headers = [Subjects.channelSeqHeader: String(ack.start + UInt64(index))]
+                    var headers = [
+                        Subjects.channelSeqHeader: String(ack.start + UInt64(index)),
+                        Self.timestampHeader: String(ack.timestamp),
+                    ]
                     if index == 0, let part { headers[Self.partHeader] = part.digest }
                     if !record.headers.isEmpty {
                         headers[Self.recordHeadersHeader] = try JSONEncoder().encode(record.headers)
@@ -362,7 +369,8 @@ final class JetStreamStore: StreamStore {
         guard let seqNum = message.headers[Subjects.channelSeqHeader].flatMap(UInt64.init) else { return nil }
         return ChannelRecord(
             seqNum: seqNum,
-            timestamp: (message.metadata?.timestamp ?? Date()).epochMilliseconds,
+            timestamp: message.headers[timestampHeader].flatMap(Int64.init)
+                ?? (message.metadata?.timestamp ?? Date()).epochMilliseconds,
             body: String(decoding: message.payload, as: UTF8.self),
             headers: message.headers[recordHeadersHeader].flatMap { Data(base64Encoded: $0) }
                 .flatMap { try? JSONDecoder().decode([[String]].self, from: $0) } ?? [],
