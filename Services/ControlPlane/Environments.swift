@@ -11,6 +11,18 @@ struct EnvironmentRecord: Sendable, Equatable {
     var projectId: String
     var type: EnvironmentType
     var apiKey: String
+
+    /// Who a credential of this environment is: its secret key (no scopes) or a token's scopes.
+    func principal(scopes: [String]? = nil, expiresAt: Date? = nil) -> Principal {
+        Principal(
+            environmentId: id,
+            organizationId: organizationId,
+            projectId: projectId,
+            environmentType: type,
+            scopes: scopes,
+            expiresAt: expiresAt
+        )
+    }
 }
 
 /// Reads environments, remembering them briefly: every authenticated request needs one.
@@ -110,24 +122,11 @@ struct ControlPlaneAuthenticator: Authenticator {
                 throw APIError(.unauthorized, "Invalid Public Access Token")
             }
             let claims = try await AccessTokens.verify(token, secretKey: environment.apiKey, settings: settings)
-            return Principal(
-                environmentId: environment.id,
-                organizationId: environment.organizationId,
-                projectId: environment.projectId,
-                environmentType: environment.type,
-                scopes: claims.scopes,
-                expiresAt: claims.expiresAt
-            )
+            return environment.principal(scopes: claims.scopes, expiresAt: claims.expiresAt)
         }
         guard let environment = try await environments.environment(forKey: token) else {
             throw APIError(.unauthorized, "Invalid API Key")
         }
-        return Principal(
-            environmentId: environment.id,
-            organizationId: environment.organizationId,
-            projectId: environment.projectId,
-            environmentType: environment.type,
-            scopes: nil
-        )
+        return environment.principal()
     }
 }

@@ -158,15 +158,12 @@ import Testing
         )
         let logger = Logger(label: "test")
         try await ControlPlaneSchema.migrator.run(on: database, logger: logger)
-        let environment = try await Tenancy(database: database)
+        let created = try await Tenancy(database: database)
             .createEnvironment(organization: "o", project: "p", type: .development, slug: "development")
-        let principal = Principal(
-            environmentId: environment.environmentId,
-            organizationId: environment.organizationId,
-            projectId: environment.projectId,
-            environmentType: .development,
-            scopes: nil
+        let principal = try #require(
+            try await EnvironmentStore(database: database).environment(id: created.environmentId)
         )
+        .principal()
         try await body(database, principal, logger)
         await database.close()
         try await admin.query("DROP DATABASE \(identifier: name) WITH (FORCE)")

@@ -1,9 +1,9 @@
 import Contracts
 import Foundation
-import Postgres
 import HTTPTypes
 import JWTKit
 import Nats
+import Postgres
 import ServiceKit
 import TestSupport
 import Testing

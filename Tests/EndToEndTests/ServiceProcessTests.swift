@@ -183,15 +183,12 @@ final class ServiceProcess: @unchecked Sendable {
         try await nats.stop()
 
         let database = PostgresClient(configuration: .init(url: databaseURL, poolSize: 1))
-        let environment = try await Tenancy(database: database)
+        let created = try await Tenancy(database: database)
             .createEnvironment(organization: "o", project: "p", type: .development, slug: "development")
-        let principal = Principal(
-            environmentId: environment.environmentId,
-            organizationId: environment.organizationId,
-            projectId: environment.projectId,
-            environmentType: .development,
-            scopes: nil
+        let principal = try #require(
+            try await EnvironmentStore(database: database).environment(id: created.environmentId)
         )
+        .principal()
         _ = try await SessionStore(database: database).create(NewSession(type: "t", tags: []), in: principal)
         #expect(try await TestServers.waitUntil { try await age() ?? 0 >= 1 }, "\(service.output)")
 
