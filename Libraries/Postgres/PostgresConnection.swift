@@ -12,6 +12,8 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
     /// The server's key for stopping this connection's statement; `PQcancel` may use it from any thread.
     private let canceller: OpaquePointer?
     private let wasCancelled = Atomic<Bool>(false)
+    /// While a statement runs on the server: only then is there anything to cancel.
+    private let isRunning = Atomic<Bool>(false)
 
     /// Connects (blocking) and sets the session defaults the decoders rely on.
     init(url: String) throws {
@@ -34,17 +36,32 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
         PQfinish(connection)
     }
 
-    /// A cancelled connection is not leased again: its cancel request travels apart from the
-    /// connection and could otherwise stop the next lessee's statement.
-    var isBroken: Bool { wasCancelled.load(ordering: .relaxed) || PQstatus(connection) != CONNECTION_OK }
+    /// Not leased again: a connection whose statement was cancelled (the cancel request travels
+    /// apart from the connection and could stop the next lessee's statement), and one left inside
+    /// a transaction (a cancelled task's ROLLBACK does not run).
+    var isBroken: Bool {
+        wasCancelled.load(ordering: .relaxed) || PQstatus(connection) != CONNECTION_OK
+            || PQtransactionStatus(connection) != PQTRANS_IDLE
+    }
 
-    /// Asks the server to stop the statement running now (from any thread). The statement fails
-    /// with SQLSTATE 57014 and its transaction is rolled back.
+    /// Runs one blocking libpq call that sends a statement, marked as running meanwhile.
+    private func running<Result>(_ call: () throws -> Result) rethrows -> Result {
+        isRunning.store(true, ordering: .relaxed)
+        defer { isRunning.store(false, ordering: .relaxed) }
+        return try call()
+    }
+
+    /// Asks the server to stop the statement running now, if one is (callable from any thread;
+    /// the request itself is sent from another thread, as it opens a connection). The statement
+    /// fails with SQLSTATE 57014 and its transaction is rolled back.
     func cancel() {
+        guard isRunning.load(ordering: .relaxed), canceller != nil else { return }
         wasCancelled.store(true, ordering: .relaxed)
-        guard let canceller else { return }
-        var message = [CChar](repeating: 0, count: 256)
-        _ = PQcancel(canceller, &message, Int32(message.count))
+        // The closure holds the handle, so its canceller lives until the request is sent.
+        DispatchQueue.global().async { [self] in
+            var message = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(self.canceller, &message, Int32(message.count))
+        }
     }
 
     /// Statement names by SQL text: each statement is parsed and planned once per connection,
@@ -63,10 +80,12 @@ final class PostgresHandle: PooledConnection, @unchecked Sendable {
         return try values.withUnsafeBufferPointer { buffer in
             let count = Int32(buffer.count)
             guard let name = try statement(for: query.sql, parameterCount: count) else {
-                return try rows(of: PQexecParams(connection, query.sql, count, nil, buffer.baseAddress, nil, nil, 0))
+                return try rows(
+                    of: running { PQexecParams(connection, query.sql, count, nil, buffer.baseAddress, nil, nil, 0) }
+                )
             }
             func run(_ name: String) throws -> [PostgresRow] {
-                try rows(of: PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0))
+                try rows(of: running { PQexecPrepared(connection, name, count, buffer.baseAddress, nil, nil, 0) })
             }
             do {
                 return try run(name)

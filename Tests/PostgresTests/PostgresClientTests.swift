@@ -110,12 +110,14 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
 
     @Test func cancellingATaskStopsItsStatementOnTheServer() async throws {
         let client = try makeClient(poolSize: 1)
-        let marker = TestServers.uniqueName("sleeper")
-        let sleeper = Task { try await client.query("SELECT pg_sleep(30), \(marker)::text AS marker") }
+        let backend: PostgresQuery = "SELECT pg_backend_pid() AS pid"
+        // The pool's one connection: the sleep below runs on it.
+        let before: Int = try await client.query(backend)[0].decode("pid")
+        let sleeper = Task { try await client.query("SELECT pg_sleep(30)") }
         let observer = try makeClient(poolSize: 1)
         func running() async throws -> Bool {
             try await !observer.query(
-                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'"
+                "SELECT 1 FROM pg_stat_activity WHERE pid = \(before) AND state = 'active'"
             ).isEmpty
         }
         #expect(try await TestServers.waitUntil { try await running() })
@@ -131,8 +133,16 @@ func makeClient(poolSize: Int = 4) throws -> PostgresClient {
         }
         #expect(ContinuousClock.now - start < .seconds(10))
         #expect(try await !running())
-        // The cancelled connection is replaced, not leased again.
-        #expect(try await client.query("SELECT 1 AS n")[0].decode("n", as: Int.self) == 1)
+        // The cancelled connection is replaced, not leased again; one cancelled before its
+        // statement ran is kept.
+        let after: Int = try await client.query(backend)[0].decode("pid")
+        #expect(after != before)
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.query(backend)
+        }
+        _ = try? await early.value
+        #expect(try await client.query(backend)[0].decode("pid", as: Int.self) == after)
         await observer.close()
         await client.close()
     }
