@@ -60,9 +60,9 @@ final class SessionReplicator: Service, Sendable {
                 logger.notice("Leading replication.", metadata: ["pg.slot": "\(settings.slot)"])
                 try await lead(lock)
                 backoff = .milliseconds(500)
-            } catch {
-                // Shutdown stopped the preparation (a slot creation waits for every open transaction).
-                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+            } catch  where !Task.isCancelled && !Task.isShuttingDownGracefully {
+                // (Shutdown stopping the preparation — a slot creation waits for every open
+                // transaction — is no failure: the lock is released below.)
                 // A failure after a good while of replicating is a new trouble, not the last one
                 // again: it waits the shortest time, not what earlier failures had built up.
                 if ContinuousClock.now - started > .seconds(60) { backoff = .milliseconds(500) }
@@ -73,7 +73,7 @@ final class SessionReplicator: Service, Sendable {
                 )
                 await pause(backoff)
                 backoff = min(backoff * 2, .seconds(30))
-            }
+            } catch {}
             if isLeader.exchange(false, ordering: .relaxed) {
                 ReplicatorMetrics.leader.record(0)
                 await lock.release()
