@@ -113,9 +113,10 @@ final class SessionEventRelay: Service, Sendable {
     /// `session_events_failed`, with the reason, and logged.
     @discardableResult
     func relayBatch() async throws -> Int {
-        let (handled, failure) = try await database.withTransaction { connection -> (Int, (any Error)?) in
+        let (published, setAside, failure) = try await database.withTransaction {
+            connection -> (Int, Int, (any Error)?) in
             let lock = try await connection.query("SELECT pg_try_advisory_xact_lock(7305002) AS locked")
-            guard try lock[0].decode("locked", as: Bool.self) else { return (0, nil) }
+            guard try lock[0].decode("locked", as: Bool.self) else { return (0, 0, nil) }
             let rows = try await connection.query(
                 """
                 SELECT id, kind, session_row::text AS session_row, previous_external_id,
@@ -160,16 +161,18 @@ final class SessionEventRelay: Service, Sendable {
                 return await group.reduce(into: []) { $0.append($1) }
             }
             let published = outcomes.flatMap(\.published)
-            ControlPlaneMetrics.eventsRelayed.increment(by: published.count)
             if !published.isEmpty {
                 try await connection.query(
                     "DELETE FROM session_events_outbox WHERE id = ANY(\(published.map(String.init))::bigint[])"
                 )
             }
-            return (published.count + setAside, outcomes.lazy.compactMap(\.failure).first)
+            return (published.count, setAside, outcomes.lazy.compactMap(\.failure).first)
         }
+        // Counted once committed: a batch rolled back is relayed again.
+        ControlPlaneMetrics.eventsRelayed.increment(by: published)
+        ControlPlaneMetrics.eventsSetAside.increment(by: setAside)
         if let failure { throw failure }
-        return handled
+        return published + setAside
     }
 
     /// Moves an outbox row that cannot become an event to `session_events_failed`.
@@ -187,7 +190,6 @@ final class SessionEventRelay: Service, Sendable {
             SELECT id, kind, session_row, previous_external_id, \(reason), created_at FROM moved
             """
         )
-        ControlPlaneMetrics.eventsSetAside.increment()
     }
 }
 

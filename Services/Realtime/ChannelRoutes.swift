@@ -73,10 +73,11 @@ struct ChannelRoutes: Sendable {
         let envelope = RecordJSON.envelope(data: text, id: partId ?? Self.generatedPartId())
         // Escaping can grow a body sixfold (a control character is `\u0001`): the record must
         // still fit where S2 keeps one, 1 MiB.
-        guard envelope.utf8.count <= S2Routes.maxBatchBytes else {
+        let recordBytes = ChannelRecord.meteredBytes(body: envelope, headers: [], isBinary: false)
+        guard recordBytes <= S2Routes.maxBatchBytes else {
             throw APIError(
                 .payloadTooLarge,
-                "The record would be \(envelope.utf8.count) bytes once its body is escaped as JSON; at most 1 MiB"
+                "The record would be \(recordBytes) bytes once its body is escaped as JSON; at most 1 MiB"
             )
         }
         let ack: AppendAck

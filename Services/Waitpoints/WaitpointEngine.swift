@@ -123,8 +123,9 @@ struct WaitpointEngine: Sendable {
     }
 
     /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
-    /// Asks realtime, twice if the first request goes unanswered: an instance that died holding
-    /// it never answers, and the next request goes to one that lives.
+    /// Asks realtime, twice if the first request goes unanswered within a second (the time one
+    /// request had before): an instance that died holding it never answers, and the next request
+    /// goes to one that lives.
     func readChannel(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> ReadChannelResponse {
         let request = try JSONEncoder.sessions.encode(
             ReadChannelRequest(channel: channel, fromSeqNum: seqNum, limit: limit)
@@ -135,7 +136,7 @@ struct WaitpointEngine: Sendable {
                 let reply = try await connection.serviceRequest(
                     Subjects.readChannel,
                     payload: request,
-                    timeout: .seconds(2)
+                    timeout: .seconds(1)
                 )
                 return try JSONDecoder.sessions.decode(ReadChannelResponse.self, from: reply)
             } catch let error as NatsError where error.code == .timeout && attempt == 1 {

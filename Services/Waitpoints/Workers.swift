@@ -159,19 +159,23 @@ struct TimeoutSweeper: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            var reported: ContinuousClock.Instant?
-            while !Task.isCancelled {
-                do {
-                    try await sweep()
-                } catch {
-                    logger.warning("A waitpoint sweep failed.", metadata: ["error": "\(error)"])
+            await withDiscardingTaskGroup { group in
+                // Apart from the sweeps, so that a sweep that is stuck shows as overdue timeouts.
+                group.addTask {
+                    while !Task.isCancelled {
+                        // Its only trouble would be the sweep's, which is logged.
+                        if let backlog = try? await engine.store.backlog() { WaitpointsMetrics.record(backlog) }
+                        try? await Task.sleep(for: .seconds(5))
+                    }
                 }
-                if reported.map({ ContinuousClock.now - $0 >= .seconds(5) }) ?? true {
-                    reported = .now
-                    // Its only trouble would be the sweep's, which was just logged.
-                    if let backlog = try? await engine.store.backlog() { WaitpointsMetrics.record(backlog) }
+                while !Task.isCancelled {
+                    do {
+                        try await sweep()
+                    } catch {
+                        logger.warning("A waitpoint sweep failed.", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: interval)
                 }
-                try? await Task.sleep(for: interval)
             }
         }
     }
@@ -290,7 +294,9 @@ final class EventPublisher: Service, Sendable {
         } onGracefulShutdown: {
             self.signal.finish()
         }
+        // Its last round may have given ids back (a cancelled statement): wait for it first.
         marker.cancel()
+        await marker.value
         await markPublished()
     }
 

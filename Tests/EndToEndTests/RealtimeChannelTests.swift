@@ -81,11 +81,11 @@ import Testing
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        let received = try await stack.subscribe(session.id, lastEventID: "20", timeoutSeconds: 10) { !$0.isEmpty }
+        let received = try await stack.subscribe(session.id, lastEventID: "1000", timeoutSeconds: 10) { !$0.isEmpty }
             .events.flatMap(\.records).map(\.seqNum)
         appender.cancel()
         let first = try #require(received.first)
-        #expect(first < 21, "the first record appended after subscribing, not record 21")
+        #expect(first < 1001, "the first record appended after subscribing, not record 1001")
     }
 
     @Test func aRetriedPartIdWritesOnceForTheLifeOfTheSession() async throws {
@@ -109,6 +109,17 @@ import Testing
         // After a close, a retry whose first answer was lost still learns its seqNum; a new part
         // is refused.
         #expect(try await stack.close(session.id).status == 200)
+        // (Each instance takes the close within 100 ms; a PUT, which writes nothing, shows it.)
+        let told = try await TestServers.waitUntil {
+            try await stack.http.execute(
+                HTTPRequest(
+                    method: "PUT",
+                    url: stack.channelURL(session.id, "out", instance: 1),
+                    headers: ["Authorization": "Bearer \(stack.apiKey)"]
+                )
+            ).status == 400
+        }
+        #expect(told)
         for instance in [0, 1] {
             #expect(try await stack.appended(session.id, "once", partId: "part-1", instance: instance) == 1)
             let fresh = try await stack.append(session.id, "new", partId: "part-2", instance: instance)

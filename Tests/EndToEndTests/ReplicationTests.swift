@@ -277,6 +277,13 @@ struct IsolatedReplicator {
                 _ = try await connection.query("SELECT pg_sleep(60)")
             }
         }
+        #expect(
+            try await TestServers.waitUntil {
+                try await !replication.database.query(
+                    "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
+                ).isEmpty
+            }
+        )
         let replicator = try replication.process()
         try replicator.start()
         #expect(
