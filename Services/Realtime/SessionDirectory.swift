@@ -61,7 +61,13 @@ final class SessionDirectory: Service, Sendable {
             return nil
         }
         cache.withLock { cache in
-            if case .changed(let at)? = cache[key], at >= now { return }
+            // Out of date: the session changed, or a lookup asked later already answered, since
+            // this one asked (a slow answer from before a close must not replace a closed one).
+            switch cache[key] {
+            case .changed(let at)? where at >= now: return
+            case .session(_, let fetchedAt)? where fetchedAt > now: return
+            default: break
+            }
             if cache.count >= 100_000 { cache.removeAll() }
             cache[key] = .session(record, fetchedAt: now)
         }

@@ -288,3 +288,54 @@ final class GatedTailStore: StreamStore {
         try await inner.follow(channel, from: seqNum)
     }
 }
+
+@Suite(.timeLimit(.minutes(1))) struct SessionDirectoryTests {
+    static func session(closedAt: Date?) -> SessionRecord {
+        SessionRecord(
+            id: "s1",
+            friendlyId: "session_s1",
+            externalId: nil,
+            type: "t",
+            taskIdentifier: nil,
+            tags: [],
+            metadata: nil,
+            triggerConfig: nil,
+            organizationId: "o",
+            projectId: "p",
+            environmentId: "env",
+            environmentType: .development,
+            closedAt: closedAt,
+            closedReason: nil,
+            expiresAt: nil,
+            createdAt: Date(),
+            updatedAt: Date()
+        )
+    }
+
+    /// A lookup that read the session before its close, and whose answer came late, must not
+    /// replace the closed session a later lookup cached: appends would be taken for 30 s.
+    @Test func aLateAnswerFromBeforeACloseDoesNotReplaceTheClosedSession() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
+        let requests = try controlPlane.subscribe(Subjects.resolveSession)
+        try await controlPlane.flush()
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
+        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
+        var iterator = requests.makeAsyncIterator()
+
+        let slow = Task { try await directory.session("session_s1", environmentId: "env") }
+        let first = try #require(await iterator.next()?.replySubject)  // read before the close; held
+        let fresh = Task { try await directory.session("session_s1", environmentId: "env") }
+        let second = try #require(await iterator.next()?.replySubject)
+        try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
+        #expect(try await fresh.value?.closedAt != nil)
+        try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
+        #expect(try await slow.value?.closedAt == nil, "the late answer itself is what was read")
+        #expect(try await directory.session("session_s1", environmentId: "env")?.closedAt != nil)
+
+        await connection.close()
+        await controlPlane.close()
+        try await server.stop()
+    }
+}
