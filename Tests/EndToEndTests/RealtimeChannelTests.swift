@@ -112,11 +112,7 @@ import Testing
         // (Each instance takes the close within 100 ms; a PUT, which writes nothing, shows it.)
         let told = try await TestServers.waitUntil {
             try await stack.http.execute(
-                HTTPRequest(
-                    method: "PUT",
-                    url: stack.channelURL(session.id, "out", instance: 1),
-                    headers: ["Authorization": "Bearer \(stack.apiKey)"]
-                )
+                HTTPRequest(method: "PUT", url: stack.channelURL(session.id, "out", instance: 1), headers: stack.auth)
             ).status == 400
         }
         #expect(told)
