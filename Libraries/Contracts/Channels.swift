@@ -92,6 +92,10 @@ public struct ChannelRecord: Codable, Sendable, Equatable {
         return 8 + bodyBytes + headers.reduce(0) { $0 + 2 + $1.reduce(0) { $0 + $1.utf8.count } }
     }
 
+    /// A command record (S2's `trim` or `fence`): its first header has an empty name. The
+    /// service interprets it; readers skip it.
+    public var isCommand: Bool { headers.first?.first == "" }
+
     /// The body as text: a binary one with what is not UTF-8 replaced (as S2's raw format does).
     public var text: String {
         isBinary ? String(decoding: Data(base64Encoded: body) ?? Data(), as: UTF8.self) : body

@@ -81,13 +81,27 @@ extension JSONValue {
         }
     }
 
-    /// True when a string or key anywhere inside holds U+0000, which PostgreSQL text cannot store.
-    public var containsNUL: Bool {
+    /// Where a string or key inside holds U+0000, which PostgreSQL text cannot store, as a
+    /// path below `path` (`tags[1]`, `metadata.note`); nil when none does.
+    public func pathToNUL(from path: String = "") -> String? {
         switch self {
-        case .string(let text): text.utf8.contains(0)
-        case .array(let items): items.contains { $0.containsNUL }
-        case .object(let members): members.contains { $0.key.utf8.contains(0) || $0.value.containsNUL }
-        case .null, .bool, .number, .decimal: false
+        case .string(let text):
+            return text.utf8.contains(0) ? path : nil
+        case .array(let items):
+            for (index, item) in items.enumerated() {
+                if let found = item.pathToNUL(from: "\(path)[\(index)]") { return found }
+            }
+            return nil
+        case .object(let members):
+            for (key, value) in members {
+                let name = key.replacingOccurrences(of: "\u{0}", with: "\\u0000")
+                let member = path.isEmpty ? name : "\(path).\(name)"
+                if key.utf8.contains(0) { return member }
+                if let found = value.pathToNUL(from: member) { return found }
+            }
+            return nil
+        case .null, .bool, .number, .decimal:
+            return nil
         }
     }
 }

@@ -14,11 +14,15 @@ public struct WaitpointOutput: Codable, Sendable, Equatable {
     public var value: String
     public var type: String
     public var isError: Bool
+    /// The sequence number of the record that completed the waitpoint (none when it timed out):
+    /// the `lastSeqNum` of the task's next wait on the channel.
+    public var seqNum: UInt64?
 
-    public init(value: String, type: String = "application/json", isError: Bool = false) {
+    public init(value: String, type: String = "application/json", isError: Bool = false, seqNum: UInt64? = nil) {
         self.value = value
         self.type = type
         self.isError = isError
+        self.seqNum = seqNum
     }
 }
 

@@ -379,11 +379,11 @@ enum OpenAPIDocument {
                 "properties": {
                   "session": { "type": "string", "minLength": 1, "maxLength": 256, "description": "friendlyId or externalId" },
                   "io": { "enum": ["out", "in"] },
-                  "timeout": { "type": "string", "description": "ISO-8601 date, or a duration: 30s, 5m, 2h, 1d, 1w, 1h30m" },
+                  "timeout": { "type": "string", "description": "ISO-8601 date with a time zone (one already past times out at the next sweep, unless a record is there already), or a duration: 30s, 5m, 2h, 1d, 1w, 1h30m (largest unit first)" },
                   "idempotencyKey": { "type": "string", "minLength": 1, "maxLength": 256 },
                   "idempotencyKeyTTL": { "type": "string", "pattern": "^[0-9]+[smhd]$" },
                   "tags": { "oneOf": [{ "type": "string", "minLength": 1, "maxLength": 128 }, { "type": "array", "maxItems": 10, "items": { "type": "string", "minLength": 1, "maxLength": 128 } }] },
-                  "lastSeqNum": { "type": "integer", "minimum": -1, "maximum": 2147483647000000, "description": "The last record the caller saw; absent: only records appended from now on" }
+                  "lastSeqNum": { "type": "integer", "minimum": -1, "maximum": 2147483647000000, "description": "The last record the caller saw (a completed waitpoint's output.seqNum); at or past the channel's last record: the next record; absent: only records appended from now on" }
                 }
               },
               "Waitpoint": {
@@ -395,7 +395,7 @@ enum OpenAPIDocument {
                   "runId": { "type": "string" },
                   "session": { "type": "string" },
                   "io": { "enum": ["out", "in"] },
-                  "output": { "type": "object", "properties": { "value": { "type": "string" }, "type": { "type": "string" }, "isError": { "type": "boolean" } } },
+                  "output": { "type": "object", "properties": { "value": { "type": "string" }, "type": { "type": "string", "description": "application/json; application/octet-stream when value is the base64 of a record that is not text" }, "isError": { "type": "boolean" }, "seqNum": { "type": "integer", "description": "The record that completed it (absent when timed out)" } } },
                   "timeoutAt": { "type": "string", "format": "date-time" },
                   "idempotencyKey": { "type": "string" },
                   "idempotencyKeyExpiresAt": { "type": "string", "format": "date-time" },

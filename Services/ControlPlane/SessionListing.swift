@@ -247,9 +247,11 @@ struct SessionListing: Sendable {
             return status
         }
         if let period = try single("filter[createdAt][period]") {
-            guard let seconds = DurationText.seconds(period) else {
-                throw APIError(.badRequest, "Invalid filter[createdAt][period]: use a duration like 30m, 24h or 7d")
-            }
+            let seconds = try DurationText.seconds(
+                period,
+                subject: "Invalid filter[createdAt][period]:",
+                form: "use a duration like 30m, 24h or 7d"
+            )
             filters.from = Date().addingTimeInterval(-seconds)
         }
         for (name, keyPath) in [("filter[createdAt][from]", \Filters.from), ("filter[createdAt][to]", \Filters.to)] {

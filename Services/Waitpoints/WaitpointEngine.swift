@@ -115,11 +115,26 @@ struct WaitpointEngine: Sendable {
 
     /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is one.
     func completeFromChannel(_ waitpoint: Waitpoint) async throws {
-        let response = try await readChannel(waitpoint.channel, from: waitpoint.fromSeqNum, limit: 1)
-        guard let record = response.records.first else { return }
-        let completed = try await store.complete([waitpoint.id], with: WaitpointOutput(value: Self.data(of: record)))
+        guard let record = try await firstRecord(waitpoint.channel, from: waitpoint.fromSeqNum).record else { return }
+        let completed = try await store.complete([waitpoint.id], with: Self.output(of: record))
         announce(completed, .completed)
         try? await registry.remove(waitpoint.id, from: waitpoint.channel)
+    }
+
+    /// The first record of a channel at or after `seqNum` that wakes waiters, if there is one, and
+    /// the sequence number the next appended record will get. Command records (S2's `trim` and
+    /// `fence`) wake no one: readers skip them.
+    func firstRecord(
+        _ channel: ChannelAddress,
+        from seqNum: UInt64
+    ) async throws -> (record: ChannelRecord?, nextSeqNum: UInt64) {
+        var from = seqNum
+        while true {
+            let response = try await readChannel(channel, from: from, limit: 1)
+            guard let record = response.records.first else { return (nil, response.nextSeqNum) }
+            if !record.isCommand { return (record, response.nextSeqNum) }
+            from = record.seqNum + 1
+        }
     }
 
     /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
@@ -157,6 +172,8 @@ struct WaitpointEngine: Sendable {
     /// which is not this one when it was registered further back: that one is read from the
     /// channel. Waiters for later records stay in the registry, untouched.
     func appended(_ record: ChannelRecord, on channel: ChannelAddress, redelivered: Bool) async throws {
+        // Its waiters stay registered: the next record takes them (as overdue).
+        guard !record.isCommand else { return }
         do {
             let drained = try await registry.drain(channel, upTo: record.seqNum)
             if !drained.isFilled {
@@ -176,7 +193,7 @@ struct WaitpointEngine: Sendable {
         let (completed, overdue) = try await store.settle(
             channel,
             seqNum: record.seqNum,
-            output: WaitpointOutput(value: Self.data(of: record))
+            output: Self.output(of: record)
         )
         announce(completed, .completed)
         // These waiters were drained from Redis: each failure here throws, so the record is
@@ -225,6 +242,15 @@ struct WaitpointEngine: Sendable {
 
     static func eventStreamConfiguration() -> StreamConfiguration {
         StreamConfiguration(name: Subjects.waitpointEventsStream, subjects: [Subjects.allWaitpointEvents])
+    }
+
+    /// What a record completes its waiters with: its data and its sequence number. A record of
+    /// bytes that are not text (an S2 writer's, in base64 format) gives their base64, typed
+    /// `application/octet-stream`.
+    static func output(of record: ChannelRecord) -> WaitpointOutput {
+        record.isBinary
+            ? WaitpointOutput(value: record.body, type: "application/octet-stream", seqNum: record.seqNum)
+            : WaitpointOutput(value: data(of: record), seqNum: record.seqNum)
     }
 
     /// The record's data: the envelope's `data` (its JSON text as written when it is not a

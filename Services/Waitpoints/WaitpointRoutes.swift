@@ -36,31 +36,26 @@ struct WaitpointRoutes: Sendable {
         guard let record = try await engine.connection.resolveSession(session, environmentId: principal.environmentId)
         else { throw APIError(.notFound, "Session not found") }
         let channel = ChannelAddress(environmentId: principal.environmentId, friendlyId: record.friendlyId, io: io)
-        // Absent lastSeqNum: only records appended from now on count.
-        let fromSeqNum: UInt64
-        if let lastSeqNum {
-            fromSeqNum = UInt64(lastSeqNum + 1)
-        } else {
-            do {
-                fromSeqNum = try await engine.readChannel(channel, from: .max, limit: 1).nextSeqNum
-            } catch {
-                throw APIError(.unavailable, "Channels are unavailable; try again")
-            }
-        }
+        let start = try await start(on: channel, after: lastSeqNum)
         let (waitpoint, isCached) = try await engine.store.create(
             NewWaitpoint(
                 principal: principal,
                 runId: runId,
                 channel: channel,
-                fromSeqNum: fromSeqNum,
+                fromSeqNum: start.fromSeqNum,
                 timeoutAt: timeoutAt,
                 idempotencyKey: idempotencyKey,
                 idempotencyKeyExpiresAt: idempotencyKey == nil
                     ? nil : idempotencyTTL.map { Date().addingTimeInterval($0) },
-                tags: tags
+                tags: tags,
+                output: start.record.map(WaitpointEngine.output)
             )
         )
-        if waitpoint.isPending { try await engine.register(waitpoint) }
+        if waitpoint.isPending {
+            try await engine.register(waitpoint)
+        } else if !isCached {
+            engine.announce([waitpoint], .completed)
+        }
         return try .json(WaitResponse(waitpointId: waitpoint.id, isCached: isCached))
     }
 
@@ -124,6 +119,28 @@ struct WaitpointRoutes: Sendable {
 
     // MARK: Helpers
 
+    /// Where a new wait on `channel` starts: the record after `lastSeqNum` when it is there
+    /// already (the waitpoint is created completed with it, so a timeout that is already past
+    /// cannot beat it), else the sequence number the wait is for. That is never past the
+    /// channel's end: a `lastSeqNum` at or beyond the last record waits for the next one, as a
+    /// clamped read starts at the tail. Without `lastSeqNum`, the wait is for the next record.
+    ///
+    /// When realtime does not answer, a wait with `lastSeqNum` is taken as it is (the sweeper
+    /// checks its channel later); one without is 503, for its start is unknown.
+    private func start(
+        on channel: ChannelAddress,
+        after lastSeqNum: Int64?
+    ) async throws -> (fromSeqNum: UInt64, record: ChannelRecord?) {
+        let wanted = lastSeqNum.map { UInt64($0 + 1) }
+        do {
+            let (record, nextSeqNum) = try await engine.firstRecord(channel, from: wanted ?? .max)
+            return (min(wanted ?? .max, nextSeqNum), record)
+        } catch {
+            guard let wanted else { throw APIError(.unavailable, "Channels are unavailable; try again") }
+            return (wanted, nil)
+        }
+    }
+
     private func waitpoint(_ context: APIRequestContext) async throws -> Waitpoint {
         let principal = try Self.secretKey(context)
         let id = try context.parameters.require("waitpoint")
@@ -166,21 +183,30 @@ struct WaitpointRoutes: Sendable {
             }
             return date
         }
-        guard let seconds = DurationText.seconds(text) else {
+        // A date and time without a zone (`2026-12-01T09:30:00`) names no one instant.
+        if let date = text.prefixMatch(of: /[0-9]{4}-[0-9]{2}-[0-9]{2}T/),
+            !text[date.range.upperBound...].contains(where: { "Zz+-".contains($0) })
+        {
             throw APIError(
                 .badRequest,
-                "Invalid request body: timeout must be an ISO-8601 date or a duration like 30s, 5m, 2h, 1d, 1w or 1h30m"
+                "Invalid request body: timeout must be an ISO-8601 date with a time zone, like 2026-12-01T09:30:00Z"
             )
         }
+        let seconds = try DurationText.seconds(
+            text,
+            subject: "Invalid request body: timeout",
+            form: "must be an ISO-8601 date or a duration like 30s, 5m, 2h, 1d, 1w or 1h30m"
+        )
         return Date().addingTimeInterval(seconds)
     }
 
     /// `{digits}{s|m|h|d}`: how long an idempotency key is honoured.
     static func idempotencyTTL(_ text: String) throws -> TimeInterval {
-        guard (try? /[0-9]+[smhd]/.wholeMatch(in: text)) != nil, let seconds = DurationText.seconds(text) else {
-            throw APIError(.badRequest, "Invalid request body: idempotencyKeyTTL must look like 30s, 10m, 2h or 1d")
+        let form = "must look like 30s, 10m, 2h or 1d"
+        guard (try? /[0-9]+[smhd]/.wholeMatch(in: text)) != nil else {
+            throw APIError(.badRequest, "Invalid request body: idempotencyKeyTTL \(form)")
         }
-        return seconds
+        return try DurationText.seconds(text, subject: "Invalid request body: idempotencyKeyTTL", form: form)
     }
 
     private struct WaitResponse: Encodable {

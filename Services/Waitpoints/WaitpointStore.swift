@@ -24,6 +24,8 @@ struct NewWaitpoint: Sendable {
     var idempotencyKey: String?
     var idempotencyKeyExpiresAt: Date?
     var tags: [String]
+    /// Set when its record is there already: the waitpoint is created completed with it.
+    var output: WaitpointOutput?
 }
 
 /// The waitpoint table: creates (idempotent by key), conditional completion, timeouts.
@@ -66,14 +68,17 @@ struct WaitpointStore: Sendable {
                 }
             }
             let id = Identifier.make()
+            let output = try new.output.map { String(decoding: try JSONEncoder.sessions.encode($0), as: UTF8.self) }
             let inserted = try await connection.query(
                 """
                 INSERT INTO waitpoints (id, friendly_id, environment_id, organization_id, project_id, run_id,
-                    session_friendly_id, io, from_seq_num, timeout_at, idempotency_key, idempotency_key_expires_at, tags)
+                    session_friendly_id, io, from_seq_num, timeout_at, idempotency_key, idempotency_key_expires_at, tags,
+                    status, output, completed_at)
                 VALUES (\(id), \("waitpoint_" + id), \(environmentId), \(new.principal.organizationId),
                     \(new.principal.projectId), \(new.runId), \(new.channel.friendlyId), \(new.channel.io.rawValue),
                     \(Int64(new.fromSeqNum)), \(new.timeoutAt), \(new.idempotencyKey), \(new.idempotencyKeyExpiresAt),
-                    \(new.tags))
+                    \(new.tags), CASE WHEN \(output)::text IS NULL THEN 'PENDING' ELSE 'COMPLETED' END, \(output),
+                    CASE WHEN \(output)::text IS NOT NULL THEN now() END)
                 ON CONFLICT (environment_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING \(unescaped: Self.columns)
                 """

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Logging
 import Nats
+import ServiceKit
 import ServiceLifecycle
 import Synchronization
 
@@ -47,16 +48,11 @@ struct AppendConsumer: Service {
 
     private func handle(_ message: AckableMessage) async {
         guard let channel = ChannelAddress(subject: message.message.subject),
-            let seqNum = message.message.headers[Subjects.channelSeqHeader].flatMap(UInt64.init)
+            let record = ChannelRecord(message: message.message)
         else {
             try? message.terminate()
             return
         }
-        let record = ChannelRecord(
-            seqNum: seqNum,
-            timestamp: (message.message.metadata?.timestamp ?? Date()).epochMilliseconds,
-            body: String(decoding: message.message.payload, as: UTF8.self)
-        )
         do {
             let redelivered = (message.message.metadata?.deliveries ?? 2) > 1
             try await engine.appended(record, on: channel, redelivered: redelivered)
@@ -64,7 +60,7 @@ struct AppendConsumer: Service {
         } catch {
             logger.warning(
                 "Handling an appended record failed; it is delivered again.",
-                metadata: ["channel": "\(channel)", "seq_num": "\(seqNum)", "error": "\(error)"]
+                metadata: ["channel": "\(channel)", "seq_num": "\(record.seqNum)", "error": "\(error)"]
             )
             try? message.nak(delay: .seconds(1))
         }

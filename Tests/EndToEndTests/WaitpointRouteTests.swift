@@ -304,12 +304,13 @@ import Testing
 
     @Test(arguments: [
         ("30s", 30.0), ("5m", 300), ("2h", 7200), ("1d", 86_400), ("1w", 604_800), ("1h30m", 5400), ("2hr", 7200),
+        ("1w2d3h4m5s", 788_645),
     ])
     func durations(text: String, seconds: Double) {
         #expect(DurationText.seconds(text) == seconds)
     }
 
-    @Test(arguments: ["", "5", "m", "5x", "1.5h", "-5m", "5 m", "0s"])
+    @Test(arguments: ["", "5", "m", "5x", "1.5h", "-5m", "5 m", "0s", "2h1h", "1s1s", "30m1h", "1h1hr", "5200000w"])
     func invalidDurations(text: String) {
         #expect(DurationText.seconds(text) == nil)
     }

@@ -99,7 +99,7 @@ extension ServicesFixture {
         for id in [first, second] {
             let done = try await stack.waitpoint(id, poll: 60)
             #expect(done.status == .completed)
-            #expect(done.output == WaitpointOutput(value: #"{"approved":true}"#))
+            #expect(done.output == WaitpointOutput(value: #"{"approved":true}"#, seqNum: 0))
         }
         #expect(try await stack.waitpoint(other).status == .pending, "an .in append leaves .out waiters")
         // Completed by one record, the two share one durable event.
@@ -129,6 +129,7 @@ extension ServicesFixture {
         let caughtUp = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": 0])
         let item = try await stack.waitpoint(caughtUp)
         #expect(item.status == .completed && item.output?.value == "old 1", "the first record after lastSeqNum")
+        #expect(item.output?.seqNum == 1, "the record's sequence number: the next wait's lastSeqNum")
         let fromStart = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": -1])
         #expect(try await stack.waitpoint(fromStart).output?.value == "old 0")
         let fresh = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
@@ -141,6 +142,87 @@ extension ServicesFixture {
         // Any number in the range is taken, not only round ones.
         let far = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": 1_234_567_891])
         #expect(try await stack.waitpoint(far).status == .pending)
+    }
+
+    /// A lastSeqNum at or past the channel's last record (the tail S2 reports is the next
+    /// sequence number; a stale one after a rename) waits for the next record, as a clamped read
+    /// starts at the tail — not for a record that may never come.
+    @Test func aLastSeqNumAtOrPastTheEndWaitsForTheNextRecord() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        for index in 0..<3 { _ = try await stack.appended(session.id, "old \(index)", io: "in") }
+        var ids: [String] = []
+        for last in [2, 3, 100] {
+            ids.append(
+                try await stack.waitpointId([
+                    "session": .string(session.id), "io": "in", "lastSeqNum": .number(Double(last)),
+                ])
+            )
+        }
+        for id in ids { #expect(try await stack.waitpoint(id).status == .pending) }
+        _ = try await stack.appended(session.id, "next", io: "in")
+        for id in ids {
+            let done = try await stack.waitpoint(id, poll: 60)
+            #expect(done.output == WaitpointOutput(value: "next", seqNum: 3), "\(id)")
+        }
+    }
+
+    /// A record that is there already completes the waitpoint as it is created: a timeout that
+    /// is already past cannot beat it, and its completion event is published all the same.
+    @Test func aRecordAlreadyThereBeatsAPastTimeout() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        _ = try await stack.appended(session.id, "there", io: "in")
+        var ids: [String] = []
+        for _ in 0..<20 {
+            let id = try await stack.waitpointId(
+                ["session": .string(session.id), "io": "in", "lastSeqNum": -1, "timeout": "2020-01-01T00:00:00Z"]
+            )
+            let item = try await stack.waitpoint(id)
+            #expect(item.status == .completed && item.output == WaitpointOutput(value: "there", seqNum: 0), "\(id)")
+            ids.append(id)
+        }
+        let published = try await stack.completionEvents(of: Set(ids)).flatMap { $0 }
+        #expect(published.sorted() == ids.sorted(), "one completion event each")
+    }
+
+    /// S2 command records (`trim`, `fence`) wake no one: readers skip them, and so do waiters,
+    /// whichever way they meet one. Bytes that are not text come as their base64.
+    @Test func commandRecordsWakeNoOneAndBytesComeAsBase64() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let s2 = S2SubsetTests()
+        let channel = try await s2.initialize(stack, session.id, io: "in")
+        let headers: HTTPHeaders = [
+            "Authorization": "Bearer \(channel.token)", "Content-Type": "application/json", "S2-Format": "base64",
+        ]
+        @Sendable func directAppend(_ records: String) async throws {
+            let response = try await stack.http.execute(
+                HTTPRequest(
+                    method: "POST",
+                    url: s2.recordsURL(stack, channel.streamName),
+                    headers: headers,
+                    body: Data(#"{"records":[\#(records)]}"#.utf8)
+                )
+            )
+            #expect(response.status == 200, "\(String(decoding: response.body, as: UTF8.self))")
+        }
+        let trim = #"{"body":"\#(Data(repeating: 0, count: 8).base64EncodedString())","headers":[["","dHJpbQ=="]]}"#
+        let bytes = Data([0xFF, 0xFE, 0x00]).base64EncodedString()
+        let waiting = try await stack.waitpointId(["session": .string(session.id), "io": "in"])
+        try await directAppend(trim)  // 0
+        try await directAppend(#"{"body":"\#(bytes)"}"#)  // 1
+        let binary = WaitpointOutput(value: bytes, type: "application/octet-stream", seqNum: 1)
+        #expect(try await stack.waitpoint(waiting, poll: 60).output == binary, "woken by record 1, not the command")
+        let fromStart = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": -1])
+        #expect(try await stack.waitpoint(fromStart).output == binary, "the command skipped when it is there already")
+        let afterIt = try await stack.waitpointId(["session": .string(session.id), "io": "in", "lastSeqNum": 1])
+        try await directAppend(trim)  // 2
+        _ = try await stack.appended(session.id, "text", io: "in")  // 3
+        #expect(
+            try await stack.waitpoint(afterIt, poll: 60).output == WaitpointOutput(value: "text", seqNum: 3),
+            "a waiter for a command gets the record after it"
+        )
     }
 
     @Test func waitersRacingAppendsCompleteExactlyOnce() async throws {
@@ -289,7 +371,27 @@ extension ServicesFixture {
                 ["session": .string(session.id), "io": "in", "idempotencyKey": "k", "idempotencyKeyTTL": "1h30m"],
                 400, "idempotencyKeyTTL must look like"
             ),
-            (["session": .string(session.id), "io": "in", "tags": ["a\u{0}"]], 400, "NUL"),
+            (
+                ["session": .string(session.id), "io": "in", "tags": ["a", "b\u{0}"]], 400,
+                "tags[1] must not contain NUL"
+            ),
+            (["session": .string(session.id), "io": "in", "idempotencyKey": "k\u{0}"], 400, "idempotencyKey must not"),
+            (
+                ["session": .string(session.id), "io": "in", "idempotencyKey": "k", "idempotencyKeyTTL": "0s"],
+                400, "idempotencyKeyTTL must be longer than zero"
+            ),
+            (
+                ["session": .string(session.id), "io": "in", "timeout": "99999d"], 400,
+                "timeout must be at most 100 years"
+            ),
+            (
+                ["session": .string(session.id), "io": "in", "timeout": "2h1h"], 400,
+                "timeout must be an ISO-8601 date or"
+            ),
+            (
+                ["session": .string(session.id), "io": "in", "timeout": "2030-01-01T00:00:00"], 400,
+                "timeout must be an ISO-8601 date with a time zone"
+            ),
             (
                 [
                     "session": .string(session.id), "io": "in",
@@ -304,6 +406,8 @@ extension ServicesFixture {
             #expect(response.status == status, "\(body)")
             #expect(String(decoding: response.body, as: UTF8.self).contains(mention), "\(body)")
         }
+        let blankRun = try await stack.wait(["session": .string(session.id), "io": "in"], run: "%20")
+        #expect(blankRun.status == 400 && String(decoding: blankRun.body, as: UTF8.self).contains("Invalid run id"))
         let jwt = try await stack.wait(["session": .string(session.id), "io": "in"], key: session.token)
         #expect(jwt.status == 403)
         let unknown = try await stack.http.execute(
@@ -465,11 +569,8 @@ extension ServicesFixture {
         #expect(try await stack.waitpoint(id, base: service.baseURL, poll: 60).status == .completed)
         let settled = try await handled("postgres")
         #expect(settled >= 1)
-        // A waiter for a record far ahead is not one these appends are for: Redis keeps it.
-        let later = try await stack.waitpointId(
-            ["session": .string(session.id), "io": "out", "lastSeqNum": 1000],
-            base: service.baseURL
-        )
+        // A waiter on the other channel is not one these appends are for: Redis keeps it.
+        let later = try await stack.waitpointId(["session": .string(session.id), "io": "in"], base: service.baseURL)
         for index in 0..<3 { _ = try await stack.appended(session.id, "unawaited \(index)", io: "out") }
         let seen = try await TestServers.waitUntil { try await handled("redis") >= 3 }
         #expect(seen, "\(service.output)")

@@ -19,10 +19,12 @@ public struct APIRequestContext: RequestContext {
 
     /// The id in path parameter `name`, percent-decoded (`a%2Fb` names `a/b`).
     ///
-    /// - Throws: 400 "Invalid {name} id" when it is empty, longer than `maxLength` characters
+    /// - Throws: 400 "Invalid {name} id" when it is empty or blank, longer than `maxLength` characters
     ///   once decoded, or not valid percent-encoded UTF-8.
     public func pathId(_ name: String, maxLength: Int = 256) throws -> String {
-        guard let id = try parameters.require(name).removingPercentEncoding, (1...maxLength).contains(id.count) else {
+        guard let id = try parameters.require(name).removingPercentEncoding, (1...maxLength).contains(id.count),
+            !id.allSatisfy(\.isWhitespace)
+        else {
             throw APIError(.badRequest, "Invalid \(name) id")
         }
         return id

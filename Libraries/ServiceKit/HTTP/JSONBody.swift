@@ -43,8 +43,8 @@ extension Request {
         guard value.depth <= Self.maxJSONDepth else {
             throw APIError(.badRequest, "Invalid request body: JSON may nest at most \(Self.maxJSONDepth) levels deep")
         }
-        guard !value.containsNUL else {
-            throw APIError(.badRequest, "Invalid request body: text must not contain NUL characters (\\u0000)")
+        if let path = value.pathToNUL() {
+            throw APIError(.badRequest, "Invalid request body: \(path) must not contain NUL characters (\\u0000)")
         }
         return members
     }

@@ -2,6 +2,7 @@ import Contracts
 import Crypto
 import Foundation
 import Nats
+import ServiceKit
 import Synchronization
 
 /// Channel records in one JetStream stream, one subject per channel (``ChannelAddress/subject``).
@@ -23,13 +24,6 @@ final class JetStreamStore: StreamStore {
     private static let maxAttempts = 100
     /// On the first record of an append with a part id: the part's digest.
     private static let partHeader = "Sessions-Part"
-    /// An S2 record's headers: base64 of their JSON (`[[name, value], …]`), so any text fits.
-    private static let recordHeadersHeader = "Sessions-Record-Headers"
-    /// A record's timestamp (epoch ms), the one its append answered; records written before it
-    /// existed have JetStream's time instead.
-    private static let timestampHeader = "Sessions-Timestamp"
-    /// On a record whose payload is base64 of bytes that are not text (``ChannelRecord/isBinary``).
-    private static let binaryHeader = "Sessions-Body-Encoding"
     private static let maxCachedPositions = 100_000
 
     /// Where a channel ends: the stream sequence of its last record (0 when empty) and the
@@ -126,16 +120,14 @@ final class JetStreamStore: StreamStore {
                     guard claimed != nil else { continue }
                 }
                 let messages = try records.enumerated().map { index, record in
-                    var headers = [
-                        Subjects.channelSeqHeader: String(ack.start + UInt64(index)),
-                        Self.timestampHeader: String(ack.timestamp),
-                    ]
+                    var headers = try ChannelRecord(
+                        seqNum: ack.start + UInt64(index),
+                        timestamp: ack.timestamp,
+                        body: record.body,
+                        headers: record.headers,
+                        isBinary: record.isBinary
+                    ).messageHeaders
                     if index == 0, let part { headers[Self.partHeader] = part.digest }
-                    if !record.headers.isEmpty {
-                        headers[Self.recordHeadersHeader] = try JSONEncoder().encode(record.headers)
-                            .base64EncodedString()
-                    }
-                    if record.isBinary { headers[Self.binaryHeader] = "base64" }
                     return JetStream.BatchMessage(
                         subject: channel.subject,
                         payload: Data(record.body.utf8),
@@ -192,7 +184,9 @@ final class JetStreamStore: StreamStore {
         let next = try await nats {
             try await jetStream.directGet(stream: stream, .nextBySubject(channel.subject, from: previous + 1))
         }
-        if let next, next.headers[Self.partHeader] == part.digest, Self.record(next)?.seqNum == claim.ack.start {
+        if let next, next.headers[Self.partHeader] == part.digest,
+            ChannelRecord(message: next)?.seqNum == claim.ack.start
+        {
             return .written(claim.ack)
         }
         return .claimed(claim.ack, previous: previous, sequence: sequence)
@@ -220,7 +214,7 @@ final class JetStreamStore: StreamStore {
                 maxBytes: readBytes
             )
         }
-        return messages.compactMap(Self.record).filter { $0.seqNum >= seqNum }
+        return messages.compactMap(ChannelRecord.init(message:)).filter { $0.seqNum >= seqNum }
     }
 
     func tail(_ channel: ChannelAddress) async throws -> ChannelTail {
@@ -243,7 +237,7 @@ final class JetStreamStore: StreamStore {
         let (records, continuation) = AsyncThrowingStream<ChannelRecord, any Error>.makeStream()
         let pump = Task {
             for await message in subscription {
-                guard let record = Self.record(message), record.seqNum >= seqNum else { continue }
+                guard let record = ChannelRecord(message: message), record.seqNum >= seqNum else { continue }
                 continuation.yield(record)
             }
             continuation.finish(throwing: StreamStoreError.unavailable("the channel subscription ended"))
@@ -263,7 +257,7 @@ final class JetStreamStore: StreamStore {
             let last = try await nats({
                 try await jetStream.directGet(stream: stream, .lastBySubject(channel.subject))
             }),
-            let record = Self.record(last)
+            let record = ChannelRecord(message: last)
         else { return Position(lastStreamSequence: 0, nextSeqNum: 0, timestamp: 0) }
         let position = Position(
             lastStreamSequence: last.metadata?.streamSequence ?? 0,
@@ -306,7 +300,7 @@ final class JetStreamStore: StreamStore {
                 let message = try await nats({
                     try await jetStream.directGet(stream: stream, .nextBySubject(channel.subject, from: middle))
                 }),
-                let record = Self.record(message), let sequence = message.metadata?.streamSequence
+                let record = ChannelRecord(message: message), let sequence = message.metadata?.streamSequence
             else {
                 high = middle - 1
                 continue
@@ -363,19 +357,6 @@ final class JetStreamStore: StreamStore {
             var timestamp: Int64
             var previous: UInt64?
         }
-    }
-
-    static func record(_ message: NatsMessage) -> ChannelRecord? {
-        guard let seqNum = message.headers[Subjects.channelSeqHeader].flatMap(UInt64.init) else { return nil }
-        return ChannelRecord(
-            seqNum: seqNum,
-            timestamp: message.headers[timestampHeader].flatMap(Int64.init)
-                ?? (message.metadata?.timestamp ?? Date()).epochMilliseconds,
-            body: String(decoding: message.payload, as: UTF8.self),
-            headers: message.headers[recordHeadersHeader].flatMap { Data(base64Encoded: $0) }
-                .flatMap { try? JSONDecoder().decode([[String]].self, from: $0) } ?? [],
-            isBinary: message.headers[binaryHeader] == "base64"
-        )
     }
 
     /// Runs a JetStream write; nil when an expected last sequence did not match.
