@@ -95,11 +95,14 @@ final class SessionDirectory: Service, Sendable {
         let session = session.trimmingCharacters(in: .whitespacesAndNewlines)
         let deadline = ContinuousClock.now + timeout
         let key = Key(environmentId: environmentId, session: session)
-        let (created, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = lastWaiter.add(1, ordering: .relaxed).newValue
-        creations.withLock { $0[key, default: [:]][id] = continuation }
         defer { creations.withLock { $0[key]?[id] = nil } }
         while true {
+            // A stream per turn, listening before the look: the turn that ends cancels the
+            // iteration of its stream, which finishes it for good (iterated again, it would end
+            // at once, and this loop would look a thousand times a second).
+            let (created, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            creations.withLock { $0[key, default: [:]][id] = continuation }
             if let record = try await self.session(session, environmentId: environmentId) { return record }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero, !Task.isCancelled else { return nil }

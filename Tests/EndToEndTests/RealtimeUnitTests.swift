@@ -312,6 +312,42 @@ final class GatedTailStore: StreamStore {
         )
     }
 
+    /// Waiting for a session that does not exist yet (a subscriber by externalId before the
+    /// task created it) looks for it about once a second. It used to look in a tight loop after
+    /// the first second — about a thousand lookups a second, each a PostgreSQL query, for as
+    /// long as the subscriber waited.
+    @Test func waitingForASessionLooksAboutOnceASecond() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
+        let requests = try controlPlane.subscribe(Subjects.resolveSession)
+        try await controlPlane.flush()
+        let answering = Task {
+            var count = 0
+            for await request in requests {
+                count += 1
+                guard let reply = request.replySubject else { continue }
+                try? controlPlane.publish(
+                    reply,
+                    payload: Data(#"{"error":"Session not found"}"#.utf8),
+                    headers: ["Nats-Service-Error": "Session not found", "Nats-Service-Error-Code": "404"]
+                )
+            }
+            return count
+        }
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
+        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
+        let found = try await directory.waitForSession("later", environmentId: "env", timeout: .seconds(3))
+        #expect(found == nil)
+        requests.unsubscribe()
+        let count = await answering.value
+        #expect((2...6).contains(count), "\(count) lookups in 3 s")
+
+        await connection.close()
+        await controlPlane.close()
+        try await server.stop()
+    }
+
     /// A lookup that read the session before its close, and whose answer came late, must not
     /// replace the closed session a later lookup cached: appends would be taken for 30 s.
     @Test func aLateAnswerFromBeforeACloseDoesNotReplaceTheClosedSession() async throws {
