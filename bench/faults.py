@@ -708,7 +708,7 @@ class Drill:
         endpoint = urllib.parse.urlsplit(init.headers["x-s2-endpoint"]).path
         records, seq = [], 0
         while True:
-            response = await http(self.d.url, "GET", f"{endpoint}/v1/streams/{stream}/records?seq_num={seq}&count=1000",
+            response = await http(self.d.url, "GET", f"{endpoint}/streams/{stream}/records?seq_num={seq}&count=1000",
                                   {"Authorization": f"Bearer {token}"}, timeout=20)
             if response.status == 416:
                 break

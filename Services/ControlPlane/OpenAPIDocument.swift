@@ -130,7 +130,7 @@ enum OpenAPIDocument {
                       "X-S2-Access-Token": { "schema": { "type": "string" }, "description": "Bearer token for this channel only; expires" },
                       "X-S2-Stream-Name": { "schema": { "type": "string" } },
                       "X-S2-Basin": { "schema": { "type": "string" } },
-                      "X-S2-Endpoint": { "schema": { "type": "string" }, "description": "{public URL}/realtime/s2" },
+                      "X-S2-Endpoint": { "schema": { "type": "string" }, "description": "{public URL}/realtime/s2/v1: the S2 routes are under it, as an S2 client expects" },
                       "X-S2-Flush-Interval-Ms": { "schema": { "type": "integer" } },
                       "X-S2-Max-Retries": { "schema": { "type": "integer" } }
                     },

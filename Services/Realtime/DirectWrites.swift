@@ -19,7 +19,7 @@ protocol DirectWriteIssuer: Sendable {
 /// With the JetStream store: our own channel tokens, for the S2 subset realtime serves.
 struct LocalDirectWrites: DirectWriteIssuer {
     let tokens: ChannelTokens
-    /// `{public URL}/realtime/s2`.
+    /// `{public URL}/realtime/s2/v1`, which S2 clients use as given (S2's own is `…/v1` too).
     let endpoint: String
 
     func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials {

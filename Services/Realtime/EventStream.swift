@@ -8,7 +8,8 @@ import Synchronization
 /// Writes one SSE response: batches of records in order, heartbeats, and an end after
 /// `idleTimeout` without records, on graceful shutdown, or when the subscriber falls behind
 /// (the client resumes with Last-Event-ID). The S2 style ends with `[DONE]` only when the read
-/// is complete: its limit reached, its wait over, or — with `wait=0` — the tail reached.
+/// is complete: its limit reached, its wait over, or — with `wait=0` — the tail reached; a read
+/// cut short ends with an `error` event instead, which S2 clients retry from where they were.
 struct EventStream: Sendable {
     enum Style: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
@@ -43,15 +44,24 @@ struct EventStream: Sendable {
         }
         defer { ticker.cancel() }
         var counter = BatchWriter(style: style)
+        // S2 clients learn they are caught up from a heartbeat's tail: one goes out as soon as
+        // the read reaches the tail it began with, rather than at the next interval.
+        var caughtUp: UInt64? = nil
+        if case .s2(_, _, _, let tail) = style { caughtUp = tail.nextSeqNum }
         try await withGracefulShutdownHandler {
             while !counter.isDone, subscription.nextSeqNum < endBefore ?? .max {
+                if let tail = caughtUp, subscription.nextSeqNum >= tail {
+                    try await writer.write(counter.ping(tail: subscription.nextSeqNum))
+                    caughtUp = nil
+                }
                 let records: [ChannelRecord]
                 do {
                     guard let next = try await subscription.next() else { return }
                     records = next
-                } catch is Mailbox.Ending {
+                } catch let ending as Mailbox.Ending {
                     // Cut short (too slow, the upstream failed, shutdown): no `[DONE]`, which
                     // would tell an S2 client its read is complete; it resumes with Last-Event-ID.
+                    if case .s2 = style { try await writer.write(Self.error(ending)) }
                     return
                 }
                 let now = clock.now
@@ -125,6 +135,17 @@ struct EventStream: Sendable {
                     "event: ping\ndata: {\"timestamp\":\(now),\"tail\":{\"seq_num\":\(next),\"timestamp\":\(lastTimestamp)}}\n\n"
             )
         }
+    }
+
+    /// S2's `error` event for a read cut short.
+    static func error(_ ending: Mailbox.Ending) -> ByteBuffer {
+        let message =
+            switch ending {
+            case .tooSlow: "The reader fell too far behind; read again from the last record received"
+            case .upstreamFailed: "The stream store failed; read again from the last record received"
+            case .shutdown: "The server is shutting down; read again from the last record received"
+            }
+        return ByteBuffer(string: "event: error\ndata: {\"code\":\"unavailable\",\"message\":\"\(message)\"}\n\n")
     }
 
     static func ping() -> ByteBuffer {

@@ -33,6 +33,14 @@ struct S2Routes: Sendable {
 
     func append(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let channel = try await authorizedChannel(request, context)
+        // The SDKs' binary transports (protobuf, s2s sessions): refused rather than misread.
+        if let type = request.headers[.contentType]?.lowercased(), type.contains("protobuf") || type.contains("s2s") {
+            throw S2Error(
+                .unsupportedMediaType,
+                "bad_header",
+                "Only JSON appends are served here, not \(type): use the SDK's fetch transport"
+            )
+        }
         let buffer = try await request.limitedBody(limit: 8 * Self.maxBatchBytes)
         guard let input = try? JSONDecoder().decode(AppendInput.self, from: Data(buffer.readableBytesView)) else {
             throw S2Error(.badRequest, "bad_json", "The body must be an append input: {\"records\": [{\"body\": …}]}")
@@ -40,7 +48,8 @@ struct S2Routes: Sendable {
         guard (1...Self.maxBatchRecords).contains(input.records.count) else {
             throw S2Error(.unprocessableContent, "invalid", "An append holds 1 to 1000 records")
         }
-        guard input.fencingToken == nil else {
+        // A stream's fencing token is empty until a fence sets one, which is not supported.
+        guard input.fencingToken?.isEmpty ?? true else {
             throw S2Error(.unprocessableContent, "invalid", "Fencing tokens are not supported")
         }
         let format = try Self.format(request)
@@ -87,6 +96,15 @@ struct S2Routes: Sendable {
         let channel = try await authorizedChannel(request, context)
         let query = request.uri.queryParameters
         let format = try Self.format(request)
+        let accept = request.headers[.accept]?.lowercased() ?? ""
+        let isStream = accept.contains("text/event-stream")
+        if !isStream, accept.contains("protobuf") || accept.contains("s2s"), !accept.contains("json") {
+            throw S2Error(
+                .notAcceptable,
+                "bad_header",
+                "Only JSON and text/event-stream reads are served here: use the SDK's fetch transport"
+            )
+        }
         let starts = ["seq_num", "tail_offset", "timestamp"].filter { query[$0] != nil }
         guard starts.count <= 1 else {
             throw S2Error(.badRequest, "bad_query", "Give at most one of seq_num, tail_offset and timestamp")
@@ -98,10 +116,10 @@ struct S2Routes: Sendable {
         for limit: Substring in ["bytes", "until"] where query[limit] != nil {
             throw S2Error(.unprocessableContent, "invalid", "The \(limit) read limit is not supported; use count")
         }
-        let count = try Self.integer(query, "count", in: 1...Int.max)
-        let wait = try Self.integer(query, "wait", in: 0...600)
+        let count = try Self.integer(query, "count", in: 0...Int.max)
+        // As S2: a bounded read does not wait unless asked to; an unbounded one follows for good.
+        let wait = try Self.integer(query, "wait", in: 0...Int(UInt32.max)) ?? (count == nil ? nil : 0)
         let clamp = query["clamp"].map { $0 == "true" || $0 == "1" } ?? false
-        let isStream = request.headers[.accept]?.contains("text/event-stream") == true
         let tail = try await store.tail(channel)
         var start: UInt64
         var sent = (count: 0, bytes: 0)
@@ -136,7 +154,7 @@ struct S2Routes: Sendable {
             let stream = EventStream(
                 hub: hub,
                 pingInterval: pingInterval,
-                idleTimeout: wait.map { .seconds(max($0, 1)) } ?? .seconds(600),
+                idleTimeout: wait.map { .seconds(max($0, 1)) } ?? Self.forever,
                 logger: logger,
                 style: .s2(format: format, limit: count, sent: sent, tail: tail),
                 endBefore: wait == 0 ? tail.nextSeqNum : nil
@@ -156,10 +174,11 @@ struct S2Routes: Sendable {
             )
         }
         let limit = min(count ?? Self.maxBatchRecords, Self.maxBatchRecords)
-        var records = try await store.read(channel, from: start, limit: limit)
-        if records.isEmpty, let wait, wait > 0 {
+        var records = limit == 0 ? [] : try await store.read(channel, from: start, limit: limit)
+        if records.isEmpty, limit > 0, let wait, wait > 0 {
             records = try await waitForRecords(channel, from: start, limit: limit, timeout: .seconds(min(wait, 60)))
         }
+        records = Self.withinReadLimit(records)
         let latest = try await store.tail(channel)
         return try Self.json(
             ReadBatch(
@@ -170,6 +189,22 @@ struct S2Routes: Sendable {
     }
 
     // MARK: Helpers
+
+    /// How long an SSE read without `wait` or a limit follows: as long as the client stays.
+    static let forever = Duration.seconds(100 * 365 * 86_400)
+
+    /// The first of `records` that fit in one unary read: S2 answers at most 1 MiB (metered),
+    /// and always the first record (which alone is never more).
+    static func withinReadLimit(_ records: [ChannelRecord]) -> [ChannelRecord] {
+        var bytes = 0
+        var kept = 0
+        for record in records {
+            bytes += record.meteredBytes
+            if bytes > maxBatchBytes, kept > 0 { break }
+            kept += 1
+        }
+        return Array(records.prefix(kept))
+    }
 
     /// Waits up to `timeout` for the first records from `start` (a long-polling unary read).
     private func waitForRecords(

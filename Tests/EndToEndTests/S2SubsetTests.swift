@@ -57,7 +57,7 @@ import Testing
         let session = try await stack.createSession()
         let channel = try await initialize(stack, session.id)
         #expect(channel.streamName == "sessions/\(session.id)/out")
-        #expect(channel.endpoint.hasSuffix("/realtime/s2"))
+        #expect(channel.endpoint.hasSuffix("/realtime/s2/v1"), "S2 clients take the path as given")
         let url = recordsURL(stack, channel.streamName)
         let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)", "Content-Type": "application/json"]
 
@@ -293,6 +293,63 @@ import Testing
         }
         let query = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=1&tail_offset=1", headers: auth))
         #expect(query.status == 400)
+        // The empty fencing token is every stream's until a fence sets one.
+        let unfenced = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: auth,
+                body: Data(#"{"records":[{"body":"x"}],"fencing_token":""}"#.utf8)
+            )
+        )
+        #expect(unfenced.status == 200)
+        // The SDKs' binary transports are not served: said so, in S2's format, rather than
+        // misread (a protobuf append was a JSON error; a protobuf read got JSON).
+        var protobuf = auth
+        protobuf.add("Content-Type", "application/x-protobuf")
+        let binaryAppend = try await stack.http.execute(
+            HTTPRequest(method: "POST", url: url, headers: protobuf, body: Data([0x0A, 0x01, 0x78]))
+        )
+        #expect(binaryAppend.status == 415 && String(decoding: binaryAppend.body, as: UTF8.self).contains("bad_header"))
+        var acceptProtobuf = auth
+        acceptProtobuf.add("Accept", "application/protobuf")
+        let binaryRead = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: acceptProtobuf))
+        #expect(binaryRead.status == 406)
+    }
+
+    /// Reads end, follow and fail as S2's do: a bounded read without `wait` ends at the tail; a
+    /// heartbeat with the tail goes out as soon as a read catches up; `count=0` and any `wait`
+    /// are taken; a unary read answers at most 1 MiB.
+    @Test func readsEndFollowAndCatchUpAsS2Does() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let channel = try await initialize(stack, session.id)
+        let url = recordsURL(stack, channel.streamName)
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(channel.token)"]
+        for body in ["a", "b", "c"] { _ = try await stack.appended(session.id, body) }
+
+        // A limit and no wait: what is there, then [DONE] (it used to follow until the client left).
+        var events = try await streamed(stack, url + "?seq_num=0&count=100", token: channel.token)
+        #expect(events.flatMap(\.records).map(\.seqNum) == [0, 1, 2])
+        #expect(events.last?.data == "[DONE]")
+        // Caught up: a heartbeat with the tail right after the batch that reached it. (With the
+        // fixture's 1 s pings and wait=1, the idle end came first and no heartbeat went out.)
+        events = try await streamed(stack, url + "?seq_num=0&wait=1", token: channel.token)
+        #expect(events.map(\.event) == ["batch", "ping", nil], "\(events)")
+        let caughtUp = try JSONDecoder().decode(Ping.self, from: Data(events[1].data.utf8))
+        #expect(caughtUp.tail?.seq_num == 3)
+        events = try await streamed(stack, url + "?seq_num=0&count=0", token: channel.token)
+        #expect(events.map(\.data) == ["[DONE]"])
+        let none = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0&count=0", headers: auth))
+        #expect(none.status == 200)
+        #expect(try JSONDecoder().decode(ReadBatch.self, from: none.body).records.isEmpty)
+        let longWait = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0&wait=3600", headers: auth))
+        #expect(longWait.status == 200, "any wait is taken (a unary read waits at most 60 s)")
+
+        for _ in 0..<4 { _ = try await stack.appended(session.id, String(repeating: "x", count: 300_000)) }
+        let large = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=3", headers: auth))
+        let batch = try JSONDecoder().decode(ReadBatch.self, from: large.body)
+        #expect(batch.records.map(\.seqNum) == [3, 4, 5], "three of the four fit in 1 MiB")
     }
 
     struct Position: Decodable {
