@@ -122,7 +122,11 @@ struct ControlPlaneAuthenticator: Authenticator {
                 throw APIError(.unauthorized, "Invalid Public Access Token")
             }
             let claims = try await AccessTokens.verify(token, secretKey: environment.apiKey, settings: settings)
-            return environment.principal(scopes: claims.scopes, expiresAt: claims.expiresAt)
+            // Kept within the dates every service reads back (a token may say year 3e12).
+            return environment.principal(
+                scopes: claims.scopes,
+                expiresAt: min(claims.expiresAt, Date.supportedRange.upperBound)
+            )
         }
         guard let environment = try await environments.environment(forKey: token) else {
             throw APIError(.unauthorized, "Invalid API Key")

@@ -94,7 +94,10 @@ struct RealtimeAPI: Sendable {
         } else {
             let jetStreamStore = JetStreamStore(jetStream: jetStream)
             store = jetStreamStore
-            directWrites = LocalDirectWrites(tokens: tokens, endpoint: configuration.common.publicURL + "/realtime/s2/v1")
+            directWrites = LocalDirectWrites(
+                tokens: tokens,
+                endpoint: configuration.common.publicURL + "/realtime/s2/v1"
+            )
             appended = nil
             prepare = { try await jetStreamStore.prepare() }
             work = []

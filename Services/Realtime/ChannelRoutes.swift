@@ -51,7 +51,10 @@ struct ChannelRoutes: Sendable {
     @Sendable func initialize(_ request: Request, context: APIRequestContext) async throws -> Response {
         let (session, channel) = try await authorizedChannel(context, .write)
         if let refusal = session.writeRefusal("initialize a channel on") { throw APIError(.badRequest, refusal) }
-        let credentials = try await storeCall { try await directWrites.credentials(for: channel) }
+        let callerExpiry = context.principal?.expiresAt
+        let credentials = try await storeCall {
+            try await directWrites.credentials(for: channel, callerExpiry: callerExpiry)
+        }
         var headers = HTTPFields()
         headers[.s2AccessToken] = credentials.token
         headers[.s2StreamName] = credentials.streamName

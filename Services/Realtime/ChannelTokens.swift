@@ -32,17 +32,14 @@ struct ChannelTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    func mint(for channel: ChannelAddress, now: Date = Date()) async throws -> String {
-        try await keys.sign(
+    /// A token for `channel` that expires after ``lifetime``, or at `until` when that is sooner.
+    func mint(for channel: ChannelAddress, until: Date? = nil, now: Date = Date()) async throws -> String {
+        let expiry = min(now.addingTimeInterval(Double(lifetime.components.seconds)), until ?? .distantFuture)
+        return try await keys.sign(
             Claims(
                 sub: .init(value: channel.environmentId),
                 stream: Self.streamName(channel),
-                exp: .init(
-                    value: Date(
-                        timeIntervalSince1970: (now.timeIntervalSince1970 + Double(lifetime.components.seconds))
-                            .rounded(.down)
-                    )
-                ),
+                exp: .init(value: Date(timeIntervalSince1970: expiry.timeIntervalSince1970.rounded(.down))),
                 aud: .init(value: [Self.audience])
             )
         )

@@ -13,7 +13,9 @@ struct DirectWriteCredentials: Sendable, Equatable {
 }
 
 protocol DirectWriteIssuer: Sendable {
-    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials
+    /// Credentials for `channel`, for a caller whose own credential expires at `callerExpiry`
+    /// (nil: a secret key, which does not).
+    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials
 }
 
 /// With the JetStream store: our own channel tokens, for the S2 subset realtime serves.
@@ -22,9 +24,11 @@ struct LocalDirectWrites: DirectWriteIssuer {
     /// `{public URL}/realtime/s2/v1`, which S2 clients use as given (S2's own is `…/v1` too).
     let endpoint: String
 
-    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials {
+    /// The token lasts no longer than the caller's own credential: a short-lived public access
+    /// token does not buy a day of writing.
+    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials {
         DirectWriteCredentials(
-            token: try await tokens.mint(for: channel),
+            token: try await tokens.mint(for: channel, until: callerExpiry),
             streamName: ChannelTokens.streamName(channel),
             endpoint: endpoint
         )
@@ -59,7 +63,9 @@ final class S2DirectWrites: DirectWriteIssuer {
         self.streamName = streamName
     }
 
-    func credentials(for channel: ChannelAddress) async throws -> DirectWriteCredentials {
+    /// S2's tokens are shared by the channel's writers (cached), so they keep their lifetime
+    /// whoever asks.
+    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials {
         let name = streamName(channel)
         let token = settings.skipAccessTokens ? settings.rootToken : try await scopedToken(channel, streamName: name)
         return DirectWriteCredentials(token: token, streamName: name, endpoint: settings.endpoint)

@@ -83,6 +83,14 @@ import Testing
             #expect(jwt.environmentId == tenants.b.environmentId)
             #expect(jwt.scopes?.contains("read:sessions:\(created.session.id)") == true)
             #expect(jwt.expiresAt != nil)
+            // A token that expires absurdly late (year 3e12) is valid; its expiry must still
+            // travel to the other services (it could not be decoded there: 503 for a good token).
+            var claims = Forge.claims(environmentId: tenants.b.environmentId, scopes: ["read:all"])
+            claims["exp"] = 1e20
+            let farOff = try await authenticator.authenticate(token: try Forge.hs256(claims, key: tenants.b.apiKey))
+            #expect(
+                farOff.environmentId == tenants.b.environmentId && farOff.expiresAt == Date.supportedRange.upperBound
+            )
 
             await #expect(throws: APIError(.unauthorized, "Invalid API Key")) {
                 try await authenticator.authenticate(token: "tr_dev_nope")

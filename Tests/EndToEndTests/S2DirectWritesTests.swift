@@ -42,7 +42,7 @@ import Testing
                 streamName: { "env/\($0.environmentId)/sessions/\($0.friendlyId)/\($0.io.rawValue)" }
             )
             let channel = ChannelAddress(environmentId: "e1", friendlyId: "session_a", io: .out)
-            let issued = try await issuer.credentials(for: channel)
+            let issued = try await issuer.credentials(for: channel, callerExpiry: nil)
             #expect(
                 issued
                     == DirectWriteCredentials(
@@ -51,9 +51,12 @@ import Testing
                         endpoint: "https://basin.b.s2.dev/v1"
                     )
             )
-            #expect(try await issuer.credentials(for: channel).token == "scoped-1", "cached")
+            #expect(try await issuer.credentials(for: channel, callerExpiry: nil).token == "scoped-1", "cached")
             #expect(
-                try await issuer.credentials(for: .init(environmentId: "e1", friendlyId: "session_a", io: .in)).token
+                try await issuer.credentials(
+                    for: .init(environmentId: "e1", friendlyId: "session_a", io: .in),
+                    callerExpiry: nil
+                ).token
                     == "scoped-2"
             )
             let asked = requests.withLock { $0 }
@@ -81,7 +84,10 @@ import Testing
             http: HTTPClient(),
             streamName: { "sessions/\($0.friendlyId)/\($0.io.rawValue)" }
         )
-        let credentials = try await issuer.credentials(for: .init(environmentId: "e", friendlyId: "session_b", io: .in))
+        let credentials = try await issuer.credentials(
+            for: .init(environmentId: "e", friendlyId: "session_b", io: .in),
+            callerExpiry: nil
+        )
         #expect(credentials.token == "root" && credentials.streamName == "sessions/session_b/in")
     }
 

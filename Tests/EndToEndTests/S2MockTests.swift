@@ -79,7 +79,10 @@ import Testing
         try await s2.serve { endpoint in
             let issuer = s2.directWrites(accountEndpoint: endpoint)
             for (session, io) in [("session_a", ChannelIO.out), ("session_a", .in), ("session_ab", .out)] {
-                _ = try await issuer.credentials(for: .init(environmentId: "e", friendlyId: session, io: io))
+                _ = try await issuer.credentials(
+                    for: .init(environmentId: "e", friendlyId: session, io: io),
+                    callerExpiry: nil
+                )
             }
             #expect(try await issuer.revoke(session: "session_a") == 2)
             let left = s2.state.withLock { $0.tokens.keys.sorted() }
@@ -89,7 +92,10 @@ import Testing
 
             // Not handed out again from the cache: a new token is minted.
             let before = s2.state.withLock { $0.issued }
-            _ = try await issuer.credentials(for: .init(environmentId: "e", friendlyId: "session_a", io: .out))
+            _ = try await issuer.credentials(
+                for: .init(environmentId: "e", friendlyId: "session_a", io: .out),
+                callerExpiry: nil
+            )
             #expect(s2.state.withLock { $0.issued } == before + 1)
         }
     }
@@ -120,7 +126,8 @@ import Testing
             let open = try await stack.createSession()
             for id in [session, open.id] {
                 _ = try await issuer.credentials(
-                    for: .init(environmentId: stack.environmentId, friendlyId: id, io: .out)
+                    for: .init(environmentId: stack.environmentId, friendlyId: id, io: .out),
+                    callerExpiry: nil
                 )
             }
             let closed = try await stack.close(session)

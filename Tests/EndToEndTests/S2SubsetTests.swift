@@ -317,6 +317,32 @@ import Testing
         #expect(binaryRead.status == 406)
     }
 
+    /// A channel token lasts no longer than the credential that asked for it: a public access
+    /// token of an hour does not buy a day of writing. A secret key's lasts its full day.
+    @Test func aChannelTokenExpiresNoLaterThanItsCallersToken() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        func expiry(_ jwt: String) throws -> Double {
+            var payload = String(jwt.split(separator: ".")[1])
+                .replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            while payload.count % 4 != 0 { payload += "=" }
+            let claims = try JSONSerialization.jsonObject(with: Data(base64Encoded: payload)!) as! [String: Any]
+            return try #require(claims["exp"] as? Double)
+        }
+        let byToken = try await stack.http.execute(
+            HTTPRequest(
+                method: "PUT",
+                url: stack.channelURL(session.id),
+                headers: ["Authorization": "Bearer \(session.token)"]
+            )
+        )
+        #expect(byToken.status == 202)
+        let channelToken = try #require(byToken.headers["X-S2-Access-Token"])
+        #expect(try expiry(channelToken) <= expiry(session.token))
+        let byKey = try await initialize(stack, session.id)
+        #expect(try expiry(byKey.token) >= Date().timeIntervalSince1970 + 86_000, "a secret key's: a day")
+    }
+
     /// Reads end, follow and fail as S2's do: a bounded read without `wait` ends at the tail; a
     /// heartbeat with the tail goes out as soon as a read catches up; `count=0` and any `wait`
     /// are taken; a unary read answers at most 1 MiB.
