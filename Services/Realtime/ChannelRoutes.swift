@@ -51,10 +51,12 @@ struct ChannelRoutes: Sendable {
     @Sendable func initialize(_ request: Request, context: APIRequestContext) async throws -> Response {
         let (session, channel) = try await authorizedChannel(context, .write)
         if let refusal = session.writeRefusal("initialize a channel on") { throw APIError(.badRequest, refusal) }
-        let callerExpiry = context.principal?.expiresAt
-        let credentials = try await storeCall {
-            try await directWrites.credentials(for: channel, callerExpiry: callerExpiry)
-        }
+        let principal = try context.requirePrincipal()
+        let writer = DirectWriter(
+            expiresAt: principal.expiresAt,
+            canRead: (try? authorize(principal, .read, key: context.pathId("session"), session: session)) != nil
+        )
+        let credentials = try await storeCall { try await directWrites.credentials(for: channel, writer: writer) }
         var headers = HTTPFields()
         headers[.s2AccessToken] = credentials.token
         headers[.s2StreamName] = credentials.streamName

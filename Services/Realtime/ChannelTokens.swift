@@ -4,7 +4,8 @@ import JWTKit
 import ServiceKit
 
 /// Channel-scoped tokens for direct writers: `PUT …/:io` hands one out, the S2 REST subset
-/// accepts it for that one channel only (append and read), until it expires.
+/// accepts it for that one channel only (append and check-tail, and read when its caller may
+/// read), until it expires.
 ///
 /// HS256 JWTs signed with `SESSIONS_REALTIME_TOKEN_SECRET`, which every realtime instance
 /// shares so that a token from one works on all.
@@ -16,6 +17,8 @@ struct ChannelTokens: Sendable {
         var stream: String
         var exp: ExpirationClaim
         var aud: AudienceClaim
+        /// Whether it reads the channel too; absent (a token minted before it existed): yes.
+        var read: Bool?
 
         func verify(using algorithm: some JWTAlgorithm) async throws {
             try exp.verifyNotExpired()
@@ -32,25 +35,39 @@ struct ChannelTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    /// A token for `channel` that expires after ``lifetime``, or at `until` when that is sooner.
-    func mint(for channel: ChannelAddress, until: Date? = nil, now: Date = Date()) async throws -> String {
-        let expiry = min(now.addingTimeInterval(Double(lifetime.components.seconds)), until ?? .distantFuture)
+    /// A token for `channel` that expires after ``lifetime``, or with the writer's own credential
+    /// when that is sooner, and reads only when the writer may.
+    func mint(for channel: ChannelAddress, writer: DirectWriter = .secretKey, now: Date = Date()) async throws -> String
+    {
+        let expiry = min(
+            now.addingTimeInterval(Double(lifetime.components.seconds)),
+            writer.expiresAt ?? .distantFuture
+        )
         return try await keys.sign(
             Claims(
                 sub: .init(value: channel.environmentId),
                 stream: Self.streamName(channel),
                 exp: .init(value: Date(timeIntervalSince1970: expiry.timeIntervalSince1970.rounded(.down))),
-                aud: .init(value: [Self.audience])
+                aud: .init(value: [Self.audience]),
+                read: writer.canRead
             )
         )
     }
 
-    /// The channel a token grants: nil when it is not a valid, unexpired token of ours;
-    /// `.some(nil)` when it is one but grants another stream.
-    func channel(token: String, streamName: String) async -> ChannelAddress?? {
+    /// What a token grants on a stream.
+    struct Grant: Sendable {
+        var channel: ChannelAddress
+        var canRead: Bool
+    }
+
+    /// What a token grants on `streamName`: nil when it is not a valid, unexpired token of ours;
+    /// `.some(nil)` when it is one but for another stream.
+    func grant(token: String, streamName: String) async -> Grant?? {
         guard let claims = try? await keys.verify(token, as: Claims.self) else { return nil }
-        guard claims.stream.isSameBytes(as: streamName) else { return .some(nil) }
-        return .some(Self.channel(streamName: streamName, environmentId: claims.sub.value))
+        guard claims.stream.isSameBytes(as: streamName),
+            let channel = Self.channel(streamName: streamName, environmentId: claims.sub.value)
+        else { return .some(nil) }
+        return .some(Grant(channel: channel, canRead: claims.read ?? true))
     }
 
     /// `sessions/{friendlyId}/{io}`: a channel's name in the S2 REST subset.

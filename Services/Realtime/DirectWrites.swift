@@ -12,10 +12,18 @@ struct DirectWriteCredentials: Sendable, Equatable {
     var endpoint: String
 }
 
+/// Who asks `PUT …/:io` for direct-write credentials.
+struct DirectWriter: Sendable {
+    /// When the caller's own credential expires (nil: a secret key, which does not).
+    var expiresAt: Date?
+    /// Whether the caller may read the channel too (a `write:sessions:{id}` token alone may not).
+    var canRead: Bool
+
+    static let secretKey = DirectWriter(expiresAt: nil, canRead: true)
+}
+
 protocol DirectWriteIssuer: Sendable {
-    /// Credentials for `channel`, for a caller whose own credential expires at `callerExpiry`
-    /// (nil: a secret key, which does not).
-    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials
+    func credentials(for channel: ChannelAddress, writer: DirectWriter) async throws -> DirectWriteCredentials
 }
 
 /// With the JetStream store: our own channel tokens, for the S2 subset realtime serves.
@@ -24,11 +32,12 @@ struct LocalDirectWrites: DirectWriteIssuer {
     /// `{public URL}/realtime/s2/v1`, which S2 clients use as given (S2's own is `…/v1` too).
     let endpoint: String
 
-    /// The token lasts no longer than the caller's own credential: a short-lived public access
-    /// token does not buy a day of writing.
-    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials {
+    /// The token grants no more than the caller has: it lasts no longer than the caller's own
+    /// credential (a short-lived public access token does not buy a day of writing), and reads
+    /// only when the caller may read.
+    func credentials(for channel: ChannelAddress, writer: DirectWriter) async throws -> DirectWriteCredentials {
         DirectWriteCredentials(
-            token: try await tokens.mint(for: channel, until: callerExpiry),
+            token: try await tokens.mint(for: channel, writer: writer),
             streamName: ChannelTokens.streamName(channel),
             endpoint: endpoint
         )
@@ -63,9 +72,9 @@ final class S2DirectWrites: DirectWriteIssuer {
         self.streamName = streamName
     }
 
-    /// S2's tokens are shared by the channel's writers (cached), so they keep their lifetime
-    /// whoever asks.
-    func credentials(for channel: ChannelAddress, callerExpiry: Date?) async throws -> DirectWriteCredentials {
+    /// S2's tokens are shared by the channel's writers (cached), so they keep their lifetime and
+    /// their ops (append, read, check-tail) whoever asks.
+    func credentials(for channel: ChannelAddress, writer: DirectWriter) async throws -> DirectWriteCredentials {
         let name = streamName(channel)
         let token = settings.skipAccessTokens ? settings.rootToken : try await scopedToken(channel, streamName: name)
         return DirectWriteCredentials(token: token, streamName: name, endpoint: settings.endpoint)

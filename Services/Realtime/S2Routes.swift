@@ -93,7 +93,7 @@ struct S2Routes: Sendable {
     }
 
     func read(_ request: Request, _ context: APIRequestContext) async throws -> Response {
-        let channel = try await authorizedChannel(request, context)
+        let channel = try await authorizedChannel(request, context, reading: true)
         let query = request.uri.queryParameters
         let format = try Self.format(request)
         let accept = request.headers[.accept]?.lowercased() ?? ""
@@ -232,19 +232,32 @@ struct S2Routes: Sendable {
         }
     }
 
-    private func authorizedChannel(_ request: Request, _ context: APIRequestContext) async throws -> ChannelAddress {
+    /// The channel the request's token grants; `reading` its records needs a token whose
+    /// caller could read them.
+    private func authorizedChannel(
+        _ request: Request,
+        _ context: APIRequestContext,
+        reading: Bool = false
+    ) async throws -> ChannelAddress {
         guard let token = request.bearerToken else {
             throw S2Error(.unauthorized, "authn", "A bearer access token is required")
         }
         let raw = try context.parameters.require("stream")
         let name = raw.removingPercentEncoding ?? raw
-        guard let granted = await tokens.channel(token: token, streamName: name) else {
+        guard let granted = await tokens.grant(token: token, streamName: name) else {
             throw S2Error(.unauthorized, "authn", "The access token is invalid or has expired")
         }
-        guard let channel = granted else {
+        guard let grant = granted else {
             throw S2Error(.forbidden, "permission_denied", "The access token does not grant this stream")
         }
-        return channel
+        guard grant.canRead || !reading else {
+            throw S2Error(
+                .forbidden,
+                "permission_denied",
+                "The access token grants appending to this stream, not reading it"
+            )
+        }
+        return grant.channel
     }
 
     /// Runs an S2 route, answering its errors in S2's format.

@@ -42,7 +42,7 @@ import Testing
                 streamName: { "env/\($0.environmentId)/sessions/\($0.friendlyId)/\($0.io.rawValue)" }
             )
             let channel = ChannelAddress(environmentId: "e1", friendlyId: "session_a", io: .out)
-            let issued = try await issuer.credentials(for: channel, callerExpiry: nil)
+            let issued = try await issuer.credentials(for: channel, writer: .secretKey)
             #expect(
                 issued
                     == DirectWriteCredentials(
@@ -51,11 +51,11 @@ import Testing
                         endpoint: "https://basin.b.s2.dev/v1"
                     )
             )
-            #expect(try await issuer.credentials(for: channel, callerExpiry: nil).token == "scoped-1", "cached")
+            #expect(try await issuer.credentials(for: channel, writer: .secretKey).token == "scoped-1", "cached")
             #expect(
                 try await issuer.credentials(
                     for: .init(environmentId: "e1", friendlyId: "session_a", io: .in),
-                    callerExpiry: nil
+                    writer: .secretKey
                 ).token
                     == "scoped-2"
             )
@@ -86,7 +86,7 @@ import Testing
         )
         let credentials = try await issuer.credentials(
             for: .init(environmentId: "e", friendlyId: "session_b", io: .in),
-            callerExpiry: nil
+            writer: .secretKey
         )
         #expect(credentials.token == "root" && credentials.streamName == "sessions/session_b/in")
     }

@@ -81,7 +81,7 @@ import Testing
             for (session, io) in [("session_a", ChannelIO.out), ("session_a", .in), ("session_ab", .out)] {
                 _ = try await issuer.credentials(
                     for: .init(environmentId: "e", friendlyId: session, io: io),
-                    callerExpiry: nil
+                    writer: .secretKey
                 )
             }
             #expect(try await issuer.revoke(session: "session_a") == 2)
@@ -94,7 +94,7 @@ import Testing
             let before = s2.state.withLock { $0.issued }
             _ = try await issuer.credentials(
                 for: .init(environmentId: "e", friendlyId: "session_a", io: .out),
-                callerExpiry: nil
+                writer: .secretKey
             )
             #expect(s2.state.withLock { $0.issued } == before + 1)
         }
@@ -127,7 +127,7 @@ import Testing
             for id in [session, open.id] {
                 _ = try await issuer.credentials(
                     for: .init(environmentId: stack.environmentId, friendlyId: id, io: .out),
-                    callerExpiry: nil
+                    writer: .secretKey
                 )
             }
             let closed = try await stack.close(session)

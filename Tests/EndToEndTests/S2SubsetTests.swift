@@ -343,6 +343,43 @@ import Testing
         #expect(try expiry(byKey.token) >= Date().timeIntervalSince1970 + 86_000, "a secret key's: a day")
     }
 
+    /// A channel token grants no more than its caller has: one asked for with a write-only
+    /// token appends and checks the tail, but does not read the channel.
+    @Test func aWriteOnlyCallersChannelTokenDoesNotRead() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        _ = try await stack.appended(session.id, "private")
+        let writeOnly = try await AccessTokenFixture.token(stack, scopes: ["write:sessions:\(session.id)"])
+        let put = try await stack.http.execute(
+            HTTPRequest(
+                method: "PUT",
+                url: stack.channelURL(session.id),
+                headers: ["Authorization": "Bearer \(writeOnly)"]
+            )
+        )
+        #expect(put.status == 202)
+        let token = try #require(put.headers["X-S2-Access-Token"])
+        let url = recordsURL(stack, try #require(put.headers["X-S2-Stream-Name"]))
+        let auth: HTTPHeaders = ["Authorization": "Bearer \(token)"]
+        let append = try await stack.http.execute(
+            HTTPRequest(method: "POST", url: url, headers: auth, body: Data(#"{"records":[{"body":"w"}]}"#.utf8))
+        )
+        #expect(append.status == 200)
+        #expect(try await stack.http.execute(HTTPRequest(url: url + "/tail", headers: auth)).status == 200)
+        let read = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: auth))
+        #expect(read.status == 403 && String(decoding: read.body, as: UTF8.self).contains("permission_denied"))
+        // The session's own token reads and writes, and so does its channel token.
+        let both = try await stack.http.execute(
+            HTTPRequest(
+                method: "PUT",
+                url: stack.channelURL(session.id),
+                headers: ["Authorization": "Bearer \(session.token)"]
+            )
+        )
+        let reading: HTTPHeaders = ["Authorization": "Bearer \(try #require(both.headers["X-S2-Access-Token"]))"]
+        #expect(try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: reading)).status == 200)
+    }
+
     /// Reads end, follow and fail as S2's do: a bounded read without `wait` ends at the tail; a
     /// heartbeat with the tail goes out as soon as a read catches up; `count=0` and any `wait`
     /// are taken; a unary read answers at most 1 MiB.
