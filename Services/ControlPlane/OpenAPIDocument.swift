@@ -194,13 +194,14 @@ enum OpenAPIDocument {
                 "operationId": "s2Append",
                 "summary": "S2 append (JSON), with the channel token from PUT; 400 once the session is closed or expired",
                 "security": [{ "channelToken": [] }],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" }, "headers": { "type": "array", "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "string" } } } } } }, "match_seq_num": { "type": "integer", "minimum": 0 } } } } } },
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" }, "headers": { "type": "array", "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "string" } } } } } }, "match_seq_num": { "type": "integer", "minimum": 0 }, "fencing_token": { "type": "string", "maxLength": 0, "description": "Only the empty token (fencing is not supported)" } } } } } },
                 "responses": {
                   "200": { "description": "AppendAck {start, end, tail}", "content": { "application/json": { "schema": { "type": "object" } } } },
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
                   "412": { "description": "match_seq_num did not match", "content": { "application/json": { "schema": { "type": "object", "properties": { "seq_num_mismatch": { "type": "integer" } } } } } },
+                  "415": { "$ref": "#/components/responses/S2Error" },
                   "422": { "$ref": "#/components/responses/S2Error" }
                 }
               },
@@ -211,8 +212,8 @@ enum OpenAPIDocument {
                 "parameters": [
                   { "name": "seq_num", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                   { "name": "tail_offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
-                  { "name": "count", "in": "query", "schema": { "type": "integer", "minimum": 1 } },
-                  { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 600 } },
+                  { "name": "count", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                  { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295 }, "description": "Seconds to wait for records (a unary read at most 60); default 0 when count is given, else an SSE read follows until the client leaves" },
                   { "name": "clamp", "in": "query", "schema": { "type": "boolean" } }
                 ],
                 "responses": {
@@ -220,6 +221,7 @@ enum OpenAPIDocument {
                   "400": { "$ref": "#/components/responses/S2Error" },
                   "401": { "$ref": "#/components/responses/S2Error" },
                   "403": { "$ref": "#/components/responses/S2Error" },
+                  "406": { "$ref": "#/components/responses/S2Error" },
                   "416": { "description": "Start beyond the tail (without clamp)", "content": { "application/json": { "schema": { "type": "object" } } } },
                   "422": { "$ref": "#/components/responses/S2Error" }
                 }

@@ -43,6 +43,9 @@ struct ChannelTokens: Sendable {
             now.addingTimeInterval(Double(lifetime.components.seconds)),
             writer.expiresAt ?? .distantFuture
         )
+        guard expiry.timeIntervalSince1970.rounded(.down) > now.timeIntervalSince1970 else {
+            throw APIError(.unauthorized, "The access token expires too soon to give a channel token; use a fresh one")
+        }
         return try await keys.sign(
             Claims(
                 sub: .init(value: channel.environmentId),

@@ -229,7 +229,7 @@ struct AppendNotifier: Sendable {
                     _ = try await jetStream.publish(
                         channel.subject,
                         payload: Data(body.utf8),
-                        headers: [Subjects.channelSeqHeader: String(seqNum)],
+                        headers: try ChannelRecord(seqNum: seqNum, timestamp: ack.timestamp, body: body).messageHeaders,
                         messageID: "\(channel.subject):\(seqNum)"
                     )
                     break

@@ -44,14 +44,17 @@ struct EventStream: Sendable {
         }
         defer { ticker.cancel() }
         var counter = BatchWriter(style: style)
-        // S2 clients learn they are caught up from a heartbeat's tail: one goes out as soon as
-        // the read reaches the tail it began with, rather than at the next interval.
+        // S2 clients learn they are caught up from a heartbeat's tail: one is due as soon as the
+        // read reaches the tail it began with, rather than at the next interval. It goes out
+        // when the subscriber is woken with nothing waiting, as every heartbeat does, so it
+        // never claims a tail that records already waiting have passed.
         var caughtUp: UInt64? = nil
         if case .s2(_, _, _, let tail) = style { caughtUp = tail.nextSeqNum }
         try await withGracefulShutdownHandler {
             while !counter.isDone, subscription.nextSeqNum < endBefore ?? .max {
                 if let tail = caughtUp, subscription.nextSeqNum >= tail {
-                    try await writer.write(counter.ping(tail: subscription.nextSeqNum))
+                    deadlines.withLock { $0.ping = clock.now }
+                    subscription.mailbox.wake()
                     caughtUp = nil
                 }
                 let records: [ChannelRecord]
@@ -137,15 +140,15 @@ struct EventStream: Sendable {
         }
     }
 
-    /// S2's `error` event for a read cut short.
+    /// S2's `error` event for a read cut short; S2 clients retry both codes.
     static func error(_ ending: Mailbox.Ending) -> ByteBuffer {
-        let message =
+        let (code, message) =
             switch ending {
-            case .tooSlow: "The reader fell too far behind; read again from the last record received"
-            case .upstreamFailed: "The stream store failed; read again from the last record received"
-            case .shutdown: "The server is shutting down; read again from the last record received"
+            case .tooSlow: ("unavailable", "The reader fell too far behind; read again from the last record received")
+            case .upstreamFailed: ("unavailable", "The stream store failed; read again from the last record received")
+            case .shutdown: ("server_draining", "The server is shutting down; read again from the last record received")
             }
-        return ByteBuffer(string: "event: error\ndata: {\"code\":\"unavailable\",\"message\":\"\(message)\"}\n\n")
+        return ByteBuffer(string: "event: error\ndata: {\"code\":\"\(code)\",\"message\":\"\(message)\"}\n\n")
     }
 
     static func ping() -> ByteBuffer {

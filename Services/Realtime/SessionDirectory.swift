@@ -96,7 +96,12 @@ final class SessionDirectory: Service, Sendable {
         let deadline = ContinuousClock.now + timeout
         let key = Key(environmentId: environmentId, session: session)
         let id = lastWaiter.add(1, ordering: .relaxed).newValue
-        defer { creations.withLock { $0[key]?[id] = nil } }
+        defer {
+            creations.withLock { creations in
+                creations[key]?[id] = nil
+                if creations[key]?.isEmpty == true { creations[key] = nil }
+            }
+        }
         while true {
             // A stream per turn, listening before the look: the turn that ends cancels the
             // iteration of its stream, which finishes it for good (iterated again, it would end

@@ -32,8 +32,11 @@ struct WaitpointEngine: Sendable {
     /// (and checks again) later: a drain that finds an empty set skips PostgreSQL, so a waiter
     /// missing from Redis would otherwise wait for its timeout.
     ///
+    /// With `check: false` (realtime did not answer just now) the channel is left to the sweeper
+    /// at once, rather than asked again.
+    ///
     /// - Throws: only when neither Redis nor PostgreSQL could note the waiter.
-    func register(_ waitpoint: Waitpoint) async throws {
+    func register(_ waitpoint: Waitpoint, check: Bool = true) async throws {
         do {
             try await registry.add(waitpoint)
         } catch {
@@ -43,7 +46,11 @@ struct WaitpointEngine: Sendable {
             )
             try await store.markUnregistered(waitpoint.id)
         }
-        await raceCheck(waitpoint)
+        if check {
+            await raceCheck(waitpoint)
+        } else {
+            try await store.markUnregistered(waitpoint.id)
+        }
     }
 
     /// Registers and checks again the waiters marked for it, page by page; one that fails stays
@@ -114,29 +121,47 @@ struct WaitpointEngine: Sendable {
     }
 
     /// Completes the waitpoint with the first record at or after its `fromSeqNum`, if there is one.
+    /// If there is none, and the waitpoint waits past the channel's end (its `lastSeqNum` was
+    /// taken unchecked while realtime was away) or for a command record, it is moved to wait for
+    /// the next record, registered there, and checked again — a record appended meanwhile is not
+    /// missed.
     func completeFromChannel(_ waitpoint: Waitpoint) async throws {
-        guard let record = try await firstRecord(waitpoint.channel, from: waitpoint.fromSeqNum).record else { return }
+        let found = try await firstRecord(waitpoint.channel, from: waitpoint.fromSeqNum)
+        if let record = found.record { return try await complete(waitpoint, with: record) }
+        guard found.start != waitpoint.fromSeqNum,
+            let moved = try await store.moveStart(of: waitpoint.id, to: found.start)
+        else { return }
+        try await registry.add(moved)
+        if let record = try await firstRecord(moved.channel, from: moved.fromSeqNum).record {
+            try await complete(moved, with: record)
+        }
+    }
+
+    private func complete(_ waitpoint: Waitpoint, with record: ChannelRecord) async throws {
         let completed = try await store.complete([waitpoint.id], with: Self.output(of: record))
         announce(completed, .completed)
         try? await registry.remove(waitpoint.id, from: waitpoint.channel)
     }
 
-    /// The first record of a channel at or after `seqNum` that wakes waiters, if there is one, and
-    /// the sequence number the next appended record will get. Command records (S2's `trim` and
-    /// `fence`) wake no one: readers skip them.
+    /// The first record of a channel at or after `seqNum` that wakes waiters, if there is one;
+    /// else where a waiter for it should wait: `seqNum`, but never past the channel's end (as a
+    /// clamped read starts at the tail) and past the command records after it. Command records
+    /// (S2's `trim` and `fence`) wake no one: readers skip them. One record is read first (the
+    /// usual answer), then pages of 100; at most about 1,000 commands are looked at in one call,
+    /// and the waiter then waits after them.
     func firstRecord(
         _ channel: ChannelAddress,
         from seqNum: UInt64
-    ) async throws -> (record: ChannelRecord?, nextSeqNum: UInt64) {
+    ) async throws -> (record: ChannelRecord?, start: UInt64) {
         var from = seqNum
-        while true {
-            let response = try await readChannel(channel, from: from, limit: 1)
-            guard let record = response.records.first else { return (nil, response.nextSeqNum) }
-            if !record.isCommand { return (record, response.nextSeqNum) }
-            from = record.seqNum + 1
+        for page in 0..<11 {
+            let response = try await readChannel(channel, from: from, limit: page == 0 ? 1 : 100)
+            if let record = response.records.first(where: { !$0.isCommand }) { return (record, record.seqNum) }
+            guard let last = response.records.last else { return (nil, min(from, response.nextSeqNum)) }
+            from = last.seqNum + 1
         }
+        return (nil, from)
     }
-
     /// Records of a channel from `seqNum` on, through realtime's `channels.read`.
     /// Asks realtime, twice if the first request goes unanswered within a second (the time one
     /// request had before): an instance that died holding it never answers, and the next request

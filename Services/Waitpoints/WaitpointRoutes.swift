@@ -52,7 +52,7 @@ struct WaitpointRoutes: Sendable {
             )
         )
         if waitpoint.isPending {
-            try await engine.register(waitpoint)
+            try await engine.register(waitpoint, check: start.checked)
         } else if !isCached {
             engine.announce([waitpoint], .completed)
         }
@@ -125,19 +125,20 @@ struct WaitpointRoutes: Sendable {
     /// channel's end: a `lastSeqNum` at or beyond the last record waits for the next one, as a
     /// clamped read starts at the tail. Without `lastSeqNum`, the wait is for the next record.
     ///
-    /// When realtime does not answer, a wait with `lastSeqNum` is taken as it is (the sweeper
-    /// checks its channel later); one without is 503, for its start is unknown.
+    /// When realtime does not answer, a wait with `lastSeqNum` is taken as it is (`checked`
+    /// false: the sweeper checks its channel, and clamps it, once realtime is back); one without
+    /// is 503, for its start is unknown.
     private func start(
         on channel: ChannelAddress,
         after lastSeqNum: Int64?
-    ) async throws -> (fromSeqNum: UInt64, record: ChannelRecord?) {
+    ) async throws -> (fromSeqNum: UInt64, record: ChannelRecord?, checked: Bool) {
         let wanted = lastSeqNum.map { UInt64($0 + 1) }
         do {
-            let (record, nextSeqNum) = try await engine.firstRecord(channel, from: wanted ?? .max)
-            return (min(wanted ?? .max, nextSeqNum), record)
-        } catch {
+            let found = try await engine.firstRecord(channel, from: wanted ?? .max)
+            return (found.start, found.record, true)
+        } catch let error where !(error is CancellationError) {
             guard let wanted else { throw APIError(.unavailable, "Channels are unavailable; try again") }
-            return (wanted, nil)
+            return (wanted, nil, false)
         }
     }
 

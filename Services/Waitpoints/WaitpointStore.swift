@@ -119,6 +119,16 @@ struct WaitpointStore: Sendable {
         ).map(Self.waitpoint)
     }
 
+    /// Makes a pending waitpoint wait for record `seqNum` instead; nil when it is not pending.
+    func moveStart(of friendlyId: String, to seqNum: UInt64) async throws -> Waitpoint? {
+        try await database.query(
+            """
+            UPDATE waitpoints SET from_seq_num = \(Int64(seqNum)) WHERE friendly_id = \(friendlyId) AND status = 'PENDING'
+            RETURNING \(unescaped: Self.columns)
+            """
+        ).first.map(Self.waitpoint)
+    }
+
     /// Marks a pending waitpoint for the sweeper, which registers it in Redis and checks its
     /// channel again: Redis could not take it, or the check for a record already there failed.
     func markUnregistered(_ friendlyId: String) async throws {

@@ -260,6 +260,44 @@ import Testing
         try await server.stop()
     }
 
+    /// A lastSeqNum taken unchecked while realtime was away may be past the channel's end: the
+    /// sweeper's check moves the waiter to the channel's next record, as the route would have,
+    /// and that record completes it.
+    @Test(.timeLimit(.minutes(1))) func aWaiterPastTheEndIsMovedToTheEndWhenChecked() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        for body in ["a", "b"] { _ = try await stack.appended(session.id, body, io: "in") }
+        let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "sweeper"))
+        let database = PostgresClient(
+            configuration: .init(url: try WaitpointRecoveryTests.freshDatabase().url, poolSize: 1)
+        )
+        try await WaitpointsSchema.migrator.run(on: database, logger: Logger(label: "test"))
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL + "/7"))
+        let engine = try Self.engine(connection: connection, database: database, redis: redis)
+        let principal = Principal(
+            environmentId: stack.environmentId,
+            organizationId: "org",
+            projectId: "project",
+            environmentType: .development,
+            scopes: nil
+        )
+        let channel = ChannelAddress(environmentId: stack.environmentId, friendlyId: session.id, io: .in)
+        let (waitpoint, _) = try await engine.store.create(
+            NewWaitpoint(principal: principal, runId: "run_1", channel: channel, fromSeqNum: 101, tags: [])
+        )
+        try await engine.completeFromChannel(waitpoint)
+        let moved = try #require(try await engine.store.find(waitpoint.id, environmentId: stack.environmentId))
+        #expect(moved.isPending && moved.fromSeqNum == 2, "waits for the channel's next record")
+        #expect(try await redis.command("ZSCORE", WaitRegistry.key(channel), waitpoint.id).string == "2")
+        _ = try await stack.appended(session.id, "next", io: "in")
+        try await engine.completeFromChannel(moved)
+        let done = try #require(try await engine.store.find(waitpoint.id, environmentId: stack.environmentId))
+        #expect(done.item.output == WaitpointOutput(value: "next", seqNum: 2))
+        await connection.close()
+        await database.close()
+        await redis.close()
+    }
+
     /// The sweeper enqueues every waitpoint still unmarked after 5 s, also those already queued:
     /// a second copy must not go out (in another batch it would get another message id).
     @Test(.timeLimit(.minutes(1))) func aWaitpointQueuedTwiceIsPublishedOnce() async throws {
