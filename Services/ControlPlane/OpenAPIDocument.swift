@@ -30,11 +30,11 @@ enum OpenAPIDocument {
                 "summary": "List sessions, newest first (from ClickHouse; items show their latest state)",
                 "description": "Query values are form-encoded: + is a space; write a plus sign as %2B.",
                 "parameters": [
-                  { "name": "filter[type]", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated or repeated" },
-                  { "name": "filter[tags]", "in": "query", "schema": { "type": "string" }, "description": "Any of these tags" },
-                  { "name": "filter[taskIdentifier]", "in": "query", "schema": { "type": "string" } },
-                  { "name": "filter[externalId]", "in": "query", "schema": { "type": "string" } },
-                  { "name": "filter[status]", "in": "query", "schema": { "type": "string" }, "description": "ACTIVE, CLOSED, EXPIRED" },
+                  { "name": "filter[type]", "in": "query", "style": "form", "explode": true, "schema": { "type": "array", "items": { "type": "string" } }, "description": "Any of these types: repeated keys, or values joined by a literal (unencoded) comma; %2C is a comma inside a value" },
+                  { "name": "filter[tags]", "in": "query", "style": "form", "explode": true, "schema": { "type": "array", "items": { "type": "string" } }, "description": "Any of these tags (repeated, or joined by a literal comma)" },
+                  { "name": "filter[taskIdentifier]", "in": "query", "style": "form", "explode": true, "schema": { "type": "array", "items": { "type": "string" } }, "description": "Any of these tasks (repeated, or joined by a literal comma)" },
+                  { "name": "filter[externalId]", "in": "query", "style": "form", "explode": true, "schema": { "type": "array", "items": { "type": "string" } }, "description": "Any of these externalIds (repeated, or joined by a literal comma)" },
+                  { "name": "filter[status]", "in": "query", "style": "form", "explode": true, "schema": { "type": "array", "items": { "enum": ["ACTIVE", "CLOSED", "EXPIRED"] } }, "description": "Any of these statuses, in any letter case (repeated, or joined by a literal comma)" },
                   { "name": "filter[createdAt][period]", "in": "query", "schema": { "type": "string" }, "description": "30m, 24h, 7d, …" },
                   { "name": "filter[createdAt][from]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601 (a date alone is its midnight UTC)" },
                   { "name": "filter[createdAt][to]", "in": "query", "schema": { "type": "string" }, "description": "Epoch ms or ISO-8601 (a date alone is its midnight UTC)" },
@@ -150,7 +150,7 @@ enum OpenAPIDocument {
                   { "name": "Timeout-Seconds", "in": "header", "schema": { "type": "integer", "minimum": 1, "maximum": 600, "default": 60 }, "description": "End after this long idle at the tail" }
                 ],
                 "responses": {
-                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body,headers?}]}, id = last seq_num) and event: ping", "headers": { "X-Session-Id": { "schema": { "type": "string" }, "description": "The session the name led to (absent when subscribed before it existed)" } }, "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
+                  "200": { "description": "event: batch (data {records:[{seq_num,timestamp,body,headers?}]}, id = last seq_num) and event: ping", "headers": { "X-Session-Id": { "schema": { "type": "string" }, "description": "The session the name led to (absent when subscribed before it existed)" }, "X-Stream-Version": { "schema": { "const": "v2" } } }, "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
                   "400": { "$ref": "#/components/responses/BadRequest" },
                   "401": { "$ref": "#/components/responses/Unauthorized" },
                   "403": { "$ref": "#/components/responses/Forbidden" },
@@ -173,11 +173,11 @@ enum OpenAPIDocument {
               "parameters": [{ "$ref": "#/components/parameters/Session" }, { "$ref": "#/components/parameters/IO" }],
               "post": {
                 "operationId": "appendRecord",
-                "summary": "Append the raw body (at most 512 KiB) as one record; 200 once durable",
+                "summary": "Append the raw body (UTF-8 text, at most 524,288 bytes) as one record; 200 once durable",
                 "parameters": [
                   { "name": "X-Part-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 256 }, "description": "Idempotency key for the life of the session" }
                 ],
-                "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string", "maxLength": 524288 } } } },
+                "requestBody": { "required": true, "description": "UTF-8 text of at most 524,288 bytes (413 beyond; 400 when not UTF-8)", "content": { "*/*": { "schema": { "type": "string" } } } },
                 "responses": {
                   "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendResult" } } } },
                   "400": { "description": "Closed or expired session (`ok: false`), or a bad header or body (`error` only)", "content": { "application/json": { "schema": { "anyOf": [{ "$ref": "#/components/schemas/AppendResult" }, { "$ref": "#/components/schemas/Error" }] } } } },
@@ -194,6 +194,7 @@ enum OpenAPIDocument {
                 "operationId": "s2Append",
                 "summary": "S2 append (JSON), with the channel token from PUT; 400 once the session is closed or expired",
                 "security": [{ "channelToken": [] }],
+                "parameters": [{ "$ref": "#/components/parameters/S2Format" }],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["records"], "properties": { "records": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "type": "object", "properties": { "body": { "type": "string" }, "headers": { "type": "array", "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "string" } } } } } }, "match_seq_num": { "type": "integer", "minimum": 0 }, "fencing_token": { "type": "string", "maxLength": 0, "description": "Only the empty token (fencing is not supported)" } } } } } },
                 "responses": {
                   "200": { "description": "AppendAck {start, end, tail}", "content": { "application/json": { "schema": { "type": "object" } } } },
@@ -214,7 +215,8 @@ enum OpenAPIDocument {
                   { "name": "tail_offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                   { "name": "count", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                   { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295 }, "description": "Seconds to wait for records (a unary read at most 60); default 0 when count is given, else an SSE read follows until the client leaves" },
-                  { "name": "clamp", "in": "query", "schema": { "type": "boolean" } }
+                  { "name": "clamp", "in": "query", "schema": { "type": "boolean" } },
+                  { "$ref": "#/components/parameters/S2Format" }
                 ],
                 "responses": {
                   "200": { "description": "ReadBatch {records, tail}, or an event stream", "content": { "application/json": { "schema": { "type": "object" } }, "text/event-stream": { "schema": { "$ref": "#/components/schemas/ServerSentEvent" } } } },
@@ -318,6 +320,7 @@ enum OpenAPIDocument {
               "Session": { "name": "session", "in": "path", "required": true, "description": "friendlyId (session_…) or externalId", "schema": { "type": "string", "minLength": 1, "maxLength": 256 } },
               "Waitpoint": { "name": "waitpoint", "in": "path", "required": true, "description": "waitpoint_…", "schema": { "type": "string" } },
               "IO": { "name": "io", "in": "path", "required": true, "description": "The channel: out (task → clients) or in (clients → task)", "schema": { "enum": ["out", "in"] } },
+              "S2Format": { "name": "S2-Format", "in": "header", "schema": { "enum": ["raw", "json", "base64", "json-binsafe"] }, "description": "raw (default): bodies and headers as text (bytes that are not UTF-8 read as U+FFFD); base64: as base64, so any bytes fit" },
               "Stream": { "name": "stream", "in": "path", "required": true, "description": "X-S2-Stream-Name, percent-encoded (sessions%2F{friendlyId}%2F{io})", "schema": { "type": "string" } }
             },
             "schemas": {
@@ -448,7 +451,7 @@ enum OpenAPIDocument {
               "Unauthorized": { "description": "Missing, invalid or expired credentials", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "Forbidden": { "description": "The token's scopes do not allow this", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "NotFound": { "description": "No such session in this environment", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-              "Conflict": { "description": "Closed or expired session, or externalId taken", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+              "Conflict": { "description": "Create: the externalId's session is closed or expired. PATCH: the new externalId is taken (a closed session can be patched)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "TooLarge": { "description": "Body over the limit or without Content-Length", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "Unavailable": { "description": "A store the route needs is unreachable; try again after Retry-After", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
               "S2Error": { "description": "S2's error body", "content": { "application/json": { "schema": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } } }

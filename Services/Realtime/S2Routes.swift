@@ -119,7 +119,12 @@ struct S2Routes: Sendable {
         let count = try Self.integer(query, "count", in: 0...Int.max)
         // As S2: a bounded read does not wait unless asked to; an unbounded one follows for good.
         let wait = try Self.integer(query, "wait", in: 0...Int(UInt32.max)) ?? (count == nil ? nil : 0)
-        let clamp = query["clamp"].map { $0 == "true" || $0 == "1" } ?? false
+        let clamp: Bool
+        switch query["clamp"] {
+        case nil, "false", "0": clamp = false
+        case "true", "1": clamp = true
+        default: throw S2Error(.badRequest, "bad_query", "Invalid clamp: true or false")
+        }
         let tail = try await store.tail(channel)
         var start: UInt64
         var sent = (count: 0, bytes: 0)

@@ -110,6 +110,8 @@ import Testing
         #expect(beyond.status == 416)
         let clamped = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=9&clamp=true", headers: auth))
         #expect(clamped.status == 200)
+        let vague = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=9&clamp=maybe", headers: auth))
+        #expect(vague.status == 400, "not silently false")
         for bound in ["bytes=10", "until=1"] {
             let refused = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0&\(bound)", headers: auth))
             #expect(refused.status == 422, "\(bound) is refused, not ignored")

@@ -24,16 +24,44 @@ import Testing
         await connection.close()
     }
 
-    @Test func createIsIdempotentAndUpdatesAChangedConfiguration() async throws {
+    /// Starting again keeps what an operator tuned on the stream (here its age limit and a
+    /// size limit this code does not know), and still applies what the code owns (subjects).
+    @Test func createIsIdempotentAndKeepsWhatOperatorsTuned() async throws {
         try await withStream { jetStream, name, prefix in
             let again = try await jetStream.createOrUpdateStream(
                 StreamConfiguration(name: name, subjects: ["\(prefix).>"])
             )
             #expect(again.config.subjects == ["\(prefix).>"])
-            let changed = try await jetStream.createOrUpdateStream(
-                StreamConfiguration(name: name, subjects: ["\(prefix).>"], maxAge: .seconds(3600))
+            // `nats stream edit --max-age 30d --max-bytes 1GB`, as an operator would.
+            let connection = try await connect("operator")
+            let info = try await connection.request("$JS.API.STREAM.INFO.\(name)", payload: Data())
+            var config = try #require(
+                (try JSONSerialization.jsonObject(with: info.payload) as? [String: Any])?["config"] as? [String: Any]
             )
-            #expect(changed.config.maxAge == 3_600_000_000_000)
+            config["max_age"] = 2_592_000_000_000_000
+            config["max_bytes"] = 1 << 30
+            let edited = try await connection.request(
+                "$JS.API.STREAM.UPDATE.\(name)",
+                payload: try JSONSerialization.data(withJSONObject: config)
+            )
+            #expect(!String(decoding: edited.payload, as: UTF8.self).contains("error"))
+            await connection.close()
+
+            let restarted = try await jetStream.createOrUpdateStream(
+                StreamConfiguration(name: name, subjects: ["\(prefix).>"])
+            )
+            #expect(restarted.config.maxAge == 2_592_000_000_000_000, "an operator's age limit survives a restart")
+            let upgraded = try await jetStream.createOrUpdateStream(
+                StreamConfiguration(name: name, subjects: ["\(prefix).>", "\(prefix)-more.>"])
+            )
+            #expect(upgraded.config.subjects == ["\(prefix).>", "\(prefix)-more.>"], "the code's subjects applied")
+            #expect(upgraded.config.maxAge == 2_592_000_000_000_000)
+            let final = try await jetStream.streamInfo(name)
+            let raw = try await connect("check")
+            let reread = try await raw.request("$JS.API.STREAM.INFO.\(name)", payload: Data())
+            #expect(String(decoding: reread.payload, as: UTF8.self).contains(#""max_bytes":1073741824"#))
+            #expect(final.config.maxAge == 2_592_000_000_000_000)
+            await raw.close()
         }
     }
 
