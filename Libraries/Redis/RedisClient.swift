@@ -35,8 +35,18 @@ public final class RedisClient: Sendable {
         let port = url.port ?? 6379
         let database = Int(url.path.dropFirst()) ?? 0
         let timeout = configuration.timeout
+        // `redis://:password@host` or `redis://user:password@host` (Redis 6 ACL users).
+        let password = url.password.map { $0.removingPercentEncoding ?? $0 }
+        let user = url.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
         self.pool = ConnectionPool(size: configuration.poolSize) {
-            try RedisHandle(host: host, port: port, database: database, timeout: timeout)
+            try RedisHandle(
+                host: host,
+                port: port,
+                user: user,
+                password: password,
+                database: database,
+                timeout: timeout
+            )
         }
     }
 

@@ -9,8 +9,9 @@ import Foundation
 final class RedisHandle: PooledConnection, @unchecked Sendable {
     private let context: UnsafeMutablePointer<redisContext>
 
-    /// Connects (blocking), sets the command timeout and selects the database.
-    init(host: String, port: Int, database: Int, timeout: Duration) throws {
+    /// Connects (blocking), sets the command timeout, authenticates (`AUTH [user] password`,
+    /// when the URL has a password) and selects the database.
+    init(host: String, port: Int, user: String?, password: String?, database: Int, timeout: Duration) throws {
         let interval = timeval(
             tv_sec: Int(timeout.components.seconds),
             tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000)
@@ -21,7 +22,15 @@ final class RedisHandle: PooledConnection, @unchecked Sendable {
         self.context = context
         if context.pointee.err != 0 { throw Self.error(context) }
         _ = redisSetTimeout(context, interval)
-        if database != 0 { _ = try command(["SELECT", String(database)]) }
+        if let password {
+            // Not the reply itself: it may repeat what was sent.
+            if case .error = try command(["AUTH"] + (user.map { [$0] } ?? []) + [password]) {
+                throw RedisError(.connectionFailed, message: "Redis refused the user or password of the Redis URL")
+            }
+        }
+        if database != 0, case .error(let message) = try command(["SELECT", String(database)]) {
+            throw RedisError(.connectionFailed, message: "Redis refused database \(database): \(message)")
+        }
     }
 
     deinit { redisFree(context) }

@@ -47,7 +47,8 @@ func buildServiceGroup(
         connection: connection,
         checks: [
             ReadinessCheck("postgres") { try await database.ping() },
-            ReadinessCheck("clickhouse") { try await clickhouse.ping() },
+            // Only listing needs it.
+            ReadinessCheck("clickhouse", essential: false) { try await clickhouse.ping() },
         ],
         endpoints: api.endpoints,
         work: [events],

@@ -46,7 +46,8 @@ func buildServiceGroup(
         connection: connection,
         checks: [
             ReadinessCheck("postgres") { try await database.ping() },
-            ReadinessCheck("redis") { try await redis.ping() },
+            // Waiters still complete without it, through PostgreSQL.
+            ReadinessCheck("redis", essential: false) { try await redis.ping() },
         ],
         work: [
             events,

@@ -19,6 +19,32 @@ func makeRedis(poolSize: Int = 4) throws -> RedisClient {
         await redis.close()
     }
 
+    /// A Redis URL's user and password are sent (`AUTH`); a wrong one fails the connection with
+    /// a message that does not repeat it (it used to be dropped: every command then failed).
+    @Test func theURLsUserAndPasswordAuthenticate() async throws {
+        let admin = try makeRedis(poolSize: 1)
+        let user = TestServers.uniqueName("user")
+        try await admin.command("ACL", "SETUSER", user, "on", ">s3cret:pw", "~*", "+@all")
+        let address = try TestServers.redisURL.replacingOccurrences(of: "redis://", with: "")
+        let authenticated = try RedisClient(
+            configuration: .init(url: "redis://\(user):s3cret%3Apw@\(address)/2", poolSize: 1)
+        )
+        #expect(try await authenticated.command("ACL", "WHOAMI").string == user)
+        await authenticated.close()
+        let refused = try RedisClient(configuration: .init(url: "redis://\(user):wrong@\(address)", poolSize: 1))
+        await #expect(throws: RedisError.self) {
+            do {
+                try await refused.command("PING")
+            } catch let error as RedisError {
+                #expect(error.code == .connectionFailed && !"\(error)".contains("wrong"), "\(error)")
+                throw error
+            }
+        }
+        await refused.close()
+        try await admin.command("ACL", "DELUSER", user)
+        await admin.close()
+    }
+
     @Test func errorRepliesThrowServerErrors() async throws {
         let redis = try makeRedis()
         let key = TestServers.uniqueName("set")

@@ -216,8 +216,9 @@ struct Wait: AsyncParsableCommand {
                     WaitpointItem.self,
                     "GET",
                     "/api/v1/waitpoints/\(created.waitpointId)/wait",
-                    query: [("timeout", "60")],
-                    timeout: .seconds(90)
+                    // Under the 60 s idle timeout many load balancers have.
+                    query: [("timeout", "50")],
+                    timeout: .seconds(80)
                 )
                 switch waitpoint.status {
                 case .pending: continue

@@ -4,20 +4,26 @@ import Hummingbird
 import Logging
 import Prometheus
 
-/// One dependency a service needs to do its work; `check` throws when it is not reachable.
+/// One dependency a service uses; `check` throws when it is not reachable. Without an
+/// `essential` one the service cannot do its work; without another it does part of it (the
+/// control plane lists nothing without ClickHouse, but creates and reads sessions): it stays
+/// ready, reported `degraded`, so that a router does not turn a partial outage into a full one.
 public struct ReadinessCheck: Sendable {
     public var name: String
+    public var essential: Bool
     public var check: @Sendable () async throws -> Void
 
-    public init(_ name: String, check: @escaping @Sendable () async throws -> Void) {
+    public init(_ name: String, essential: Bool = true, check: @escaping @Sendable () async throws -> Void) {
         self.name = name
+        self.essential = essential
         self.check = check
     }
 }
 
 /// The report `GET /readyz` answers with.
 public struct ReadinessReport: Codable, Sendable, Equatable {
-    /// `ready` or `unavailable`.
+    /// `ready`, `degraded` (a dependency that is not essential is down; still 200) or
+    /// `unavailable` (503).
     public var status: String
     /// Each dependency's state: `ok` or `unavailable`.
     public var checks: [String: String]
@@ -41,27 +47,27 @@ extension Router {
             )
         }
         get("readyz") { _, _ in
-            let results = await withTaskGroup(of: (String, Bool).self) { group in
+            let results = await withTaskGroup(of: (ReadinessCheck, Bool).self) { group in
                 for check in checks {
                     group.addTask {
                         do {
                             try await withTimeout(timeout) { try await check.check() }
-                            return (check.name, true)
+                            return (check, true)
                         } catch {
                             logger.warning(
                                 "A readiness check failed.",
                                 metadata: ["check": "\(check.name)", "error": "\(error)"]
                             )
-                            return (check.name, false)
+                            return (check, false)
                         }
                     }
                 }
-                return await group.reduce(into: [String: Bool]()) { $0[$1.0] = $1.1 }
+                return await group.reduce(into: [(ReadinessCheck, Bool)]()) { $0.append($1) }
             }
-            let ready = results.values.allSatisfy { $0 }
+            let ready = results.allSatisfy { check, ok in ok || !check.essential }
             let report = ReadinessReport(
-                status: ready ? "ready" : "unavailable",
-                checks: results.mapValues { $0 ? "ok" : "unavailable" }
+                status: !ready ? "unavailable" : results.allSatisfy(\.1) ? "ready" : "degraded",
+                checks: Dictionary(uniqueKeysWithValues: results.map { ($0.0.name, $0.1 ? "ok" : "unavailable") })
             )
             let body = try JSONEncoder.sessions.encode(report)
             return Response(
