@@ -188,6 +188,27 @@ import Testing
         )
     }
 
+    /// An engine over a database of its own and Redis database 7, and a principal of
+    /// `environmentId`, for tests that drive the engine directly.
+    static func isolatedEngine(
+        connection: NatsConnection,
+        environmentId: String
+    ) async throws -> (WaitpointEngine, Principal, PostgresClient, RedisClient) {
+        let database = PostgresClient(
+            configuration: .init(url: try WaitpointRecoveryTests.freshDatabase().url, poolSize: 1)
+        )
+        try await WaitpointsSchema.migrator.run(on: database, logger: Logger(label: "test"))
+        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL + "/7"))
+        let principal = Principal(
+            environmentId: environmentId,
+            organizationId: "org",
+            projectId: "project",
+            environmentType: .development,
+            scopes: nil
+        )
+        return (try engine(connection: connection, database: database, redis: redis), principal, database, redis)
+    }
+
     /// A realtime instance killed while it holds a `channels.read` never answers it: the read is
     /// asked again, and the next request reaches one that lives.
     @Test(.timeLimit(.minutes(1))) func aChannelReadLeftUnansweredIsAskedAgain() async throws {
@@ -230,18 +251,9 @@ import Testing
         let connection = try await NatsConnection.connect(
             .init(url: server.url, name: "race check", requestTimeout: .seconds(1))
         )
-        let database = PostgresClient(
-            configuration: .init(url: try WaitpointRecoveryTests.freshDatabase().url, poolSize: 1)
-        )
-        try await WaitpointsSchema.migrator.run(on: database, logger: Logger(label: "test"))
-        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL + "/7"))
-        let engine = try Self.engine(connection: connection, database: database, redis: redis)
-        let principal = Principal(
-            environmentId: TestServers.uniqueName("env"),
-            organizationId: "org",
-            projectId: "project",
-            environmentType: .development,
-            scopes: nil
+        let (engine, principal, database, redis) = try await Self.isolatedEngine(
+            connection: connection,
+            environmentId: TestServers.uniqueName("env")
         )
         let (waitpoint, _) = try await engine.store.create(
             NewWaitpoint(
@@ -268,18 +280,9 @@ import Testing
         let session = try await stack.createSession()
         for body in ["a", "b"] { _ = try await stack.appended(session.id, body, io: "in") }
         let connection = try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: "sweeper"))
-        let database = PostgresClient(
-            configuration: .init(url: try WaitpointRecoveryTests.freshDatabase().url, poolSize: 1)
-        )
-        try await WaitpointsSchema.migrator.run(on: database, logger: Logger(label: "test"))
-        let redis = try RedisClient(configuration: .init(url: try TestServers.redisURL + "/7"))
-        let engine = try Self.engine(connection: connection, database: database, redis: redis)
-        let principal = Principal(
-            environmentId: stack.environmentId,
-            organizationId: "org",
-            projectId: "project",
-            environmentType: .development,
-            scopes: nil
+        let (engine, principal, database, redis) = try await Self.isolatedEngine(
+            connection: connection,
+            environmentId: stack.environmentId
         )
         let channel = ChannelAddress(environmentId: stack.environmentId, friendlyId: session.id, io: .in)
         let (waitpoint, _) = try await engine.store.create(
