@@ -208,13 +208,16 @@ enum OpenAPIDocument {
               },
               "get": {
                 "operationId": "s2Read",
-                "summary": "S2 read: JSON, or SSE with Accept: text/event-stream; timestamp, bytes and until are not supported (422)",
+                "summary": "S2 read: JSON, or SSE with Accept: text/event-stream",
                 "security": [{ "channelToken": [] }],
                 "parameters": [
                   { "name": "seq_num", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                   { "name": "tail_offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                  { "name": "timestamp", "in": "query", "schema": { "type": "integer", "minimum": 0 }, "description": "Start at the first record stored at or after this epoch ms" },
+                  { "name": "bytes", "in": "query", "schema": { "type": "integer", "minimum": 0 }, "description": "At most this many metered bytes of records" },
+                  { "name": "until", "in": "query", "schema": { "type": "integer", "minimum": 0 }, "description": "Only records stored before this epoch ms" },
                   { "name": "count", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
-                  { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295 }, "description": "Seconds to wait for records (a unary read at most 60); default 0 when count is given, else an SSE read follows until the client leaves" },
+                  { "name": "wait", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295 }, "description": "Seconds to wait for records (a unary read at most 60); default 0 when count, bytes or until is given, else an SSE read follows until the client leaves" },
                   { "name": "clamp", "in": "query", "schema": { "type": "boolean" } },
                   { "$ref": "#/components/parameters/S2Format" }
                 ],

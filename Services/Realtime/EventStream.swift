@@ -15,10 +15,15 @@ struct EventStream: Sendable {
         /// `/realtime/v1/…`: `id:` is the batch's last sequence number.
         case sessions
         /// The S2 subset: `id: seq,count,bytes`, counted on from `sent` (what a resumed read's
-        /// earlier connections sent), until `limit` records in all; `[DONE]` at the end. Pings
-        /// carry the tail, as S2's do (clients take `last + 1 == tail` as caught up); `tail` is
-        /// the channel's when the read began.
-        case s2(format: S2Routes.BodyFormat, limit: Int?, sent: (count: Int, bytes: Int), tail: ChannelTail)
+        /// earlier connections sent), within `limits` in all; `[DONE]` at the end. Pings carry
+        /// the tail, as S2's do (clients take `last + 1 == tail` as caught up); `tail` is the
+        /// channel's when the read began.
+        case s2(
+            format: S2Routes.BodyFormat,
+            limits: S2Routes.ReadLimits,
+            sent: (count: Int, bytes: Int),
+            tail: ChannelTail
+        )
     }
 
     let hub: ChannelHub
@@ -78,7 +83,7 @@ struct EventStream: Sendable {
                     }
                     continue
                 }
-                try await writer.write(try counter.batch(records))
+                if let batch = try counter.batch(records) { try await writer.write(batch) }
                 deadlines.withLock { $0 = (now + pingInterval, now + idleTimeout) }
             }
             if case .s2 = style { try await writer.write(ByteBuffer(string: "data: [DONE]\n\n")) }
@@ -94,28 +99,30 @@ struct EventStream: Sendable {
         var bytes = 0
         /// The timestamp of the last record sent, or of the tail when the read began.
         var lastTimestamp: Int64 = 0
+        /// A limit of an S2 read stopped it.
+        private(set) var isDone = false
 
         init(style: Style) {
             self.style = style
-            if case .s2(_, _, let sent, let tail) = style {
+            if case .s2(_, let limits, let sent, let tail) = style {
                 (delivered, bytes, lastTimestamp) = (sent.0, sent.1, tail.timestamp)
+                isDone = limits.take([], after: sent).reached
             }
         }
 
-        var isDone: Bool {
-            if case .s2(_, let limit?, _, _) = style { return delivered >= limit }
-            return false
-        }
-
-        mutating func batch(_ records: [ChannelRecord]) throws -> ByteBuffer {
-            lastTimestamp = records.last!.timestamp
+        /// The event for `records`, or nil when a limit leaves none of them to send.
+        mutating func batch(_ records: [ChannelRecord]) throws -> ByteBuffer? {
             var buffer = ByteBuffer()
             switch style {
             case .sessions:
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum)\ndata: ")
                 RecordJSON.writeBatch(records, to: &buffer)
-            case .s2(let format, let limit, _, _):
-                let records = limit.map { Array(records.prefix($0 - delivered)) } ?? records
+                lastTimestamp = records.last!.timestamp
+            case .s2(let format, let limits, _, _):
+                let (records, reached) = limits.take(records, after: (delivered, bytes))
+                isDone = reached
+                guard let last = records.last else { return nil }
+                lastTimestamp = last.timestamp
                 delivered += records.count
                 bytes += records.reduce(0) { $0 + $1.meteredBytes }
                 buffer.writeString("event: batch\nid: \(records.last!.seqNum),\(delivered),\(bytes)\ndata: ")

@@ -109,16 +109,13 @@ struct S2Routes: Sendable {
         guard starts.count <= 1 else {
             throw S2Error(.badRequest, "bad_query", "Give at most one of seq_num, tail_offset and timestamp")
         }
-        guard query["timestamp"] == nil else {
-            throw S2Error(.unprocessableContent, "invalid", "Reading from a timestamp is not supported")
-        }
-        // Refused rather than ignored: a read bounded by them would silently return more.
-        for limit: Substring in ["bytes", "until"] where query[limit] != nil {
-            throw S2Error(.unprocessableContent, "invalid", "The \(limit) read limit is not supported; use count")
-        }
-        let count = try Self.integer(query, "count", in: 0...Int.max)
+        let limits = ReadLimits(
+            count: try Self.integer(query, "count", in: 0...Int.max),
+            bytes: try Self.integer(query, "bytes", in: 0...Int.max),
+            until: try Self.integer(query, "until", in: 0...Int.max).map(Int64.init)
+        )
         // As S2: a bounded read does not wait unless asked to; an unbounded one follows for good.
-        let wait = try Self.integer(query, "wait", in: 0...Int(UInt32.max)) ?? (count == nil ? nil : 0)
+        let wait = try Self.integer(query, "wait", in: 0...Int(UInt32.max)) ?? (limits.isBounded ? 0 : nil)
         let clamp: Bool
         switch query["clamp"] {
         case nil, "false", "0": clamp = false
@@ -143,6 +140,8 @@ struct S2Routes: Sendable {
             start = UInt64(seqNum)
         } else if let offset = try Self.integer(query, "tail_offset", in: 0...Int.max) {
             start = tail.nextSeqNum - min(tail.nextSeqNum, UInt64(offset))
+        } else if let timestamp = try Self.integer(query, "timestamp", in: 0...Int.max) {
+            start = try await firstSeqNum(atOrAfter: Int64(timestamp), in: channel, tail: tail)
         } else {
             start = tail.nextSeqNum
         }
@@ -161,7 +160,7 @@ struct S2Routes: Sendable {
                 pingInterval: pingInterval,
                 idleTimeout: wait.map { .seconds(max($0, 1)) } ?? Self.forever,
                 logger: logger,
-                style: .s2(format: format, limit: count, sent: sent, tail: tail),
+                style: .s2(format: format, limits: limits, sent: sent, tail: tail),
                 endBefore: wait == 0 ? tail.nextSeqNum : nil
             )
             var headers = HTTPFields()
@@ -178,12 +177,12 @@ struct S2Routes: Sendable {
                 }
             )
         }
-        let limit = min(count ?? Self.maxBatchRecords, Self.maxBatchRecords)
+        let limit = min(limits.count ?? Self.maxBatchRecords, Self.maxBatchRecords)
         var records = limit == 0 ? [] : try await store.read(channel, from: start, limit: limit)
         if records.isEmpty, limit > 0, let wait, wait > 0 {
             records = try await waitForRecords(channel, from: start, limit: limit, timeout: .seconds(min(wait, 60)))
         }
-        records = Self.withinReadLimit(records)
+        records = Self.withinReadLimit(limits.take(records, after: (0, 0)).records)
         let latest = try await store.tail(channel)
         return try Self.json(
             ReadBatch(
@@ -194,6 +193,27 @@ struct S2Routes: Sendable {
     }
 
     // MARK: Helpers
+
+    /// The first sequence number whose record was stored at or after `timestamp` (epoch ms), or
+    /// the tail when none was; a binary search, as a channel's timestamps never go back.
+    private func firstSeqNum(
+        atOrAfter timestamp: Int64,
+        in channel: ChannelAddress,
+        tail: ChannelTail
+    ) async throws -> UInt64 {
+        var (low, high) = (UInt64(0), tail.nextSeqNum)
+        while low < high {
+            let middle = low + (high - low) / 2
+            guard let record = try await store.read(channel, from: middle, limit: 1).first,
+                record.timestamp < timestamp
+            else {
+                high = middle
+                continue
+            }
+            low = record.seqNum + 1
+        }
+        return low
+    }
 
     /// How long an SSE read without `wait` or a limit follows: as long as the client stays.
     static let forever = Duration.seconds(100 * 365 * 86_400)
@@ -310,6 +330,35 @@ struct S2Routes: Sendable {
     }
 
     // MARK: Wire types
+
+    /// What bounds an S2 read: records, metered bytes, and an exclusive timestamp.
+    struct ReadLimits: Sendable {
+        var count: Int?
+        var bytes: Int?
+        var until: Int64?
+
+        var isBounded: Bool { count != nil || bytes != nil || until != nil }
+
+        /// The first of `records` within the limits, when `sent` (records, metered bytes) went
+        /// out before them, and whether a limit stopped them (the read is complete).
+        func take(
+            _ records: [ChannelRecord],
+            after sent: (count: Int, bytes: Int)
+        ) -> (records: [ChannelRecord], reached: Bool) {
+            var (count, bytes) = sent
+            for (index, record) in records.enumerated() {
+                let next = bytes + record.meteredBytes
+                if self.count.map({ count >= $0 }) ?? false || self.bytes.map({ next > $0 }) ?? false
+                    || until.map({ record.timestamp >= $0 }) ?? false
+                {
+                    return (Array(records.prefix(index)), true)
+                }
+                (count, bytes) = (count + 1, next)
+            }
+            // Reached too when no record could fit any more: the smallest is 8 bytes, metered.
+            return (records, self.count.map { count >= $0 } ?? false || self.bytes.map { bytes + 8 > $0 } ?? false)
+        }
+    }
 
     enum BodyFormat: Sendable {
         case raw, base64
