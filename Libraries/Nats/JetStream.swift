@@ -81,6 +81,12 @@ public final class JetStream: @unchecked Sendable {
         try await api("$JS.API.STREAM.INFO.\(name)", Optional<StreamConfiguration>.none)
     }
 
+    /// How far a durable consumer is behind: messages not yet delivered to it, and those
+    /// delivered but not yet acknowledged.
+    public func consumerBacklog(stream: String, consumer: String) async throws -> ConsumerBacklog {
+        try await api("$JS.API.CONSUMER.INFO.\(stream).\(consumer)", Optional<StreamConfiguration>.none)
+    }
+
     /// Deletes the stream and its messages.
     public func deleteStream(_ name: String) async throws {
         let _: DeleteResponse = try await api("$JS.API.STREAM.DELETE.\(name)", Optional<StreamConfiguration>.none)
@@ -391,6 +397,24 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         self.allowDirect = allowDirect
         self.maxAge = maxAge.nanoseconds
         self.numReplicas = numReplicas
+    }
+}
+
+/// A durable consumer's backlog (``JetStream/consumerBacklog(stream:consumer:)``).
+public struct ConsumerBacklog: Decodable, Sendable, Equatable {
+    /// Stored messages not yet delivered.
+    public var pending: UInt64
+    /// Delivered, not yet acknowledged.
+    public var unacknowledged: UInt64
+
+    public init(pending: UInt64, unacknowledged: UInt64) {
+        self.pending = pending
+        self.unacknowledged = unacknowledged
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pending = "num_pending"
+        case unacknowledged = "num_ack_pending"
     }
 }
 

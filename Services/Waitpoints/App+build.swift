@@ -53,7 +53,12 @@ func buildServiceGroup(
             events,
             engine.settled,
             AppendConsumer(engine: engine, durableName: configuration.consumerName, logger: logger),
-            TimeoutSweeper(engine: engine, interval: configuration.sweepInterval, logger: logger),
+            TimeoutSweeper(
+                engine: engine,
+                interval: configuration.sweepInterval,
+                consumer: configuration.consumerName,
+                logger: logger
+            ),
         ],
         registry: registry,
         logger: logger

@@ -18,6 +18,9 @@ enum WaitpointsMetrics {
     static let unregistered = Gauge(label: "waitpoints_unregistered")
     static let timeoutsOverdue = Gauge(label: "waitpoints_timeouts_overdue_seconds")
     static let eventsUnpublished = Gauge(label: "waitpoints_oldest_unpublished_event_age_seconds")
+    /// Appended records the durable consumer has not handled yet (not delivered, or delivered
+    /// and not acknowledged): wake-ups waiting behind them. Read from JetStream every 5 s.
+    static let recordsBacklog = Gauge(label: "waitpoints_appended_records_backlog")
 
     static func record(_ backlog: WaitpointBacklog) {
         pending.record(backlog.pending)
@@ -29,6 +32,6 @@ enum WaitpointsMetrics {
     /// Creates every series, so each is exported (at 0) before its first event.
     static func register() {
         _ = (recordsSeenByRedisOnly, recordsSettledInPostgres)
-        _ = (pending, unregistered, timeoutsOverdue, eventsUnpublished)
+        _ = (pending, unregistered, timeoutsOverdue, eventsUnpublished, recordsBacklog)
     }
 }

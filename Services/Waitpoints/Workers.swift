@@ -2,6 +2,7 @@ import Contracts
 import Crypto
 import Foundation
 import Logging
+import Metrics
 import Nats
 import ServiceKit
 import ServiceLifecycle
@@ -151,6 +152,8 @@ final class ChannelLanes: Sendable {
 struct TimeoutSweeper: Service {
     let engine: WaitpointEngine
     let interval: Duration
+    /// The append consumer, whose backlog is reported with the waitpoints'.
+    let consumer: String
     let logger: Logger
 
     func run() async throws {
@@ -161,6 +164,12 @@ struct TimeoutSweeper: Service {
                     while !Task.isCancelled {
                         // Its only trouble would be the sweep's, which is logged.
                         if let backlog = try? await engine.store.backlog() { WaitpointsMetrics.record(backlog) }
+                        if let records = try? await engine.jetStream.consumerBacklog(
+                            stream: Subjects.channelStream,
+                            consumer: consumer
+                        ) {
+                            WaitpointsMetrics.recordsBacklog.record(records.pending + records.unacknowledged)
+                        }
                         try? await Task.sleep(for: .seconds(5))
                     }
                 }

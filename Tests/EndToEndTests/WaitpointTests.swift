@@ -579,9 +579,10 @@ extension ServicesFixture {
         let reported = try await TestServers.waitUntil {
             let pending = try await service.metric("waitpoints_pending", stack.http)
             let unregistered = try await service.metric("waitpoints_unregistered", stack.http)
-            return pending == 1 && unregistered == 0
+            let backlog = try await service.metric("waitpoints_appended_records_backlog", stack.http)
+            return pending == 1 && unregistered == 0 && backlog == 0
         }
-        #expect(reported, "the later waiter is pending and registered")
+        #expect(reported, "the later waiter is pending and registered; every appended record handled")
         _ = try await service.terminate(timeout: .seconds(10))
     }
 

@@ -168,8 +168,17 @@ import Testing
                 filterSubject: subject,
                 ackWait: .seconds(1)
             )
+            #expect(
+                try await jetStream.consumerBacklog(stream: name, consumer: "workers")
+                    == ConsumerBacklog(pending: 3, unacknowledged: 0)
+            )
             let batch = try await consumer.fetch(batch: 10, timeout: .seconds(2))
             #expect(batch.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w0", "w1", "w2"])
+            #expect(
+                try await jetStream.consumerBacklog(stream: name, consumer: "workers")
+                    == ConsumerBacklog(pending: 0, unacknowledged: 3),
+                "what an operator watches: delivered, not yet handled"
+            )
             // Acknowledge two; the third comes back after the ack wait.
             try batch[0].ack()
             try batch[1].ack()
