@@ -91,7 +91,7 @@ def check_compose(services, here):
         if name not in services:
             problems.append(f"compose: service '{name}' is missing")
     for name, service in services.items():
-        if service.get("ports") and name != "nginx":
+        if service.get("ports") and name not in ("nginx", "prometheus"):
             problems.append(f"compose: {name} publishes ports {service['ports']}; only nginx may (replicas scale)")
         if "container_name" in service:
             problems.append(f"compose: {name} has a container_name; `--scale` needs none")
