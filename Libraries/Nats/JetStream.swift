@@ -30,32 +30,31 @@ public final class JetStream: @unchecked Sendable {
 
     // MARK: Streams
 
-    /// Creates the stream; when it exists, brings what the code owns (``StreamConfiguration/ownedKeys``:
-    /// subjects, duplicate window, direct and atomic access) up to date and keeps everything else
-    /// as it is — replicas, limits, placement: what operators tune (`nats stream edit`) survives
-    /// a restart. Nothing is written when the owned settings already match.
+    /// Creates the stream; when it exists, brings what the code owns (subjects, duplicate
+    /// window, direct and atomic access, and `max_age` when `owningMaxAge`) up to date and keeps
+    /// everything else as it is — replicas, limits, placement: what operators tune (`nats stream
+    /// edit`) survives a restart. Nothing is written when the owned settings already match.
     @discardableResult
-    public func createOrUpdateStream(_ configuration: StreamConfiguration) async throws -> StreamInfo {
+    public func createOrUpdateStream(
+        _ configuration: StreamConfiguration,
+        owningMaxAge: Bool = false
+    ) async throws -> StreamInfo {
         do {
             return try await api("$JS.API.STREAM.CREATE.\(configuration.name)", configuration)
         } catch let error as NatsError where error.jetStreamCode == 10058 {
             let infoSubject = "$JS.API.STREAM.INFO.\(configuration.name)"
             let reply = try await connection.request(infoSubject, payload: Data(), timeout: timeout)
             let info = try Self.decode(StreamInfo.self, from: reply, subject: infoSubject)
+            let owned = StreamConfiguration.Owned(configuration, maxAge: owningMaxAge)
+            guard StreamConfiguration.Owned(info.config, maxAge: owningMaxAge) != owned else { return info }
             // Untyped, so that fields this code does not know are sent back as they are.
             guard
-                let existing = (try JSONSerialization.jsonObject(with: reply.payload) as? [String: Any])?["config"]
+                var merged = (try JSONSerialization.jsonObject(with: reply.payload) as? [String: Any])?["config"]
                     as? [String: Any],
                 let wanted = try JSONSerialization.jsonObject(with: JSONEncoder().encode(configuration))
                     as? [String: Any]
             else { throw NatsError(.jetStream, message: "unreadable configuration of stream \(configuration.name)") }
-            var merged = existing
-            for key in StreamConfiguration.ownedKeys where !Self.same(existing[key], wanted[key]) {
-                merged[key] = wanted[key]
-            }
-            if merged.count == existing.count, merged.keys.allSatisfy({ Self.same(merged[$0], existing[$0]) }) {
-                return info
-            }
+            for key in owned.keys { merged[key] = wanted[key] }
             let updateSubject = "$JS.API.STREAM.UPDATE.\(configuration.name)"
             let updated = try await connection.request(
                 updateSubject,
@@ -63,16 +62,6 @@ public final class JetStream: @unchecked Sendable {
                 timeout: timeout
             )
             return try Self.decode(StreamInfo.self, from: updated, subject: updateSubject)
-        }
-    }
-
-    /// Two values of a stream configuration are the same; an absent one is false (the server
-    /// leaves out false and empty fields).
-    private static func same(_ left: Any?, _ right: Any?) -> Bool {
-        switch (left, right) {
-        case (nil, nil): true
-        case (nil, let value?), (let value?, nil): (value as? Bool) == false
-        case (let left?, let right?): NSArray(array: [left]).isEqual(to: [right])
         }
     }
 
@@ -371,11 +360,28 @@ public struct StreamConfiguration: Codable, Sendable, Equatable {
         case numReplicas = "num_replicas"
     }
 
-    /// What ``JetStream/createOrUpdateStream(_:)`` keeps up to date on an existing stream; the
-    /// rest (storage, retention, age, replicas) is set when the stream is created.
-    static let ownedKeys: [String] = [
-        CodingKeys.subjects, .duplicateWindow, .allowDirect, .allowAtomic,
-    ].map(\.rawValue)
+    /// What ``JetStream/createOrUpdateStream(_:owningMaxAge:)`` keeps up to date on an existing
+    /// stream; the rest (storage, retention, replicas, limits) is set when the stream is created.
+    struct Owned: Equatable {
+        var subjects: [String]
+        var duplicateWindow: Int64
+        var allowDirect: Bool
+        var allowAtomic: Bool
+        var maxAge: Int64?
+
+        init(_ configuration: StreamConfiguration, maxAge owningMaxAge: Bool) {
+            subjects = configuration.subjects
+            duplicateWindow = configuration.duplicateWindow
+            allowDirect = configuration.allowDirect
+            allowAtomic = configuration.allowAtomic ?? false
+            maxAge = owningMaxAge ? configuration.maxAge : nil
+        }
+
+        var keys: [String] {
+            [CodingKeys.subjects, .duplicateWindow, .allowDirect, .allowAtomic].map(\.rawValue)
+                + (maxAge == nil ? [] : [CodingKeys.maxAge.rawValue])
+        }
+    }
 
     public init(
         name: String,

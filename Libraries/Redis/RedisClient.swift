@@ -35,9 +35,14 @@ public final class RedisClient: Sendable {
         let port = url.port ?? 6379
         let database = Int(url.path.dropFirst()) ?? 0
         let timeout = configuration.timeout
-        // `redis://:password@host` or `redis://user:password@host` (Redis 6 ACL users).
-        let password = url.password.map { $0.removingPercentEncoding ?? $0 }
-        let user = url.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
+        // `redis://:password@host` or `redis://user:password@host` (Redis 6 ACL users); both
+        // percent-encoded as written.
+        let components = URLComponents(url: url, resolvingAgainstBaseURL: false)
+        let password = components?.percentEncodedPassword.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding }
+        let user = components?.percentEncodedUser.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding }
+        guard user == nil || password != nil else {
+            throw RedisError(.connectionFailed, message: "The Redis URL names a user but no password")
+        }
         self.pool = ConnectionPool(size: configuration.poolSize) {
             try RedisHandle(
                 host: host,

@@ -76,6 +76,8 @@ final class SessionReplicator: Service, Sendable {
             } catch {}
             if isLeader.exchange(false, ordering: .relaxed) {
                 ReplicatorMetrics.leader.record(0)
+                // The lag is the leader's to tell: a stale one here would look like a lag for ever.
+                ReplicatorMetrics.lag.record(0)
                 await lock.release()
             }
         }

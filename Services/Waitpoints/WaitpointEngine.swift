@@ -265,8 +265,14 @@ struct WaitpointEngine: Sendable {
         events.enqueue(waitpoints, kind)
     }
 
+    /// Kept 7 days, as the session events are: the waitpoint rows are the record; the events
+    /// are for run engines catching up.
     static func eventStreamConfiguration() -> StreamConfiguration {
-        StreamConfiguration(name: Subjects.waitpointEventsStream, subjects: [Subjects.allWaitpointEvents])
+        StreamConfiguration(
+            name: Subjects.waitpointEventsStream,
+            subjects: [Subjects.allWaitpointEvents],
+            maxAge: .seconds(7 * 86_400)
+        )
     }
 
     /// What a record completes its waiters with: its data and its sequence number. A record of

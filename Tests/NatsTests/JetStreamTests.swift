@@ -47,6 +47,10 @@ import Testing
             #expect(!String(decoding: edited.payload, as: UTF8.self).contains("error"))
             await connection.close()
 
+            // Updates written, seen as a bystander.
+            let watcher = try await connect("watcher")
+            let updates = try watcher.subscribe("$JS.API.STREAM.UPDATE.\(name)")
+            try await watcher.flush()
             let restarted = try await jetStream.createOrUpdateStream(
                 StreamConfiguration(name: name, subjects: ["\(prefix).>"])
             )
@@ -56,11 +60,21 @@ import Testing
             )
             #expect(upgraded.config.subjects == ["\(prefix).>", "\(prefix)-more.>"], "the code's subjects applied")
             #expect(upgraded.config.maxAge == 2_592_000_000_000_000)
-            let final = try await jetStream.streamInfo(name)
+            // Where the code owns the age limit (a stream that is the system of record), it is set.
+            let owned = try await jetStream.createOrUpdateStream(
+                StreamConfiguration(name: name, subjects: ["\(prefix).>", "\(prefix)-more.>"]),
+                owningMaxAge: true
+            )
+            #expect(owned.config.maxAge == 0)
+            try await watcher.flush()
+            updates.unsubscribe()
+            var written = 0
+            for await _ in updates { written += 1 }
+            #expect(written == 2, "the unchanged restart writes nothing; the new subject and the age limit do")
+            await watcher.close()
             let raw = try await connect("check")
             let reread = try await raw.request("$JS.API.STREAM.INFO.\(name)", payload: Data())
             #expect(String(decoding: reread.payload, as: UTF8.self).contains(#""max_bytes":1073741824"#))
-            #expect(final.config.maxAge == 2_592_000_000_000_000)
             await raw.close()
         }
     }

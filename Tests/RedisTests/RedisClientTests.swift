@@ -41,6 +41,9 @@ func makeRedis(poolSize: Int = 4) throws -> RedisClient {
             }
         }
         await refused.close()
+        #expect(throws: RedisError.self, "a user without a password is a mistake, said at once") {
+            try RedisClient(configuration: .init(url: "redis://\(user)@\(address)", poolSize: 1))
+        }
         try await admin.command("ACL", "DELUSER", user)
         await admin.close()
     }

@@ -67,7 +67,7 @@ extension Router {
             let ready = results.allSatisfy { check, ok in ok || !check.essential }
             let report = ReadinessReport(
                 status: !ready ? "unavailable" : results.allSatisfy(\.1) ? "ready" : "degraded",
-                checks: Dictionary(uniqueKeysWithValues: results.map { ($0.0.name, $0.1 ? "ok" : "unavailable") })
+                checks: Dictionary(results.map { ($0.0.name, $0.1 ? "ok" : "unavailable") }) { $0 == "ok" ? $1 : $0 }
             )
             let body = try JSONEncoder.sessions.encode(report)
             return Response(

@@ -45,9 +45,10 @@ final class JetStreamStore: StreamStore {
         )
     }
 
-    /// Creates the stream, or updates its configuration.
+    /// Creates the stream, or updates its configuration. Its age limit too (none): here it holds
+    /// the records themselves, and one set while it held copies for the S2 store would expire them.
     func prepare() async throws {
-        _ = try await jetStream.createOrUpdateStream(Self.streamConfiguration())
+        _ = try await jetStream.createOrUpdateStream(Self.streamConfiguration(), owningMaxAge: true)
     }
 
     // MARK: StreamStore
