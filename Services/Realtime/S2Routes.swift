@@ -182,7 +182,11 @@ struct S2Routes: Sendable {
         if records.isEmpty, limit > 0, let wait, wait > 0 {
             records = try await waitForRecords(channel, from: start, limit: limit, timeout: .seconds(min(wait, 60)))
         }
-        records = Self.withinReadLimit(limits.take(records, after: (0, 0)).records)
+        // At most 1 MiB, as S2 answers: a record is never more (appends refuse it), so the first
+        // always fits.
+        var unary = limits
+        unary.bytes = min(limits.bytes ?? Self.maxBatchBytes, Self.maxBatchBytes)
+        records = unary.take(records, after: (0, 0)).records
         let latest = try await store.tail(channel)
         return try Self.json(
             ReadBatch(
@@ -217,19 +221,6 @@ struct S2Routes: Sendable {
 
     /// How long an SSE read without `wait` or a limit follows: as long as the client stays.
     static let forever = Duration.seconds(100 * 365 * 86_400)
-
-    /// The first of `records` that fit in one unary read: S2 answers at most 1 MiB (metered),
-    /// and always the first record (which alone is never more).
-    static func withinReadLimit(_ records: [ChannelRecord]) -> [ChannelRecord] {
-        var bytes = 0
-        var kept = 0
-        for record in records {
-            bytes += record.meteredBytes
-            if bytes > maxBatchBytes, kept > 0 { break }
-            kept += 1
-        }
-        return Array(records.prefix(kept))
-    }
 
     /// Waits up to `timeout` for the first records from `start` (a long-polling unary read).
     private func waitForRecords(

@@ -68,7 +68,7 @@ struct WaitpointStore: Sendable {
                 }
             }
             let id = Identifier.make()
-            let output = try new.output.map { String(decoding: try JSONEncoder.sessions.encode($0), as: UTF8.self) }
+            let output = try new.output.map(Self.text)
             let inserted = try await connection.query(
                 """
                 INSERT INTO waitpoints (id, friendly_id, environment_id, organization_id, project_id, run_id,
@@ -109,7 +109,7 @@ struct WaitpointStore: Sendable {
     /// those it completed (completion happens once: the others were not pending).
     func complete(_ friendlyIds: [String], with output: WaitpointOutput) async throws -> [Waitpoint] {
         guard !friendlyIds.isEmpty else { return [] }
-        let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
+        let json = try Self.text(output)
         return try await database.query(
             """
             UPDATE waitpoints SET status = 'COMPLETED', output = \(json), completed_at = now()
@@ -167,12 +167,7 @@ struct WaitpointStore: Sendable {
 
     /// Times out up to `limit` due waitpoints; several instances may sweep at once.
     func timeOutDue(limit: Int) async throws -> [Waitpoint] {
-        let output = String(
-            decoding: try JSONEncoder.sessions.encode(
-                WaitpointOutput(value: #"{"message":"The waitpoint timed out"}"#, isError: true)
-            ),
-            as: UTF8.self
-        )
+        let output = try Self.text(WaitpointOutput(value: #"{"message":"The waitpoint timed out"}"#, isError: true))
         return try await database.query(
             """
             UPDATE waitpoints SET status = 'TIMED_OUT', output = \(output), completed_at = now()
@@ -196,7 +191,7 @@ struct WaitpointStore: Sendable {
         seqNum: UInt64,
         output: WaitpointOutput
     ) async throws -> (completed: [Waitpoint], overdue: [Waitpoint]) {
-        let json = String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
+        let json = try Self.text(output)
         let seq = Int64(seqNum)
         let rows = try await database.query(
             """
@@ -270,6 +265,11 @@ struct WaitpointStore: Sendable {
         try await database.query(
             "UPDATE waitpoints SET published_at = now() WHERE friendly_id = ANY(\(friendlyIds)) AND published_at IS NULL"
         )
+    }
+
+    /// An output as the `output` column holds it: its JSON text.
+    private static func text(_ output: WaitpointOutput) throws -> String {
+        String(decoding: try JSONEncoder.sessions.encode(output), as: UTF8.self)
     }
 
     private static func waitpoint(_ row: PostgresRow) throws -> Waitpoint {
