@@ -1,8 +1,10 @@
-"""Helpers shared by the benchmarks: percentiles, the control plane's create, wrk, raw JetStream delivery."""
+"""Helpers shared by the benchmarks: bringing the machine to rest, percentiles, the control plane's create,
+wrk, raw JetStream delivery."""
 import json
 import os
 import re
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -10,6 +12,40 @@ import urllib.request
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))] if values else float("nan")
+
+
+def quiet(limit=60):
+    """Brings the machine to rest before a measurement, so that it does not measure the end of the
+    previous one's work: PostgreSQL's dirty buffers written out (CHECKPOINT, when
+    SESSIONS_DATABASE_URL is set), the page cache written back, then waits (at most `limit`
+    seconds) until under 15% of the CPUs are busy over a second (a consumer or the replicator
+    catching up, ClickHouse merging parts). Without it, 40,000 creates left PostgreSQL's next
+    checkpoint and up to ~200 MB of dirty pages to be written during the next benchmark, and
+    JetStream's fsyncs, so every append, stalled behind them for tens of milliseconds."""
+    database_url = os.environ.get("SESSIONS_DATABASE_URL")
+    if database_url:
+        subprocess.run(["psql", "-qX", database_url, "-c", "CHECKPOINT"], check=True, capture_output=True)
+    with open("/proc/meminfo") as meminfo:
+        dirty = next(int(line.split()[1]) for line in meminfo if line.startswith("Dirty:")) / 1024
+    os.sync()
+    print(f"[bench] checkpointed, wrote back {dirty:.0f} MB of dirty pages", file=sys.stderr)
+
+    def sample():
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    start = time.monotonic()
+    while True:
+        idle0, total0 = sample()
+        time.sleep(1)
+        idle1, total1 = sample()
+        busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
+        waited = time.monotonic() - start
+        if busy < 0.15 or waited > limit:
+            print(f"[bench] machine {'quiet' if busy < 0.15 else 'still busy'} after {waited:.0f} s ({busy:.0%} busy)",
+                  file=sys.stderr, flush=True)
+            return
 
 
 def create_session(control_plane, key, external_id):

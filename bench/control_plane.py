@@ -114,6 +114,7 @@ def main():
             handle.write(RETRIEVE_LUA % ids_path)
 
         def phase(name, run):
+            benchlib.quiet()
             print(f"[bench] {name}", file=sys.stderr, flush=True)
             if options.warmup:
                 run(options.warmup)

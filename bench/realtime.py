@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import THREAD_PREFIX_LUA, create_session, jetstream_delivery, wrk
+from benchlib import THREAD_PREFIX_LUA, create_session, jetstream_delivery, quiet, wrk
 
 
 APPEND_LUA = THREAD_PREFIX_LUA + """
@@ -82,6 +82,8 @@ def main():
                 for index in range(channels):
                     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-{name}-{index}")
                     paths.write(f"/realtime/v1/sessions/{session}/out/append\n")
+            # Each phase from rest: the one before leaves waitpoints' consumer and write-back to finish.
+            quiet()
             say(f"{name}: HTTP API (wrk) vs raw JetStream publish-with-ack (sessions-bench)")
             wrk(options.url, script, concurrency, 2, auth)
             ours = wrk(options.url, script, concurrency, options.seconds, auth)
@@ -91,6 +93,7 @@ def main():
     # Four writers share the 500/s, each with one append in flight: one sequential writer would be
     # at its own limit (one append per round trip, 1.5-2 ms), so its queue would be the measurement.
     writers = 4
+    quiet()
     say(f"append -> SSE delivery at 500 appends/s, {writers} writers")
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-delivery")
     # The engine's own delivery at the same rate, measured just before: the disk's fsync stalls
@@ -102,6 +105,7 @@ def main():
                            "appendP50Ms": d["appendP50Ms"], "appendP99Ms": d["appendP99Ms"],
                            "raw": {"p50Ms": raw["p50Ms"], "p99Ms": raw["p99Ms"]}}
 
+    quiet()
     say(f"fan-out: one channel to {options.subscribers} SSE subscribers at 10 appends/s")
     session = create_session(options.control_plane, options.api_key, f"bench-{tag}-fanout")
     f = sse_load(options, session, options.subscribers, 10, 1)

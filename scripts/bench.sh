@@ -7,6 +7,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
+export PYTHONPATH=$ROOT/bench${PYTHONPATH:+:$PYTHONPATH}
 STACK=$ROOT/scripts/stack.sh
 say() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -69,36 +70,9 @@ ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project ben
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
 KEY=$(field apiKey)
 
-# Waits (at most a minute) until under 15% of the CPUs are busy over a second, so that one
-# benchmark does not measure the end of the previous one's work (a consumer or the replicator
-# catching up, ClickHouse merging parts), after writing back what the previous one left dirty in
-# the page cache: the control-plane benchmark leaves up to ~200 MB, and the kernel writing it back
-# during the next benchmark made JetStream's fsyncs (and so every append) stall for ~100 ms.
-quiet() {
-    python3 - <<'PY' >&2
-import os, time
-def dirty_mb():
-    with open("/proc/meminfo") as meminfo:
-        return next(int(line.split()[1]) for line in meminfo if line.startswith("Dirty:")) / 1024
-before = dirty_mb()
-os.sync()
-print(f"[bench] wrote back {before:.0f} MB of dirty pages first")
-def sample():
-    with open("/proc/stat") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
-    return fields[3] + fields[4], sum(fields)
-start = time.monotonic()
-while True:
-    idle0, total0 = sample()
-    time.sleep(1)
-    idle1, total1 = sample()
-    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
-    waited = time.monotonic() - start
-    if busy < 0.15 or waited > 60:
-        print(f"[bench] machine {'quiet' if busy < 0.15 else 'still busy'} after {waited:.0f} s ({busy:.0%} busy)")
-        break
-PY
-}
+# Between benchmarks the machine is brought to rest (benchlib.quiet): PostgreSQL's dirty buffers
+# and the page cache written back, then under 15% of the CPUs busy over a second.
+quiet() { python3 -c 'import benchlib; benchlib.quiet()' >&2; }
 
 mkdir -p bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
