@@ -46,7 +46,7 @@ def rows(stamp):
                     "latency", "<= 3x"))
         if "append c=1 X-Part-Id" in realtime:
             part = realtime["append c=1 X-Part-Id"]
-            out.append(("  with X-Part-Id, c=1 p50 (ms)", part["ours"]["p50Ms"], "JetStream publish+ack",
+            out.append(("  with X-Part-Id, c=1 p50 (ms)", part["ours"]["p50Ms"], "get + claim + publish",
                         part["raw"]["p50Ms"], "latency", ""))
         out.append(("append, c=64 (ops/s)", many["ours"]["opsPerSecond"], "JetStream publish+ack",
                     many["raw"]["opsPerSecond"], "rate", ""))

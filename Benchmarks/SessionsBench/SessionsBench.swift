@@ -41,6 +41,11 @@ struct SessionsBench: AsyncParsableCommand {
     @Option(help: "Concurrent publishers (publish), or appending connections (sse).") var concurrency = 1
     @Option(help: "Measured seconds (after one second of warm-up).") var seconds = 10
     @Option(help: "Payload bytes.") var payload = 64
+    @Flag(
+        help:
+            "Publish mode: each operation is the engine's work of an append with a part id (a direct get of the part's subject, a claim published there, then the record)."
+    )
+    var partClaims = false
 
     func run() async throws {
         if mode == .wait {
@@ -88,6 +93,7 @@ struct SessionsBench: AsyncParsableCommand {
         // One subject per publisher with expected-last-subject-sequence, as realtime appends do.
         func measure(for duration: Duration) async throws -> (count: Int, histogram: Histogram<UInt64>) {
             let deadline = ContinuousClock.now + duration
+            let round = UUID().uuidString.prefix(8)
             return try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
                 for publisher in 0..<concurrency {
                     group.addTask {
@@ -96,8 +102,15 @@ struct SessionsBench: AsyncParsableCommand {
                         var last =
                             try await jetStream.directGet(stream: stream, .lastBySubject(subject))?.metadata?
                             .streamSequence ?? 0
+                        var operation = 0
                         while ContinuousClock.now < deadline {
                             let start = ContinuousClock.now
+                            if partClaims {
+                                operation += 1
+                                let part = "bench.\(stream).parts.\(round).\(publisher).\(operation)"
+                                _ = try await jetStream.directGet(stream: stream, .lastBySubject(part))
+                                _ = try await jetStream.publish(part, payload: body, expectedLastSubjectSequence: 0)
+                            }
                             let ack = try await jetStream.publish(
                                 subject,
                                 payload: body,
