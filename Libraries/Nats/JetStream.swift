@@ -274,6 +274,8 @@ public final class JetStream: @unchecked Sendable {
         return try Self.decode(Response.self, from: reply, subject: subject)
     }
 
+    private static let errorKey = Data("\"error\"".utf8)
+
     static func decode<Response: Decodable>(
         _ type: Response.Type,
         from reply: NatsMessage,
@@ -284,7 +286,9 @@ public final class JetStream: @unchecked Sendable {
         if reply.status == 503 {
             throw NatsError(.noResponders, message: "JetStream is not enabled or not reachable for \(subject)")
         }
-        if let failure = try? JSONDecoder().decode(APIErrorResponse.self, from: reply.payload),
+        // Most replies are not errors: decoded as one only when the key is there.
+        if reply.payload.range(of: Self.errorKey) != nil,
+            let failure = try? JSONDecoder().decode(APIErrorResponse.self, from: reply.payload),
             let error = failure.error
         {
             let code: NatsError.Code = error.code == 404 ? .notFound : .jetStream

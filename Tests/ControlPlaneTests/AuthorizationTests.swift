@@ -42,16 +42,22 @@ import Testing
         }
     }
 
-    @Test func theBearerSchemeIsCaseInsensitive() async throws {
+    @Test func theBearerSchemeIsCaseInsensitiveAndTheTokenTrimmed() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
-            for scheme in ["bearer", "BEARER", "Bearer"] {
+            for value in [
+                "bearer \(tenants.a.apiKey)", "BEARER \(tenants.a.apiKey)", "Bearer \t \(tenants.a.apiKey) \t ",
+            ] {
                 let response = try await api.call(
                     .get,
                     "/api/v1/sessions/\(created.session.id)",
-                    headers: [.authorization: "\(scheme) \(tenants.a.apiKey)"]
+                    headers: [.authorization: value]
                 )
-                #expect(response.status == 200, "\(scheme)")
+                #expect(response.status == 200, "\(value)")
+            }
+            for blank in ["Bearer ", "Bearer \t  "] {
+                let response = try await api.call(.get, "/api/v1/sessions/x", headers: [.authorization: blank])
+                #expect(response.status == 401, "\(blank)")
             }
             let basic = try await api.call(
                 .get,

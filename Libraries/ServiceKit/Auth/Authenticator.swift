@@ -36,8 +36,11 @@ extension Request {
     /// The credential of `Authorization: Bearer <token>` (the scheme in any case), or nil.
     public var bearerToken: String? {
         guard let header = headers[.authorization], header.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        // Trimmed by hand: Foundation's CharacterSet trimming was a few percent of an append's CPU.
+        let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        var token = header.dropFirst(7).drop(while: isBlank)
+        while let last = token.last, isBlank(last) { token = token.dropLast() }
+        return token.isEmpty ? nil : String(token)
     }
 }
 
