@@ -172,6 +172,37 @@ import Testing
         }
     }
 
+    @Test func aFetchHandsOverTheFirstMessageWithoutWaitingToFillItsBatch() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).trickle"
+            let consumer = try await jetStream.pullConsumer(stream: name, durable: "trickle", filterSubject: subject)
+            let fetch = Task { try await consumer.fetch(batch: 64, timeout: .seconds(30)) }
+            // Published once the fetch's pull request waits on the server.
+            let waiting = try await TestServers.waitUntil(timeout: .seconds(10)) {
+                let info = try await jetStream.connection.request("$JS.API.CONSUMER.INFO.\(name).trickle")
+                let object = try JSONSerialization.jsonObject(with: info.payload) as? [String: Any]
+                return (object?["num_waiting"] as? Int ?? 0) > 0
+            }
+            #expect(waiting)
+            let started = ContinuousClock.now
+            _ = try await jetStream.publish(subject, payload: Data("alone".utf8))
+            let fetched = try await fetch.value
+            #expect(fetched.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["alone"])
+            // cnats' plain fetch held it until its batch of 64 was full or its 30 s were up.
+            #expect(ContinuousClock.now - started < .seconds(10))
+            try fetched.forEach { try $0.ack() }
+
+            // Several there: one fetch takes them all, and an empty consumer gives none.
+            for index in 0..<5 { _ = try await jetStream.publish(subject, payload: Data("m\(index)".utf8)) }
+            let burst = try await consumer.fetch(batch: 64, timeout: .seconds(30))
+            #expect(
+                burst.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["m0", "m1", "m2", "m3", "m4"]
+            )
+            try burst.forEach { try $0.ack() }
+            #expect(try await consumer.fetch(batch: 64, timeout: .milliseconds(300)).isEmpty)
+        }
+    }
+
     @Test func durablePullConsumerRedeliversUntilAcknowledged() async throws {
         try await withStream { jetStream, name, prefix in
             let subject = "\(prefix).work"
