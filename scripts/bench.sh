@@ -70,8 +70,8 @@ ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project ben
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
 KEY=$(field apiKey)
 
-# Between benchmarks the machine is brought to rest (benchlib.quiet): PostgreSQL's dirty buffers
-# and the page cache written back, then under 15% of the CPUs busy over a second.
+# Before each benchmark (and each phase of one) the machine is brought to rest (benchlib.quiet):
+# PostgreSQL's dirty buffers and the page cache written back, then under 15% of the CPUs busy.
 quiet() { python3 -c 'import benchlib; benchlib.quiet()' >&2; }
 
 mkdir -p bench/results
