@@ -14,6 +14,7 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
     /// - Parameters:
     ///   - handler: when given, messages are passed to it on cnats' delivery thread instead of
     ///     the stream (for tiny, non-blocking routing work only).
+    ///   - readsMetadata: messages of a JetStream consumer carry ``NatsMessage/metadata``.
     ///   - limit: when given, the stream holds at most this many messages not yet taken; a new
     ///     one then pushes out the oldest, which goes to `onDrop` (on cnats' delivery thread).
     init(
@@ -22,12 +23,18 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
         queue: String?,
         handler: (@Sendable (NatsMessage) -> Void)? = nil,
         limit: Int? = nil,
-        onDrop: (@Sendable (NatsMessage) -> Void)? = nil
+        onDrop: (@Sendable (NatsMessage) -> Void)? = nil,
+        readsMetadata: Bool = false
     ) throws {
         let (messages, continuation) = AsyncStream<NatsMessage>.makeStream(
             bufferingPolicy: limit.map { .bufferingNewest($0) } ?? .unbounded
         )
-        let box = SubscriptionBox(continuation: continuation, handler: handler, onDrop: onDrop)
+        let box = SubscriptionBox(
+            continuation: continuation,
+            handler: handler,
+            onDrop: onDrop,
+            convert: { raw in readsMetadata ? NatsMessage(copyingWithMetadata: raw) : NatsMessage(copying: raw) }
+        )
         let context = Unmanaged.passRetained(box).toOpaque()
         var subscription: OpaquePointer?
         var status =

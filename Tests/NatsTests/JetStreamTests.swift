@@ -188,18 +188,78 @@ import Testing
             _ = try await jetStream.publish(subject, payload: Data("alone".utf8))
             let fetched = try await fetch.value
             #expect(fetched.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["alone"])
-            // cnats' plain fetch held it until its batch of 64 was full or its 30 s were up.
+            // A fetch that held it until its batch of 64 was full would wait out its 30 s.
             #expect(ContinuousClock.now - started < .seconds(10))
             try fetched.forEach { try $0.ack() }
 
-            // Several there: one fetch takes them all, and an empty consumer gives none.
+            // Several: a fetch takes what has come (up to its batch), in order; an empty consumer gives none.
             for index in 0..<5 { _ = try await jetStream.publish(subject, payload: Data("m\(index)".utf8)) }
-            let burst = try await consumer.fetch(batch: 64, timeout: .seconds(30))
+            var burst: [AckableMessage] = []
+            let all = try await TestServers.waitUntil {
+                let fetched = try await consumer.fetch(batch: 3, timeout: .seconds(1))
+                #expect(fetched.count <= 3)
+                burst += fetched
+                return burst.count >= 5
+            }
+            #expect(all)
             #expect(
                 burst.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["m0", "m1", "m2", "m3", "m4"]
             )
             try burst.forEach { try $0.ack() }
             #expect(try await consumer.fetch(batch: 64, timeout: .milliseconds(300)).isEmpty)
+        }
+    }
+
+    /// Records that trickle in, one per fetch, cost one pull request per half budget rather
+    /// than one each (with its end-of-request status back): the server's work per record.
+    @Test func aTrickleOfMessagesSharesOneStandingPullRequest() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).standing"
+            let requests = try jetStream.connection.subscribe("$JS.API.CONSUMER.MSG.NEXT.\(name).standing")
+            let consumer = try await jetStream.pullConsumer(stream: name, durable: "standing", filterSubject: subject)
+            for index in 0..<20 {
+                _ = try await jetStream.publish(subject, payload: Data("t\(index)".utf8))
+                let fetched = try await consumer.fetch(batch: 64, timeout: .seconds(5))
+                #expect(fetched.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["t\(index)"])
+                try fetched.forEach { try $0.ack() }
+            }
+            // Every request is back from the server once a flush is; draining hands them over.
+            try await jetStream.connection.flush()
+            requests.drain()
+            var seen = 0
+            for await _ in requests { seen += 1 }
+            // 20 of a budget of 64: the first request brought them all, and still stands.
+            #expect(seen == 1, "pull requests sent")
+            let info = try await jetStream.connection.request("$JS.API.CONSUMER.INFO.\(name).standing")
+            let object = try JSONSerialization.jsonObject(with: info.payload) as? [String: Any]
+            #expect(object?["num_waiting"] as? Int == 1)
+        }
+    }
+
+    /// Messages a standing request brought but nobody fetched go back when the consumer stops:
+    /// another instance gets them at once, not after the ack wait.
+    @Test func messagesReceivedButNotFetchedGoBackOnStop() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).handover"
+            let first = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
+            #expect(try await first.fetch(batch: 1, timeout: .milliseconds(200)).isEmpty)
+            for index in 0..<3 { _ = try await jetStream.publish(subject, payload: Data("h\(index)".utf8)) }
+            let one = try await first.fetch(batch: 1, timeout: .seconds(5))
+            #expect(one.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["h0"])
+            try one.forEach { try $0.ack() }
+            first.stop()
+            let second = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
+            var rest: [AckableMessage] = []
+            let started = ContinuousClock.now
+            let cameBack = try await TestServers.waitUntil(timeout: .seconds(20)) {
+                rest += try await second.fetch(batch: 10, timeout: .milliseconds(500))
+                return rest.count >= 2
+            }
+            #expect(cameBack)
+            // Redelivered in whatever order the server takes them back.
+            #expect(rest.map { String(decoding: $0.message.payload, as: UTF8.self) }.sorted() == ["h1", "h2"])
+            // The ack wait is 30 s.
+            #expect(ContinuousClock.now - started < .seconds(10))
         }
     }
 

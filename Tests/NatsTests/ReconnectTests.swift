@@ -38,4 +38,49 @@ import Testing
         await connection.close()
         try await server.stop()
     }
+
+    /// The standing pull request lives on the server's side of the old connection: after a
+    /// reconnect, a consumer asks again at once instead of waiting for missed heartbeats.
+    @Test func aPullConsumerReadsOnAfterTheServerRestarts() async throws {
+        let server = try OwnNatsServer(jetStream: true)
+        try server.start()
+        let connection = try await NatsConnection.connect(
+            .init(
+                url: server.url,
+                name: "reconnect-pull",
+                reconnectWait: .milliseconds(100),
+                requestTimeout: .seconds(2)
+            )
+        )
+        #expect(try await TestServers.waitUntil { connection.isConnected }, "never connected")
+        let jetStream = try JetStream(connection: connection)
+        _ = try await jetStream.createOrUpdateStream(StreamConfiguration(name: "PULL", subjects: ["pull.>"]))
+        let consumer = try await jetStream.pullConsumer(stream: "PULL", durable: "pull", filterSubject: "pull.>")
+        _ = try await jetStream.publish("pull.a", payload: Data("before".utf8))
+        let before = try await consumer.fetch(batch: 10, timeout: .seconds(5))
+        #expect(before.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["before"])
+        try before.forEach { try $0.ack() }
+
+        try await server.stop()
+        #expect(try await TestServers.waitUntil { !connection.isConnected }, "never noticed the server was gone")
+        try server.start()
+        #expect(try await TestServers.waitUntil { connection.isConnected }, "never reconnected")
+        let published = try await TestServers.waitUntil {
+            (try? await jetStream.publish("pull.a", payload: Data("after".utf8))) != nil
+        }
+        #expect(published)
+        let started = ContinuousClock.now
+        var after: [AckableMessage] = []
+        let arrived = try await TestServers.waitUntil(timeout: .seconds(20)) {
+            after += try await consumer.fetch(batch: 10, timeout: .milliseconds(500))
+            return !after.isEmpty
+        }
+        #expect(arrived)
+        #expect(after.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["after"])
+        // Three missed heartbeats would be 6 s.
+        #expect(ContinuousClock.now - started < .seconds(4))
+        consumer.stop()
+        await connection.close()
+        try await server.remove()
+    }
 }
