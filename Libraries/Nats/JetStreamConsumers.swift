@@ -283,7 +283,6 @@ public final class PullConsumer: Sendable {
     private let inboxSubject: String
     private let subscription: NatsSubscription
     private let inbox: Inbox
-    private let budget: Int
     private let watcher: Task<Void, Never>
     /// How long a standing request lives, and how often the server says it is still there.
     static let expires = Duration.seconds(30)
@@ -291,13 +290,12 @@ public final class PullConsumer: Sendable {
 
     init(jetStream: JetStream, stream: String, durable: String, created: String, budget: Int = 64) throws {
         let connection = jetStream.connection
-        let inbox = Inbox(connection: connection)
+        let inbox = Inbox(connection: connection, budget: budget)
         self.created = created
         self.connection = connection
         self.nextSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(durable)"
         self.inboxSubject = "_INBOX." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
         self.inbox = inbox
-        self.budget = budget
         self.subscription = try NatsSubscription(
             connection: connection.raw,
             subject: inboxSubject,
@@ -325,10 +323,11 @@ public final class PullConsumer: Sendable {
     deinit { watcher.cancel() }
 
     /// Waits up to `timeout` for up to `batch` messages; returns an empty array when none came.
+    /// One fetch at a time.
     public func fetch(batch: Int, timeout: Duration = .seconds(1)) async throws -> [AckableMessage] {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let (taken, pull) = try inbox.take(batch, budget: budget)
+            let (taken, pull) = try inbox.take(batch)
             if pull > 0 { try requestMore(pull) }
             if !taken.isEmpty || ContinuousClock.now >= deadline || Task.isCancelled { return taken }
             guard await inbox.wait(until: deadline) else { return [] }
@@ -351,8 +350,13 @@ public final class PullConsumer: Sendable {
     /// (rather than after its ack wait).
     public func stop() {
         watcher.cancel()
-        inbox.stop()
+        let unfetched = inbox.stop()
+        // Unsubscribes first, so that the server does not hand them back to this inbox; the
+        // subscription lives until the drain has delivered (and sent back) what was on its way.
+        let subscription = self.subscription
         subscription.drain()
+        Task { for await _ in subscription {} }
+        for message in unfetched { try? message.nak() }
     }
 
     /// What arrives on the consumer's inbox, and the fetch waiting for it.
@@ -362,18 +366,29 @@ public final class PullConsumer: Sendable {
             var ready: [AckableMessage] = []
             /// How many more messages the standing requests may bring.
             var requested = 0
-            /// When the server last sent anything (a message or a heartbeat).
+            /// When the server last sent anything (a message or a heartbeat), or was asked.
             var heard = ContinuousClock.now
             var waiter: (continuation: CheckedContinuation<Bool, Never>, deadline: ContinuousClock.Instant)?
-            /// Why the consumer can no longer be read (it was deleted).
+            /// Why the consumer can no longer be read (it was deleted, say).
             var failure: NatsError?
             var stopped = false
+
+            /// The waiting fetch, to be resumed (outside the lock).
+            mutating func wake() -> CheckedContinuation<Bool, Never>? {
+                defer { waiter = nil }
+                return waiter?.continuation
+            }
         }
 
         private let state = Mutex(State())
         private let connection: NatsConnection
+        /// How many messages may be asked for and not yet fetched.
+        private let budget: Int
 
-        init(connection: NatsConnection) { self.connection = connection }
+        init(connection: NatsConnection, budget: Int) {
+            self.connection = connection
+            self.budget = budget
+        }
 
         /// Runs on cnats' delivery thread for each message on the inbox.
         func received(_ message: NatsMessage) {
@@ -381,7 +396,11 @@ public final class PullConsumer: Sendable {
                 state.heard = .now
                 // A stored message carries its ack subject; the server's status messages carry
                 // none (and a stored message may have a header named Status).
-                switch message.replySubject?.hasPrefix("$JS.ACK.") == true ? nil : message.status ?? 0 {
+                let status = message.replySubject?.hasPrefix("$JS.ACK.") == true ? nil : message.status ?? 0
+                let description = message.headers["Description"] ?? ""
+                // A request ended (it expired; a leadership change, a server shutting down).
+                let ended = status == 404 || status == 408 || (status == 409 && !Self.failsConsumer(description))
+                switch status {
                 case nil:
                     state.requested = max(0, state.requested - 1)
                     let ackable = AckableMessage(message, connection: connection)
@@ -393,39 +412,58 @@ public final class PullConsumer: Sendable {
                     state.ready.append(ackable)
                 case 100:
                     return nil  // a heartbeat: the request is still there
-                case 409 where message.headers["Description"]?.contains("Consumer Deleted") == true:
-                    state.failure = NatsError(.notFound, message: "the consumer was deleted")
-                default:
-                    // 408 (expired), 409 (leadership change, …): the request ended; pull again.
-                    state.requested = 0
+                case _ where ended:
+                    // What it still owed will not come.
+                    let owed = message.headers["Nats-Pending-Messages"].flatMap(Int.init) ?? state.requested
+                    state.requested = max(0, state.requested - owed)
+                case let status?:
+                    // 503 (no such consumer), 409 (deleted, push based, a limit), 400: make it again.
+                    state.failure = NatsError(
+                        status == 503 ? .noResponders : .jetStream,
+                        message: "JetStream answered a pull request with \(status) \(description)"
+                    )
                 }
-                defer { state.waiter = nil }
-                return state.waiter?.continuation
+                return state.wake()
             }
             waiter?.resume(returning: true)
         }
 
-        /// Up to `batch` received messages, and how many more to ask for: the requests are
-        /// topped up once half of `budget` is used, so that the stream never waits on one.
-        func take(_ batch: Int, budget: Int) throws -> (messages: [AckableMessage], pull: Int) {
+        /// A 409 that no new request would get past: the consumer is gone or not a pull
+        /// consumer, or the request breaks one of its limits ("Exceeded MaxWaiting", …).
+        static func failsConsumer(_ description: String) -> Bool {
+            ["Deleted", "push based", "Exceeded"].contains { description.contains($0) }
+        }
+
+        /// Up to `batch` received messages, and how many more to ask for: once no more than
+        /// half the budget is on its way or waiting, enough to fill it, so that the stream
+        /// never waits on a request.
+        func take(_ batch: Int) throws -> (messages: [AckableMessage], pull: Int) {
             try state.withLock { state in
                 if let failure = state.failure { throw failure }
                 let taken = Array(state.ready.prefix(batch))
                 state.ready.removeFirst(taken.count)
-                let pull = !state.stopped && state.requested <= budget / 2 ? budget - state.requested : 0
-                state.requested += pull
+                let outstanding = state.requested + state.ready.count
+                let pull = !state.stopped && outstanding <= budget / 2 ? budget - outstanding : 0
+                if pull > 0 {
+                    state.requested += pull
+                    state.heard = .now
+                }
                 return (taken, pull)
             }
         }
 
         func notRequested(_ count: Int) { state.withLock { $0.requested = max(0, $0.requested - count) } }
 
-        /// Waits for a message, a status or the deadline; false once stopped.
+        /// Waits for a message, a status or the deadline; at once when there is something to do
+        /// (ask for more, say). False once stopped.
         func wait(until deadline: ContinuousClock.Instant) async -> Bool {
             await withCheckedContinuation { continuation in
                 let now = state.withLock { state -> Bool? in
+                    precondition(state.waiter == nil, "one fetch at a time")
                     if state.stopped { return false }
-                    guard state.ready.isEmpty && state.failure == nil else { return true }
+                    guard state.ready.isEmpty && state.failure == nil && state.requested > budget / 2 else {
+                        return true
+                    }
                     state.waiter = (continuation, deadline)
                     return nil
                 }
@@ -438,11 +476,10 @@ public final class PullConsumer: Sendable {
             let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
                 if state.requested > 0 && ContinuousClock.now - state.heard > PullConsumer.heartbeat * 3 {
                     state.requested = 0
-                    state.heard = .now
+                    return state.wake()
                 }
                 guard let waiter = state.waiter, waiter.deadline <= .now else { return nil }
-                state.waiter = nil
-                return waiter.continuation
+                return state.wake()
             }
             waiter?.resume(returning: true)
         }
@@ -450,25 +487,22 @@ public final class PullConsumer: Sendable {
         /// The server no longer has this consumer's requests (they lived on the old connection):
         /// the waiting fetch asks again.
         func requestsLost() {
-            let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            let waiter = state.withLock { state in
                 state.requested = 0
-                defer { state.waiter = nil }
-                return state.waiter?.continuation
+                return state.wake()
             }
             waiter?.resume(returning: true)
         }
 
-        func stop() {
+        /// Marks the inbox stopped, ends the waiting fetch, and gives what was not fetched.
+        func stop() -> [AckableMessage] {
             let (unfetched, waiter) = state.withLock { state in
                 state.stopped = true
-                defer {
-                    state.ready = []
-                    state.waiter = nil
-                }
-                return (state.ready, state.waiter?.continuation)
+                defer { state.ready = [] }
+                return (state.ready, state.wake())
             }
-            for message in unfetched { try? message.nak() }
             waiter?.resume(returning: false)
+            return unfetched
         }
     }
 }

@@ -241,13 +241,16 @@ import Testing
     @Test func messagesReceivedButNotFetchedGoBackOnStop() async throws {
         try await withStream { jetStream, name, prefix in
             let subject = "\(prefix).handover"
-            let first = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
-            #expect(try await first.fetch(batch: 1, timeout: .milliseconds(200)).isEmpty)
-            for index in 0..<3 { _ = try await jetStream.publish(subject, payload: Data("h\(index)".utf8)) }
-            let one = try await first.fetch(batch: 1, timeout: .seconds(5))
-            #expect(one.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["h0"])
-            try one.forEach { try $0.ack() }
-            first.stop()
+            // Stopped and let go of, as a service that shuts down does.
+            do {
+                let first = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
+                #expect(try await first.fetch(batch: 1, timeout: .milliseconds(200)).isEmpty)
+                for index in 0..<3 { _ = try await jetStream.publish(subject, payload: Data("h\(index)".utf8)) }
+                let one = try await first.fetch(batch: 1, timeout: .seconds(5))
+                #expect(one.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["h0"])
+                try one.forEach { try $0.ack() }
+                first.stop()
+            }
             let second = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
             var rest: [AckableMessage] = []
             let started = ContinuousClock.now
@@ -260,6 +263,29 @@ import Testing
             #expect(rest.map { String(decoding: $0.message.payload, as: UTF8.self) }.sorted() == ["h1", "h2"])
             // The ack wait is 30 s.
             #expect(ContinuousClock.now - started < .seconds(10))
+        }
+    }
+
+    /// A consumer deleted under a standing request: the fetch fails (so that the consumer is
+    /// made again) rather than coming back empty for ever.
+    @Test func aFetchFailsOnceItsConsumerIsDeleted() async throws {
+        try await withStream { jetStream, name, prefix in
+            let consumer = try await jetStream.pullConsumer(
+                stream: name,
+                durable: "doomed",
+                filterSubject: "\(prefix).doomed"
+            )
+            #expect(try await consumer.fetch(batch: 10, timeout: .milliseconds(200)).isEmpty)
+            _ = try await jetStream.connection.request("$JS.API.CONSUMER.DELETE.\(name).doomed")
+            let failed = try await TestServers.waitUntil {
+                do {
+                    _ = try await consumer.fetch(batch: 10, timeout: .milliseconds(500))
+                    return false
+                } catch {
+                    return true
+                }
+            }
+            #expect(failed)
         }
     }
 
@@ -277,7 +303,13 @@ import Testing
                 try await jetStream.consumerBacklog(stream: name, consumer: "workers")
                     == ConsumerBacklog(pending: 3, unacknowledged: 0)
             )
-            let batch = try await consumer.fetch(batch: 10, timeout: .seconds(2))
+            // A fetch gives what has come so far.
+            var batch: [AckableMessage] = []
+            let allThree = try await TestServers.waitUntil {
+                batch += try await consumer.fetch(batch: 10, timeout: .seconds(1))
+                return batch.count >= 3
+            }
+            #expect(allThree)
             #expect(batch.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w0", "w1", "w2"])
             #expect(
                 try await jetStream.consumerBacklog(stream: name, consumer: "workers")
