@@ -194,14 +194,7 @@ import Testing
 
             // Several: a fetch takes what has come (up to its batch), in order; an empty consumer gives none.
             for index in 0..<5 { _ = try await jetStream.publish(subject, payload: Data("m\(index)".utf8)) }
-            var burst: [AckableMessage] = []
-            let all = try await TestServers.waitUntil {
-                let fetched = try await consumer.fetch(batch: 3, timeout: .seconds(1))
-                #expect(fetched.count <= 3)
-                burst += fetched
-                return burst.count >= 5
-            }
-            #expect(all)
+            let burst = try await consumer.fetch(atLeast: 5, batch: 3)
             #expect(
                 burst.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["m0", "m1", "m2", "m3", "m4"]
             )
@@ -252,13 +245,8 @@ import Testing
                 first.stop()
             }
             let second = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)
-            var rest: [AckableMessage] = []
             let started = ContinuousClock.now
-            let cameBack = try await TestServers.waitUntil(timeout: .seconds(20)) {
-                rest += try await second.fetch(batch: 10, timeout: .milliseconds(500))
-                return rest.count >= 2
-            }
-            #expect(cameBack)
+            let rest = try await second.fetch(atLeast: 2, within: .seconds(20))
             // Redelivered in whatever order the server takes them back.
             #expect(rest.map { String(decoding: $0.message.payload, as: UTF8.self) }.sorted() == ["h1", "h2"])
             // The ack wait is 30 s.
@@ -289,6 +277,24 @@ import Testing
         }
     }
 
+    /// A NAK with a delay brings the message back after the delay: not at once, and not after
+    /// the ack wait (30 s) as a reply the server did not understand would.
+    @Test func aNakWithADelayBringsTheMessageBackAfterIt() async throws {
+        try await withStream { jetStream, name, prefix in
+            let subject = "\(prefix).later"
+            let consumer = try await jetStream.pullConsumer(stream: name, durable: "later", filterSubject: subject)
+            _ = try await jetStream.publish(subject, payload: Data("again".utf8))
+            let first = try await consumer.fetch(atLeast: 1)
+            try first.forEach { try $0.nak(delay: .seconds(1)) }
+            let naked = ContinuousClock.now
+            let again = try await consumer.fetch(atLeast: 1, within: .seconds(20))
+            #expect(ContinuousClock.now - naked >= .milliseconds(900))
+            #expect(ContinuousClock.now - naked < .seconds(10))
+            #expect(again.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["again"])
+            #expect(again.first?.message.metadata?.deliveries == 2)
+        }
+    }
+
     @Test func durablePullConsumerRedeliversUntilAcknowledged() async throws {
         try await withStream { jetStream, name, prefix in
             let subject = "\(prefix).work"
@@ -303,13 +309,7 @@ import Testing
                 try await jetStream.consumerBacklog(stream: name, consumer: "workers")
                     == ConsumerBacklog(pending: 3, unacknowledged: 0)
             )
-            // A fetch gives what has come so far.
-            var batch: [AckableMessage] = []
-            let allThree = try await TestServers.waitUntil {
-                batch += try await consumer.fetch(batch: 10, timeout: .seconds(1))
-                return batch.count >= 3
-            }
-            #expect(allThree)
+            let batch = try await consumer.fetch(atLeast: 3)
             #expect(batch.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w0", "w1", "w2"])
             #expect(
                 try await jetStream.consumerBacklog(stream: name, consumer: "workers")
@@ -319,12 +319,7 @@ import Testing
             // Acknowledge two; the third comes back after the ack wait.
             try batch[0].ack()
             try batch[1].ack()
-            var redelivered: [AckableMessage] = []
-            let cameBack = try await TestServers.waitUntil(timeout: .seconds(5)) {
-                redelivered += try await consumer.fetch(batch: 10, timeout: .milliseconds(500))
-                return !redelivered.isEmpty
-            }
-            #expect(cameBack)
+            let redelivered = try await consumer.fetch(atLeast: 1, within: .seconds(5))
             #expect(redelivered.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w2"])
             #expect(redelivered.first?.message.metadata?.deliveries == 2)
             try redelivered.forEach { try $0.ack() }
@@ -337,5 +332,21 @@ import Testing
             let next = try await resumed.fetch(batch: 10, timeout: .seconds(2))
             #expect(next.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["w3"])
         }
+    }
+}
+
+extension PullConsumer {
+    /// Fetches until at least `count` messages came (a fetch gives what has come so far), or
+    /// `within` passed; whatever came.
+    func fetch(atLeast count: Int, batch: Int = 10, within: Duration = .seconds(10)) async throws -> [AckableMessage] {
+        var fetched: [AckableMessage] = []
+        let deadline = ContinuousClock.now + within
+        while fetched.count < count && ContinuousClock.now < deadline {
+            let more = try await fetch(batch: batch, timeout: .milliseconds(500))
+            #expect(more.count <= batch)
+            fetched += more
+        }
+        #expect(fetched.count >= count, "fetched \(fetched.count) of \(count)")
+        return fetched
     }
 }

@@ -57,7 +57,7 @@ import Testing
         _ = try await jetStream.createOrUpdateStream(StreamConfiguration(name: "PULL", subjects: ["pull.>"]))
         let consumer = try await jetStream.pullConsumer(stream: "PULL", durable: "pull", filterSubject: "pull.>")
         _ = try await jetStream.publish("pull.a", payload: Data("before".utf8))
-        let before = try await consumer.fetch(batch: 10, timeout: .seconds(5))
+        let before = try await consumer.fetch(atLeast: 1)
         #expect(before.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["before"])
         try before.forEach { try $0.ack() }
 
@@ -70,12 +70,7 @@ import Testing
         }
         #expect(published)
         let started = ContinuousClock.now
-        var after: [AckableMessage] = []
-        let arrived = try await TestServers.waitUntil(timeout: .seconds(20)) {
-            after += try await consumer.fetch(batch: 10, timeout: .milliseconds(500))
-            return !after.isEmpty
-        }
-        #expect(arrived)
+        let after = try await consumer.fetch(atLeast: 1, within: .seconds(20))
         #expect(after.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["after"])
         // Three missed heartbeats would be 6 s.
         #expect(ContinuousClock.now - started < .seconds(4))
