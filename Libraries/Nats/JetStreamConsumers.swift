@@ -346,18 +346,18 @@ public final class PullConsumer: Sendable {
     }
 
     /// Stops reading; the durable consumer stays on the server for the next instance. The
-    /// messages received but not fetched, and those still on their way, go back to it at once
-    /// (rather than after its ack wait).
+    /// messages received but not fetched go back to it at once (rather than after its ack
+    /// wait); one still on its way when the inbox closes comes back after the ack wait.
     public func stop() {
         watcher.cancel()
         let unfetched = inbox.stop()
-        // Unsubscribes first, so that the server does not hand them back to this inbox; the
-        // subscription lives until the drain has delivered (and sent back) what was on its way.
-        let subscription = self.subscription
-        subscription.drain()
-        Task { for await _ in subscription {} }
+        // Unsubscribed first, so that the server does not hand them back to this inbox.
+        subscription.unsubscribe()
         for message in unfetched { try? message.nak() }
     }
+
+    /// Messages received and not yet fetched.
+    var unfetched: Int { inbox.unfetched }
 
     /// What arrives on the consumer's inbox, and the fetch waiting for it.
     private final class Inbox: Sendable {
@@ -451,6 +451,8 @@ public final class PullConsumer: Sendable {
                 return (taken, pull)
             }
         }
+
+        var unfetched: Int { state.withLock { $0.ready.count } }
 
         func notRequested(_ count: Int) { state.withLock { $0.requested = max(0, $0.requested - count) } }
 

@@ -1,7 +1,8 @@
 import Foundation
-import Nats
 import TestSupport
 import Testing
+
+@testable import Nats
 
 @Suite(.timeLimit(.minutes(1))) struct JetStreamTests {
     /// A fresh stream over `<prefix>.>` for one test, deleted afterwards.
@@ -230,7 +231,7 @@ import Testing
     }
 
     /// Messages a standing request brought but nobody fetched go back when the consumer stops:
-    /// another instance gets them at once, not after the ack wait.
+    /// another instance gets them at once, not after the ack wait (30 s).
     @Test func messagesReceivedButNotFetchedGoBackOnStop() async throws {
         try await withStream { jetStream, name, prefix in
             let subject = "\(prefix).handover"
@@ -242,6 +243,8 @@ import Testing
                 let one = try await first.fetch(batch: 1, timeout: .seconds(5))
                 #expect(one.map { String(decoding: $0.message.payload, as: UTF8.self) } == ["h0"])
                 try one.forEach { try $0.ack() }
+                // Both received: one still on its way when the inbox closes waits out the ack wait.
+                #expect(try await TestServers.waitUntil { first.unfetched == 2 })
                 first.stop()
             }
             let second = try await jetStream.pullConsumer(stream: name, durable: "handover", filterSubject: subject)

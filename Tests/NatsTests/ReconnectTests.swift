@@ -65,8 +65,10 @@ import Testing
         #expect(try await TestServers.waitUntil { !connection.isConnected }, "never noticed the server was gone")
         try server.start()
         #expect(try await TestServers.waitUntil { connection.isConnected }, "never reconnected")
+        // Tried until JetStream is back; the message id keeps a retry whose ack was lost from
+        // storing it twice.
         let published = try await TestServers.waitUntil {
-            (try? await jetStream.publish("pull.a", payload: Data("after".utf8))) != nil
+            (try? await jetStream.publish("pull.a", payload: Data("after".utf8), messageID: "after")) != nil
         }
         #expect(published)
         let started = ContinuousClock.now
