@@ -392,26 +392,23 @@ public final class PullConsumer: Sendable {
 
         /// Runs on cnats' delivery thread for each message on the inbox.
         func received(_ message: NatsMessage) {
-            let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            // A stored message carries its ack subject; the server's status messages carry none
+            // (and a stored message may have a header named Status).
+            let status = message.replySubject?.hasPrefix("$JS.ACK.") == true ? nil : message.status ?? 0
+            let ackable = status == nil ? AckableMessage(message, connection: connection) : nil
+            let (waiter, late) = state.withLock { state -> (CheckedContinuation<Bool, Never>?, AckableMessage?) in
                 state.heard = .now
-                // A stored message carries its ack subject; the server's status messages carry
-                // none (and a stored message may have a header named Status).
-                let status = message.replySubject?.hasPrefix("$JS.ACK.") == true ? nil : message.status ?? 0
                 let description = message.headers["Description"] ?? ""
                 // A request ended (it expired; a leadership change, a server shutting down).
                 let ended = status == 404 || status == 408 || (status == 409 && !Self.failsConsumer(description))
                 switch status {
                 case nil:
                     state.requested = max(0, state.requested - 1)
-                    let ackable = AckableMessage(message, connection: connection)
                     // Stopped while it was on its way: straight back to the other instances.
-                    guard !state.stopped else {
-                        try? ackable.nak()
-                        return nil
-                    }
-                    state.ready.append(ackable)
+                    if state.stopped { return (nil, ackable) }
+                    if let ackable { state.ready.append(ackable) }
                 case 100:
-                    return nil  // a heartbeat: the request is still there
+                    return (nil, nil)  // a heartbeat: the request is still there
                 case _ where ended:
                     // What it still owed will not come.
                     let owed = message.headers["Nats-Pending-Messages"].flatMap(Int.init) ?? state.requested
@@ -423,8 +420,10 @@ public final class PullConsumer: Sendable {
                         message: "JetStream answered a pull request with \(status) \(description)"
                     )
                 }
-                return state.wake()
+                return (state.wake(), nil)
             }
+            // The NAK is a publish: not under the lock.
+            try? late?.nak()
             waiter?.resume(returning: true)
         }
 
