@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// It reconnects by itself forever and buffers publishes meanwhile; it starts even when the
 /// server is not up yet (``isConnected`` tells). Requests use one shared reply subscription, so a
-/// request costs no thread and no subscription of its own.
+/// request costs no thread and no subscription of its own, and their replies are taken on cnats'
+/// reader thread (``natsReplyFilter``), a thread switch sooner than a subscription's delivery.
 ///
 /// `@unchecked Sendable`: cnats connections are thread-safe; the Swift state is behind `Mutex`es.
 public final class NatsConnection: @unchecked Sendable {
@@ -45,9 +46,8 @@ public final class NatsConnection: @unchecked Sendable {
     let raw: OpaquePointer
     public let configuration: Configuration
     private let callbacks: ConnectionCallbacks
-    private let inboxPrefix: String
     private let replies: NatsSubscription
-    private let pendingRequests: PendingRequests
+    var pendingRequests: PendingRequests { callbacks.pendingRequests }
     private let nextRequestID = Atomic<UInt64>(0)
 
     /// Connection events from now on; each call gives its reader its own stream.
@@ -63,21 +63,25 @@ public final class NatsConnection: @unchecked Sendable {
         self.raw = raw
         self.configuration = configuration
         self.callbacks = callbacks
-        self.inboxPrefix = "_INBOX." + UUID().uuidString.replacingOccurrences(of: "-", with: "")
-        let pendingRequests = PendingRequests()
-        self.pendingRequests = pendingRequests
+        // The filter's context is the callbacks' (retained until cnats' last callback).
+        natsConn_setFilterWithClosure(raw, natsReplyFilter, Unmanaged.passUnretained(callbacks).toOpaque())
         do {
-            // Every reply resumes its waiting request right on cnats' delivery thread.
-            self.replies = try NatsSubscription(connection: raw, subject: inboxPrefix + ".*", queue: nil) { message in
-                guard let id = message.subject.split(separator: ".").last.flatMap({ UInt64($0) }) else { return }
-                pendingRequests.take(id)?.resume(returning: message)
-            }
+            // The server's interest in the replies; the filter takes them before this would.
+            self.replies = try NatsSubscription(
+                connection: raw,
+                subject: callbacks.pendingRequests.inbox + "*",
+                queue: nil,
+                handler: { _ in }
+            )
         } catch {
             // The closed callback releases `callbacks`.
             natsConnection_Destroy(raw)
             throw error
         }
     }
+
+    /// Messages on the reply subject that went on to its subscription (nothing the filter took).
+    var repliesPassedOn: Int64 { replies.delivered }
 
     /// Connects. Returns as soon as the first attempt is over — when the server is not up yet,
     /// cnats keeps trying in the background (``isConnected`` tells). The handshake blocks, so it
@@ -185,7 +189,7 @@ public final class NatsConnection: @unchecked Sendable {
                         subject,
                         payload: payload,
                         headers: headers,
-                        replySubject: "\(self.inboxPrefix).\(id)"
+                        replySubject: self.pendingRequests.inbox + String(id)
                     )
                 } catch {
                     self.pendingRequests.take(id)?.resume(throwing: error)
@@ -233,8 +237,12 @@ public final class NatsConnection: @unchecked Sendable {
     }
 }
 
-/// Requests waiting for their reply, by request number.
+/// Requests waiting for their reply, by request number; a request's reply comes to
+/// `inbox` + its number.
 final class PendingRequests: Sendable {
+    let inbox = "_INBOX." + UUID().uuidString.replacingOccurrences(of: "-", with: "") + "."
+    private let inboxBytes: [CChar]
+
     private struct Waiting {
         var continuation: CheckedContinuation<NatsMessage, any Error>
         var deadline: ContinuousClock.Instant
@@ -243,6 +251,14 @@ final class PendingRequests: Sendable {
     }
 
     private let state = Mutex<(waiting: [UInt64: Waiting], sweeping: Bool)>(([:], false))
+
+    init() { inboxBytes = Array(inbox.utf8CString.dropLast()) }
+
+    /// The request number a reply to `subject` is for, if it is a reply to one of these requests.
+    func requestID(replyingTo subject: UnsafePointer<CChar>) -> UInt64? {
+        let isReply = inboxBytes.withUnsafeBufferPointer { strncmp(subject, $0.baseAddress!, $0.count) == 0 }
+        return isReply ? UInt64(String(cString: subject + inboxBytes.count)) : nil
+    }
 
     func add(
         _ id: UInt64,
@@ -293,6 +309,7 @@ final class PendingRequests: Sendable {
 ///
 /// `@unchecked Sendable`: its state is behind `Mutex`es; stream continuations are Sendable.
 final class ConnectionCallbacks: @unchecked Sendable {
+    let pendingRequests = PendingRequests()
     private typealias Reader = AsyncStream<NatsConnection.Event>.Continuation
     private let readers = Mutex<(isClosed: Bool, last: UInt64, readers: [UInt64: Reader])>((false, 0, [:]))
     private let closed = Mutex<(isClosed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
@@ -363,6 +380,24 @@ private func natsClosedCallback(_ connection: OpaquePointer?, _ context: UnsafeM
     guard let context else { return }
     let callbacks = Unmanaged<ConnectionCallbacks>.fromOpaque(context).takeRetainedValue()
     callbacks.emit(.closed)
+}
+
+/// Runs on cnats' reader thread for every message the connection receives: takes the replies to
+/// its requests and resumes their waiting tasks, instead of queueing them for a delivery thread
+/// that would (one wake-up more on every request's path; 70-100 µs of an append's 0.8 ms round
+/// trip to JetStream under load). Everything else goes on to its subscription.
+private func natsReplyFilter(
+    _ connection: OpaquePointer?,
+    _ message: UnsafeMutablePointer<OpaquePointer?>?,
+    _ context: UnsafeMutableRawPointer?
+) {
+    guard let message, let raw = message.pointee, let pending = callbacks(context)?.pendingRequests,
+        let subject = natsMsg_GetSubject(raw), let id = pending.requestID(replyingTo: subject)
+    else { return }
+    message.pointee = nil
+    let reply = NatsMessage(copying: raw)
+    natsMsg_Destroy(raw)
+    pending.take(id)?.resume(returning: reply)
 }
 
 private func natsErrorCallback(

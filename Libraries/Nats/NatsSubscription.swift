@@ -76,6 +76,13 @@ public final class NatsSubscription: AsyncSequence, @unchecked Sendable {
 
     public func makeAsyncIterator() -> AsyncStream<NatsMessage>.Iterator { messages.makeAsyncIterator() }
 
+    /// Messages handed to this subscription's stream or handler so far.
+    var delivered: Int64 {
+        var count: Int64 = 0
+        natsSubscription_GetDelivered(raw, &count)
+        return count
+    }
+
     /// Stops delivery at once; the stream ends.
     public func unsubscribe() {
         natsSubscription_Unsubscribe(raw)

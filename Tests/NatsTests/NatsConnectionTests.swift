@@ -1,8 +1,9 @@
 import Contracts
 import Foundation
-import Nats
 import TestSupport
 import Testing
+
+@testable import Nats
 
 func connect(_ name: String = "nats-tests") async throws -> NatsConnection {
     try await NatsConnection.connect(.init(url: try TestServers.natsURL, name: name, requestTimeout: .seconds(2)))
@@ -40,6 +41,30 @@ func waitConnected(_ connection: NatsConnection) async throws {
             break
         }
         #expect(String(decoding: try await reply.payload, as: UTF8.self) == "echo:ping")
+        await connection.close()
+    }
+
+    @Test func repliesAreTakenOnTheReaderThreadNotPassedToADeliveryThread() async throws {
+        let connection = try await connect()
+        try await waitConnected(connection)
+        let subject = TestServers.uniqueName("test.echo")
+        let subscription = try connection.subscribe(subject)
+        try await connection.flush()
+        let responder = Task {
+            for await message in subscription {
+                try connection.publish(message.replySubject!, payload: message.payload)
+            }
+        }
+        for index in 0..<3 {
+            let reply = try await connection.request(subject, payload: Data("\(index)".utf8))
+            #expect(String(decoding: reply.payload, as: UTF8.self) == "\(index)")
+        }
+        #expect(connection.repliesPassedOn == 0)
+        // A message on the reply subject that answers no request goes on to the subscription.
+        try connection.publish(connection.pendingRequests.inbox + "not-a-request")
+        #expect(try await TestServers.waitUntil { connection.repliesPassedOn == 1 })
+        responder.cancel()
+        subscription.unsubscribe()
         await connection.close()
     }
 
