@@ -110,6 +110,9 @@ public final class JetStream: @unchecked Sendable {
             headers["Nats-Expected-Last-Subject-Sequence"] = String(expected)
         }
         let reply = try await connection.request(subject, payload: payload, headers: headers, timeout: timeout)
+        // Read without JSONDecoder when the usual flat acknowledgement: it is on the path of
+        // every append, and the decoder took about 45 µs of the ~0.8 ms it waits for the ack.
+        if reply.status == nil, let ack = PublishAck(flat: reply.payload) { return ack }
         return try Self.decode(PublishAck.self, from: reply, subject: subject)
     }
 
@@ -320,6 +323,62 @@ public struct PublishAck: Decodable, Sendable, Equatable {
         stream = try container.decode(String.self, forKey: .stream)
         sequence = try container.decode(UInt64.self, forKey: .sequence)
         duplicate = try container.decodeIfPresent(Bool.self, forKey: .duplicate) ?? false
+    }
+}
+
+extension PublishAck {
+    init(stream: String, sequence: UInt64, duplicate: Bool) {
+        self.stream = stream
+        self.sequence = sequence
+        self.duplicate = duplicate
+    }
+
+    /// Reads the acknowledgement nats-server sends, `{"stream":"s","seq":7}` with perhaps
+    /// `"domain"` and `"duplicate": true`: a flat object of unescaped strings, integers and
+    /// booleans, with blanks between tokens.
+    /// Nil for anything else (an error, an escape, a nested value), which JSONDecoder then reads.
+    init?(flat payload: Data) {
+        var stream: String?
+        var sequence: UInt64?
+        var duplicate = false
+        let bytes = [UInt8](payload)
+        var index = 0
+        /// Passes `byte`, and the blanks before it.
+        func skip(_ byte: UInt8) -> Bool {
+            while index < bytes.count, bytes[index] == UInt8(ascii: " ") { index += 1 }
+            guard index < bytes.count, bytes[index] == byte else { return false }
+            index += 1
+            return true
+        }
+        /// A string without escapes, after its opening quote.
+        func string() -> String? {
+            guard let end = bytes[index...].firstIndex(of: UInt8(ascii: "\"")),
+                !bytes[index..<end].contains(UInt8(ascii: "\\"))
+            else { return nil }
+            defer { index = end + 1 }
+            return String(decoding: bytes[index..<end], as: UTF8.self)
+        }
+        guard skip(UInt8(ascii: "{")) else { return nil }
+        repeat {
+            guard skip(UInt8(ascii: "\"")), let key = string(), skip(UInt8(ascii: ":")) else { return nil }
+            if skip(UInt8(ascii: "\"")) {
+                guard let value = string() else { return nil }
+                if key == "stream" { stream = value }
+            } else {
+                let start = index
+                while index < bytes.count, bytes[index] != UInt8(ascii: ","), bytes[index] != UInt8(ascii: "}") {
+                    index += 1
+                }
+                let value = String(decoding: bytes[start..<index], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                switch key {
+                case "seq": sequence = UInt64(value)
+                case "duplicate": duplicate = value == "true"
+                default: guard value == "true" || value == "false" || Int64(value) != nil else { return nil }
+                }
+            }
+        } while skip(UInt8(ascii: ","))
+        guard skip(UInt8(ascii: "}")), index == bytes.count, let stream, let sequence else { return nil }
+        self.init(stream: stream, sequence: sequence, duplicate: duplicate)
     }
 }
 

@@ -110,6 +110,32 @@ import Testing
         }
     }
 
+    @Test func publishAcknowledgementsAreReadWithoutTheDecoderAndAgreeWithIt() throws {
+        for json in [
+            #"{"stream":"sessions","seq":42}"#,
+            #"{"stream":"s","domain":"hub","seq":7,"duplicate":true}"#,
+            #"{"stream":"s","seq":18446744073709551615,"duplicate": false}"#,
+            #"{ "stream" : "s" , "seq" : 3 , "duplicate": true }"#,
+        ] {
+            let payload = Data(json.utf8)
+            let flat = try #require(PublishAck(flat: payload), "\(json)")
+            #expect(flat == (try JSONDecoder().decode(PublishAck.self, from: payload)))
+        }
+        // As nats-server writes a duplicate's acknowledgement.
+        #expect(PublishAck(flat: Data(#"{"stream":"s","seq":7,"duplicate": true}"#.utf8))?.duplicate == true)
+        // Left to the decoder: an error, an escaped name, a nested value, no sequence, trailing bytes.
+        for json in [
+            #"{"error":{"code":503,"err_code":10077,"description":"no space"}}"#,
+            #"{"stream":"a\"b","seq":1}"#,
+            #"{"stream":"s","seq":1,"batch":{"id":"x"}}"#,
+            #"{"stream":"s"}"#,
+            #"{"stream":"s","seq":1}x"#,
+            #"{"stream":"s","seq":-1}"#,
+        ] {
+            #expect(PublishAck(flat: Data(json.utf8)) == nil, "\(json)")
+        }
+    }
+
     @Test func messageIDDeduplicates() async throws {
         try await withStream { jetStream, name, prefix in
             let first = try await jetStream.publish("\(prefix).dedupe", payload: Data("once".utf8), messageID: "part-1")
