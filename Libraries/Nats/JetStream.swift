@@ -350,10 +350,10 @@ extension PublishAck {
             index += 1
             return true
         }
-        /// A string without escapes, after its opening quote.
+        /// A string without escapes or control characters, after its opening quote.
         func string() -> String? {
             guard let end = bytes[index...].firstIndex(of: UInt8(ascii: "\"")),
-                !bytes[index..<end].contains(UInt8(ascii: "\\"))
+                !bytes[index..<end].contains(where: { $0 == UInt8(ascii: "\\") || $0 < 0x20 })
             else { return nil }
             defer { index = end + 1 }
             return String(decoding: bytes[index..<end], as: UTF8.self)
@@ -370,10 +370,20 @@ extension PublishAck {
                     index += 1
                 }
                 let value = String(decoding: bytes[start..<index], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                let isBoolean = value == "true" || value == "false"
+                // JSON's integers: digits, no sign, no leading zero.
+                let isNumber =
+                    !value.isEmpty && value.allSatisfy { ("0"..."9").contains($0) }
+                    && (value == "0" || value.first != "0")
+                guard isBoolean || isNumber else { return nil }
                 switch key {
-                case "seq": sequence = UInt64(value)
-                case "duplicate": duplicate = value == "true"
-                default: guard value == "true" || value == "false" || Int64(value) != nil else { return nil }
+                case "seq":
+                    guard isNumber, let value = UInt64(value) else { return nil }
+                    sequence = value
+                case "duplicate":
+                    guard isBoolean else { return nil }
+                    duplicate = value == "true"
+                default: break
                 }
             }
         } while skip(UInt8(ascii: ","))

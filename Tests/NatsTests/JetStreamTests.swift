@@ -116,6 +116,9 @@ import Testing
             #"{"stream":"s","domain":"hub","seq":7,"duplicate":true}"#,
             #"{"stream":"s","seq":18446744073709551615,"duplicate": false}"#,
             #"{ "stream" : "s" , "seq" : 3 , "duplicate": true }"#,
+            // nats-server 2.12's tails: an atomic batch's, a counter's.
+            #"{"stream":"s","seq":9,"batch":"b-1","count":3}"#,
+            #"{"stream":"s","seq":0,"val":"10"}"#,
         ] {
             let payload = Data(json.utf8)
             let flat = try #require(PublishAck(flat: payload), "\(json)")
@@ -123,7 +126,8 @@ import Testing
         }
         // As nats-server writes a duplicate's acknowledgement.
         #expect(PublishAck(flat: Data(#"{"stream":"s","seq":7,"duplicate": true}"#.utf8))?.duplicate == true)
-        // Left to the decoder: an error, an escaped name, a nested value, no sequence, trailing bytes.
+        // Left to the decoder: an error, an escaped name, a nested value, no sequence, trailing
+        // bytes, and what JSON does not allow or the decoder would not read as these fields.
         for json in [
             #"{"error":{"code":503,"err_code":10077,"description":"no space"}}"#,
             #"{"stream":"a\"b","seq":1}"#,
@@ -131,6 +135,11 @@ import Testing
             #"{"stream":"s"}"#,
             #"{"stream":"s","seq":1}x"#,
             #"{"stream":"s","seq":-1}"#,
+            #"{"stream":"s","seq":+5}"#,
+            #"{"stream":"s","seq":007}"#,
+            #"{"stream":"s","seq":1,"duplicate":1}"#,
+            #"{"stream":"s","seq":1,"duplicate":}"#,
+            "{\"stream\":\"a\u{01}b\",\"seq\":1}",
         ] {
             #expect(PublishAck(flat: Data(json.utf8)) == nil, "\(json)")
         }

@@ -60,7 +60,8 @@ func waitConnected(_ connection: NatsConnection) async throws {
             #expect(String(decoding: reply.payload, as: UTF8.self) == "\(index)")
         }
         #expect(connection.repliesPassedOn == 0)
-        // A message on the reply subject that answers no request goes on to the subscription.
+        // A message on the reply subject whose last token is not a request number goes on to the
+        // subscription (one with a number no request waits for is dropped, as it was there).
         try connection.publish(connection.pendingRequests.inbox + "not-a-request")
         #expect(try await TestServers.waitUntil { connection.repliesPassedOn == 1 })
         responder.cancel()
