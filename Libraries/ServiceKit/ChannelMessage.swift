@@ -13,6 +13,14 @@ extension ChannelRecord {
     static let headersHeader = "Sessions-Record-Headers"
     /// On a record whose payload is base64 of bytes that are not text (``isBinary``).
     static let binaryHeader = "Sessions-Body-Encoding"
+    /// The most bytes a record's headers may take as JSON: JetStream keeps all of a message's
+    /// headers within 64 KiB, and these ride there as base64 (a third longer) beside the rest.
+    public static let maxHeadersJSONBytes = 46 * 1024
+
+    /// How many bytes `headers` take as JSON (``maxHeadersJSONBytes``).
+    public static func headersJSONBytes(_ headers: [[String]]) throws -> Int {
+        headers.isEmpty ? 0 : try JSONEncoder().encode(headers).count
+    }
 
     /// The headers a message of this record carries.
     public var messageHeaders: [String: String] {

@@ -110,9 +110,23 @@ struct SessionRoutes: Sendable {
         return try .json(session.item())
     }
 
+    /// The session's fields that a PATCH cannot change (SPEC §4: it sets tags, metadata and
+    /// externalId; expiresAt is write-once, set at create).
+    static let fixedFields = [
+        "id", "type", "taskIdentifier", "triggerConfig", "expiresAt", "closedAt", "closedReason", "status",
+        "createdAt", "updatedAt",
+    ]
+
     @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try context.requirePrincipal()
         let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
+        // A field of the session that PATCH does not change is refused, not silently kept.
+        if let fixed = Self.fixedFields.first(where: fields.contains) {
+            throw APIError(
+                .badRequest,
+                "Invalid request body: \(fixed) cannot be changed; a PATCH sets tags, metadata and externalId"
+            )
+        }
         var changes = SessionChanges()
         if fields.contains("tags") {
             guard let tags = try fields.strings("tags", maxCount: 10, itemLength: 1...128) else {
@@ -123,6 +137,10 @@ struct SessionRoutes: Sendable {
         if fields.contains("metadata") { changes.metadata = .some(try Self.metadata(fields)) }
         if fields.contains("externalId") { changes.externalId = .some(try Self.externalId(fields)) }
         let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])
+        // Nothing to change: no write, no event, the session as it is.
+        guard changes.tags != nil || changes.metadata != nil || changes.externalId != nil else {
+            return try .json(session.item())
+        }
         guard let (updated, previousExternalId) = try await store.update(session, with: changes) else {
             throw APIError(.notFound, "Session not found")
         }

@@ -42,7 +42,9 @@ struct S2Routes: Sendable {
             )
         }
         let buffer = try await request.limitedBody(limit: 8 * Self.maxBatchBytes)
-        guard let input = try? JSONDecoder().decode(AppendInput.self, from: Data(buffer.readableBytesView)) else {
+        guard let input = try? JSONDecoder().decode(AppendInput.self, from: Data(buffer.readableBytesView)),
+            !JSONValue.hasTrailingComma(buffer.readableBytesView)
+        else {
             throw S2Error(.badRequest, "bad_json", "The body must be an append input: {\"records\": [{\"body\": …}]}")
         }
         guard (1...Self.maxBatchRecords).contains(input.records.count) else {
@@ -57,6 +59,13 @@ struct S2Routes: Sendable {
         var metered = 0
         for input in input.records {
             let record = try format.record(body: input.body ?? "", headers: input.headers ?? [])
+            guard try ChannelRecord.headersJSONBytes(record.headers) <= ChannelRecord.maxHeadersJSONBytes else {
+                throw S2Error(
+                    .unprocessableContent,
+                    "invalid",
+                    "A record's headers may take at most 46 KiB as JSON ([[name, value], …]) here"
+                )
+            }
             metered += ChannelRecord.meteredBytes(body: record.body, headers: record.headers, isBinary: record.isBinary)
             records.append(record)
         }
@@ -286,8 +295,10 @@ struct S2Routes: Sendable {
                 return try await handler(request, context)
             } catch let error as S2Error {
                 return error.response()
-            } catch let error as APIError where error.code == .payloadTooLarge {
-                return S2Error(.contentTooLarge, "invalid", "Request body too large").response()
+            } catch let error as APIError where error.code == .payloadTooLarge || error.code == .badRequest {
+                // What is wrong with the body itself (no Content-Length, too long, cut short).
+                return S2Error(error.status, error.code == .badRequest ? "bad_frame" : "invalid", error.message)
+                    .response()
             } catch let error as StreamStoreError {
                 logger.error("The channel store failed.", metadata: ["error": "\(error)"])
                 return S2Error(.serviceUnavailable, "unavailable", "The stream store is unavailable; try again")
@@ -411,6 +422,9 @@ struct S2Routes: Sendable {
         struct Record: Decodable {
             var body: String?
             var headers: [[String]]?
+            /// Read only so that one of the wrong type is refused: records take the time of
+            /// their append (see the README).
+            var timestamp: UInt64?
         }
         var records: [Record]
         var matchSeqNum: UInt64?

@@ -182,6 +182,9 @@ import Testing
         (#"{"type":""}"#, "type must be 1-64"),
         (#"{"type":"\#(String(repeating: "x", count: 65))"}"#, "type must be 1-64"),
         (#"{"type":3}"#, "type must be a string"),
+        // JSON has no trailing commas, though Foundation's decoder takes them.
+        (#"{"type":"t",}"#, "Invalid JSON"),
+        (#"{"type":"t","tags":["a",]}"#, "Invalid JSON"),
         (#"{"type":"t","externalId":"   "}"#, "externalId must be 1-256"),
         (#"{"type":"t","externalId":"\#(String(repeating: "x", count: 257))"}"#, "externalId must be 1-256"),
         // One character as a reader sees it, 1,201 bytes: over the 4 bytes per character an
@@ -302,6 +305,14 @@ import Testing
         }
     }
 
+    @Test func commasBeforeBracketsInsideStringsAreNotTrailingCommas() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let body = #"{"type":"t","metadata":{"a":"x,]","b":"\",}","c":[1, 2 ]}}"#
+            let created = try await api.call(.post, "/api/v1/sessions", token: tenants.a.apiKey, json: body)
+            #expect(created.status == 201, "\(created.body)")
+        }
+    }
+
     @Test func bodiesOverTheLimitAre413() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let large = #"{"type":"t","metadata":{"x":"\#(String(repeating: "a", count: 33 * 1024))"}}"#
@@ -406,7 +417,15 @@ import Testing
             let cleared = try await api.call(.patch, path, token: tenants.a.apiKey, json: #"{"externalId":null}"#)
             #expect(try cleared.json(SessionItem.self).externalId == nil)
 
+            // A PATCH that changes nothing writes nothing.
+            let before = try await api.call(.get, path, token: tenants.a.apiKey).json(SessionItem.self)
+            let empty = try await api.call(.patch, path, token: tenants.a.apiKey, json: "{}")
+            #expect(empty.status == 200)
+            #expect(try empty.json(SessionItem.self) == before)
+
             for (body, message) in [
+                (#"{"type":"u"}"#, "type cannot be changed"),
+                (#"{"tags":["z"],"expiresAt":"2030-01-01T00:00:00Z"}"#, "expiresAt cannot be changed"),
                 (#"{"tags":null}"#, "tags must be an array"),
                 (#"{"externalId":"session_x"}"#, "must not start with session_"),
                 (#"{"metadata":7}"#, "metadata must be a JSON object"),

@@ -281,6 +281,11 @@ import Testing
             (#"{"records":[{"body":"t","headers":[["","trim"],["k","v"]]}]}"#, 422, "invalid"),
             (#"{"records":[{"body":"t","headers":[["","compact"]]}]}"#, 422, "invalid"),
             (#"{"records":[{"body":"x"}],"fencing_token":"f"}"#, 422, "invalid"),
+            // A record's own timestamp is not taken, but one that is not a timestamp is refused.
+            (#"{"records":[{"body":"x","timestamp":"soon"}]}"#, 400, "bad_json"),
+            (#"{"records":[{"body":"x","timestamp":-5}]}"#, 400, "bad_json"),
+            // Headers past what a JetStream message holds: refused, not a store "unavailable".
+            (Self.recordWithHeaderValue(length: 47_095), 422, "invalid"),
         ]
         for (body, status, code) in cases {
             let response = try await stack.http.execute(
@@ -289,6 +294,16 @@ import Testing
             #expect(response.status == status, "\(body)")
             #expect(String(decoding: response.body, as: UTF8.self).contains(#""code":"\#(code)""#), "\(body)")
         }
+        // Headers of exactly the most a record may have (46 KiB as JSON) are stored.
+        let largest = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: url,
+                headers: auth,
+                body: Data(Self.recordWithHeaderValue(length: 47_094).utf8)
+            )
+        )
+        #expect(largest.status == 200)
         let query = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=1&tail_offset=1", headers: auth))
         #expect(query.status == 400)
         // The empty fencing token is every stream's until a fence sets one.
@@ -313,6 +328,12 @@ import Testing
         acceptProtobuf.add("Accept", "application/protobuf")
         let binaryRead = try await stack.http.execute(HTTPRequest(url: url + "?seq_num=0", headers: acceptProtobuf))
         #expect(binaryRead.status == 406)
+    }
+
+    /// An append of one record with one header whose value is `length` letters: its headers
+    /// take `length` + 10 bytes as JSON (`[["k","…"]]`).
+    static func recordWithHeaderValue(length: Int) -> String {
+        #"{"records":[{"body":"h","headers":[["k",""# + String(repeating: "v", count: length) + #""]]}]}"#
     }
 
     /// A channel token lasts no longer than the credential that asked for it: a public access

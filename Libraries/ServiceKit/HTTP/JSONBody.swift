@@ -34,7 +34,9 @@ extension Request {
     public func jsonObject(limit: Int) async throws -> [String: JSONValue] {
         let buffer = try await limitedBody(limit: limit)
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "Request body is empty") }
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)) else {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)),
+            !JSONValue.hasTrailingComma(buffer.readableBytesView)
+        else {
             throw APIError(.badRequest, "Invalid JSON")
         }
         guard case .object(let members) = value else {
@@ -47,5 +49,36 @@ extension Request {
             throw APIError(.badRequest, "Invalid request body: \(path) must not contain NUL characters (\\u0000)")
         }
         return members
+    }
+}
+
+extension JSONValue {
+    /// Whether a comma ends an array or object (`[1,]`, `{"a":1,}`): JSON has none there, but
+    /// Foundation's decoder takes it, and a body that is not JSON is refused as such.
+    public static func hasTrailingComma(_ bytes: some Sequence<UInt8>) -> Bool {
+        var inString = false
+        var escaped = false
+        var last: UInt8 = 0
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"): continue
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                if last == UInt8(ascii: ",") { return true }
+            case UInt8(ascii: "\""): inString = true
+            default: break
+            }
+            last = byte
+        }
+        return false
     }
 }
