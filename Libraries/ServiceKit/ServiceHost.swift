@@ -42,7 +42,8 @@ public struct ServiceHost {
         self.name = name
         self.configuration = configuration
         self.connection = connection
-        self.router = Router(context: APIRequestContext.self)
+        // HEAD wherever GET is (RFC 9110 §9.3.2): the GET's status and headers, no body.
+        self.router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
         self.endpoints = endpoints
         self.work = work
         self.registry = registry

@@ -321,7 +321,16 @@ import Testing
 
             let wrongMethod = try await api.call(.delete, "/api/v1/sessions/abc", token: tenants.a.apiKey)
             #expect(wrongMethod.status == 405)
-            #expect(wrongMethod.headers[.allow] == "GET, PATCH, OPTIONS")
+            #expect(wrongMethod.headers[.allow] == "GET, HEAD, PATCH, OPTIONS")
+            // HEAD wherever GET is: the GET's status and headers, without the body.
+            let created = try await api.create(#"{"type":"t"}"#, token: tenants.a.apiKey)
+            for path in ["/api/v1/sessions/\(created.session.id)", "/api/v1/sessions", "/api/v1/sessions/session_x"] {
+                let get = try await api.call(.get, path, token: tenants.a.apiKey)
+                let head = try await api.call(.head, path, token: tenants.a.apiKey)
+                #expect(head.status == get.status, "\(path)")
+                #expect(head.body.isEmpty, "\(path)")
+                #expect(head.headers[.contentLength] == get.headers[.contentLength], "\(path)")
+            }
             #expect(wrongMethod.error == "Method not allowed")
             let nowhere = try await api.call(.get, "/api/v2/nothing", token: tenants.a.apiKey)
             #expect(nowhere.status == 404)

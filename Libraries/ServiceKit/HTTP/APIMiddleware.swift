@@ -35,7 +35,9 @@ public final class RouteTable: Sendable {
             return pattern.count == segments.count
                 && zip(pattern, segments).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
         }.map(\.method)
-        return methods.isEmpty ? nil : Array(Set(methods)).sorted()
+        // The router answers HEAD wherever there is a GET (``ServiceHost``).
+        let served = Set(methods).union(methods.contains("GET") ? ["HEAD"] : [])
+        return served.isEmpty ? nil : served.sorted()
     }
 }
 
