@@ -217,9 +217,9 @@ struct SessionListing: Sendable {
             let name = decoded(parts[0])
             if name.isEmpty { continue }  // `?&page[size]=10`: nothing was named
             // Split where the query has a comma, before decoding: `%2C` is a comma inside a value.
-            values[name, default: []] += (parts.count > 1 ? parts[1] : "").split(separator: ",").map {
-                decoded($0).trimmingCharacters(in: .whitespaces)
-            }.filter { !$0.isEmpty }
+            // Kept as given: a type or tag is stored untrimmed, so ` a` names a tag of its own.
+            values[name, default: []] += (parts.count > 1 ? parts[1] : "").split(separator: ",").map(decoded)
+                .filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
         }
         let known: Set<String> = [
             "filter[type]", "filter[tags]", "filter[taskIdentifier]", "filter[externalId]", "filter[status]",
@@ -233,15 +233,16 @@ struct SessionListing: Sendable {
             guard let items = values[name] else { return nil }
             guard !items.isEmpty else { throw APIError(.badRequest, "Invalid \(name): it has no value") }
             guard items.count == 1 else { throw APIError(.badRequest, "Invalid \(name): give one value") }
-            return items[0]
+            return items[0].trimmingCharacters(in: .whitespaces)
         }
         var filters = Filters()
         filters.types = values["filter[type]"] ?? []
         filters.tags = values["filter[tags]"] ?? []
         filters.taskIdentifiers = values["filter[taskIdentifier]"] ?? []
-        filters.externalIds = values["filter[externalId]"] ?? []
+        // An externalId is stored trimmed, and statuses are words.
+        filters.externalIds = (values["filter[externalId]"] ?? []).map { $0.trimmingCharacters(in: .whitespaces) }
         filters.statuses = try (values["filter[status]"] ?? []).map { text in
-            guard let status = SessionStatus(rawValue: text.uppercased()) else {
+            guard let status = SessionStatus(rawValue: text.trimmingCharacters(in: .whitespaces).uppercased()) else {
                 throw APIError(.badRequest, "Invalid filter[status]: use ACTIVE, CLOSED or EXPIRED")
             }
             return status

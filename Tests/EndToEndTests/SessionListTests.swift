@@ -140,6 +140,14 @@ import Testing
             try await list(stack, "filter[type]=\(encoded(type))+a%2Bb").1?.data.map(\.id) == spaced
         }
         #expect(plus, "listed by a type with a space written as +")
+        // A type or tag is stored as given, blanks around it too, and listed by it.
+        let blank = try await makeSessions(stack, [["type": .string(" \(type) "), "tags": [" lead"]]])
+        let blanks = try await TestServers.waitUntil(timeout: .seconds(20)) {
+            try await listed("filter[type]", " \(type) ") == blank
+        }
+        #expect(blanks, "listed by a type with blanks around it")
+        #expect(try await listed("filter[tags]", " lead") == blank)
+        #expect(try await listed("filter[type]", type) == ids, "the type without the blanks is another")
     }
 
     @Test func anItemChangedSinceItsReplicatedCopyIsListedOnlyWhereItStillMatches() async throws {
