@@ -79,7 +79,7 @@ public struct ServiceHost {
             // an answer that streams.
             server: .http1(
                 configuration: .init(
-                    additionalChannelHandlers: [StalledWriteCloser(timeout: idleTimeout)],
+                    additionalChannelHandlers: [StalledWriteCloser(timeout: idleTimeout), ContinueAnswerer()],
                     idleTimeout: idleTimeout
                 )
             ),

@@ -477,6 +477,36 @@ import Testing
         return descriptor
     }
 
+    /// A client that sends `Expect: 100-continue` (curl does, for bodies over 1 MiB) is told to
+    /// go on at once instead of waiting out its own timeout before it sends the body.
+    @Test func anAppendThatExpectsContinueIsToldToGoOn() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let port = try #require(URLComponents(string: stack.channelURL(session.id))?.port)
+        let descriptor = try Self.connectWithoutReading(
+            port: port,
+            "POST /realtime/v1/sessions/\(session.id)/out/append HTTP/1.1\r\nHost: x\r\n"
+                + "Authorization: Bearer \(stack.apiKey)\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        defer { close(descriptor) }
+        #expect(Self.receive(descriptor, until: "\r\n\r\n").hasPrefix("HTTP/1.1 100 Continue\r\n"))
+        _ = send(descriptor, "hello", 5, 0)
+        let answer = Self.receive(descriptor, until: "}")
+        #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n") && answer.contains(#""ok":true"#), "\(answer)")
+    }
+
+    /// What arrives on `descriptor` until it holds `end` (or 10 s pass, or the connection ends).
+    static func receive(_ descriptor: Int32, until end: String) -> String {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var byte: UInt8 = 0
+        while !String(decoding: received, as: UTF8.self).hasSuffix(end), recv(descriptor, &byte, 1, 0) == 1 {
+            received.append(byte)
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
     @Test func badRequestsGetClearErrors() async throws {
         let stack = try await ServicesFixture.shared.value
         let session = try await stack.createSession()
