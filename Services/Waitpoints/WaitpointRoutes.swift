@@ -24,7 +24,8 @@ struct WaitpointRoutes: Sendable {
         let principal = try Self.secretKey(context)
         let runId = try context.pathId("run")
         let fields = Fields(try await request.jsonObject(limit: Self.bodyLimit))
-        let session = try fields.requiredString("session", length: 1...256)
+        // Trimmed, as the control plane trims names: a blank one is a 400, not a 404.
+        let session = try fields.requiredString("session", length: 1...256, trim: true)
         guard let io = ChannelIO(rawValue: try fields.requiredString("io", length: 1...256)) else {
             throw APIError(.badRequest, "Invalid request body: io must be out or in")
         }

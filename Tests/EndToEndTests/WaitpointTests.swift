@@ -347,6 +347,8 @@ extension ServicesFixture {
         let session = try await stack.createSession()
         let cases: [([String: JSONValue], Int, String)] = [
             (["io": "in"], 400, "session"),
+            // Names are trimmed: a blank one names nothing.
+            (["session": "   ", "io": "in"], 400, "session must be 1-256 characters long"),
             (["session": .string(session.id), "io": "sideways"], 400, "io must be out or in"),
             (["session": .string(session.id), "io": "in", "timeout": "soon"], 400, "timeout"),
             (
