@@ -138,7 +138,7 @@ struct SessionRoutes: Sendable {
         if fields.contains("externalId") { changes.externalId = .some(try Self.externalId(fields)) }
         let session = try await authorizedSession(context, .admin, superScopes: ["admin:all", "admin"])
         // Nothing to change: no write, no event, the session as it is.
-        guard changes.tags != nil || changes.metadata != nil || changes.externalId != nil else {
+        guard !changes.isEmpty else {
             return try .json(session.item())
         }
         guard let (updated, previousExternalId) = try await store.update(session, with: changes) else {

@@ -21,6 +21,8 @@ struct SessionChanges: Sendable {
     var metadata: JSONValue??
     /// `.some(nil)` clears it.
     var externalId: String??
+
+    var isEmpty: Bool { tags == nil && metadata == nil && externalId == nil }
 }
 
 /// The `sessions` table. Every statement is scoped to one environment.

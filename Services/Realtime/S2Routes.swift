@@ -63,7 +63,8 @@ struct S2Routes: Sendable {
                 throw S2Error(
                     .unprocessableContent,
                     "invalid",
-                    "A record's headers may take at most 46 KiB as JSON ([[name, value], …]) here"
+                    "A record's headers may take at most \(ChannelRecord.maxHeadersJSONBytes / 1024) KiB as JSON "
+                        + "([[name, value], …]) here"
                 )
             }
             metered += ChannelRecord.meteredBytes(body: record.body, headers: record.headers, isBinary: record.isBinary)
