@@ -23,6 +23,8 @@ struct IsolatedReplicator {
     init(clickhouseURL: String? = nil) async throws {
         self.clickhouseURL = try clickhouseURL ?? TestServers.clickhouseURL
         database = PostgresClient(configuration: .init(url: try TestServers.databaseURL, poolSize: 2))
+        // The sessions table is the control plane's; a test must not count on another having made it.
+        try await ControlPlaneSchema.migrator.run(on: database, logger: Logger(label: "migrations"))
         let admin = ClickHouseClient(configuration: .init(url: self.clickhouseURL), http: HTTPClient())
         try await admin.execute("CREATE DATABASE IF NOT EXISTS \(name)")
         clickhouse = ClickHouseClient(configuration: .init(url: self.clickhouseURL, database: name), http: HTTPClient())
