@@ -63,7 +63,7 @@ public struct APIMiddleware: RouterMiddleware {
         context: APIRequestContext,
         next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
-        let id = request.headers[.requestID].flatMap(Self.acceptRequestID) ?? UUID().uuidString.lowercased()
+        let id = request.headers[.requestID].flatMap(Self.acceptRequestID) ?? Identifier.uuid()
         var context = context
         context.logger[metadataKey: "request.id"] = "\(id)"
         var response: Response
