@@ -52,7 +52,7 @@ public struct ServiceHost {
             guard connection.isConnected else { throw NatsError(.connectionFailed, message: "not connected") }
         }
         router.add(middleware: APIMiddleware(routes: routeTable, exposedHeaders: exposedHeaders))
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestMetricsMiddleware())
         router.addHealthRoutes(checks: [natsCheck] + checks, registry: registry, logger: logger)
     }
 

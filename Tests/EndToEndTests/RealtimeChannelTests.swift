@@ -417,6 +417,52 @@ import Testing
         #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
     }
 
+    /// Every request is counted and timed by route, method and status; a stream once it ends,
+    /// a refused request as an error too.
+    @Test func requestsAreCountedAndTimedAndAStreamOnceItEnds() async throws {
+        let stack = try await ServicesFixture.shared.value
+        let session = try await stack.createSession()
+        let (realtime, _) = try await Self.ownRealtime(stack, [:])
+        let headers: HTTPHeaders = ["Authorization": "Bearer \(stack.apiKey)"]
+        let channel = realtime.baseURL + "/realtime/v1/sessions/\(session.id)/out"
+        func count(_ name: String, _ route: String, _ method: String, _ status: Int) async throws -> Double? {
+            let labels = #"http_route="/realtime/v1/sessions/{session}/{io}\#(route)",http_request_method="\#(method)""#
+            return try await realtime.metric(
+                #"\#(name){\#(labels),http_response_status_code="\#(status)"}"#,
+                stack.http
+            )
+        }
+        for body in ["a", "b"] {
+            let response = try await stack.http.execute(
+                HTTPRequest(method: "POST", url: channel + "/append", headers: headers, body: Data(body.utf8))
+            )
+            #expect(response.status == 200)
+        }
+        #expect(try await count("hb_requests", "/append", "POST", 200) == 2)
+        #expect(try await count("http_server_request_duration_count", "/append", "POST", 200) == 2)
+        #expect(try await count("hb_request_errors", "/append", "POST", 200) == 0)
+
+        // The stream replays both records, then ends after a second without one.
+        var streamHeaders = headers
+        streamHeaders.add("Timeout-Seconds", "1")
+        let stream = try await stack.http.execute(HTTPRequest(url: channel, headers: streamHeaders))
+        #expect(stream.status == 200 && String(decoding: stream.body, as: UTF8.self).contains("id: 1"))
+        #expect(try await TestServers.waitUntil { try await count("hb_requests", "", "GET", 200) == 1 })
+
+        let missing = try await stack.http.execute(
+            HTTPRequest(
+                method: "POST",
+                url: realtime.baseURL + "/realtime/v1/sessions/session_missing/out/append",
+                headers: headers,
+                body: Data("c".utf8)
+            )
+        )
+        #expect(missing.status == 404)
+        #expect(try await count("hb_request_errors", "/append", "POST", 404) == 1)
+        #expect(try await realtime.metric(#"http_server_active_requests{http_request_method="POST"}"#, stack.http) == 0)
+        #expect(try await realtime.terminate(timeout: .seconds(5)) == 0)
+    }
+
     /// A realtime instance of the test's own, with `settings` on top of the fixture's, and a
     /// reading of its `realtime_sse_subscribers` gauge.
     static func ownRealtime(
