@@ -19,9 +19,17 @@ import Testing
         // 62,000 characters: each of the 62 expected 1,000 times; a character that came far less
         // or far more often (a digit lost or favoured when a draw is split) shows here.
         var counts: [Character: Int] = [:]
-        for _ in 0..<1000 { for character in Identifier.secret(length: 62) { counts[character, default: 0] += 1 } }
+        var sameAsBefore = 0
+        for _ in 0..<1000 {
+            let secret = Array(Identifier.secret(length: 62))
+            for character in secret { counts[character, default: 0] += 1 }
+            sameAsBefore += zip(secret, secret.dropFirst()).filter { $0 == $1 }.count
+        }
         #expect(counts.count == 62)
         #expect(counts.values.allSatisfy { (800...1200).contains($0) }, "\(counts.sorted { $0.value < $1.value })")
+        // Characters of one draw are independent: 61,000 neighbours agree about 1 in 62 times
+        // (984 expected), not the more a digit taken twice from one draw would make.
+        #expect((700...1300).contains(sameAsBefore), "\(sameAsBefore) neighbours alike")
     }
 
     @Test func uuidsAreVersionFourAndParseAsUUIDs() throws {
