@@ -6,6 +6,7 @@ import Nats
 import Postgres
 import ServiceKit
 import ServiceLifecycleTestKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -98,35 +99,105 @@ import Testing
         }
     }
 
-    /// A control plane that cannot answer (its database restarting) makes a request 503, not 500.
-    @Test func anAuthenticationServiceThatFailsMeansTryAgain() async throws {
+    /// Serves `auth.authenticate` with `answer` on a NATS server of its own while `body` runs.
+    func withAuthenticationService(
+        _ answer: @escaping @Sendable (AuthenticateRequest) async throws -> Principal,
+        _ body: (NatsConnection) async throws -> Void
+    ) async throws {
         let server = try OwnNatsServer()
         try server.start()
-        let connection = try await NatsConnection.connect(.init(url: server.url, name: "failing auth"))
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "auth service"))
         #expect(try await TestServers.waitUntil { connection.isConnected }, "never connected")
-        let failing = NatsService(
+        let service = NatsService(
             connection: connection,
             name: "control-plane",
             version: "0",
-            description: "answers every authentication with an internal error",
+            description: "authenticates as the test says",
             endpoints: [
-                NatsEndpoint(name: "authenticate", subject: Subjects.authenticate) { _ in
-                    throw NatsServiceError(.internalError, "Internal Server Error")
+                NatsEndpoint(name: "authenticate", subject: Subjects.authenticate) { message in
+                    try JSONEncoder.sessions.encode(
+                        try await answer(
+                            try JSONDecoder.sessions.decode(AuthenticateRequest.self, from: message.payload)
+                        )
+                    )
                 }
             ],
             logger: Logger(label: "test")
         )
-        let running = Task { try await failing.run() }
+        let running = Task { try await service.run() }
         let answered = try await TestServers.waitUntil {
             (try? await connection.request("$SRV.PING.control-plane", timeout: .milliseconds(200))) != nil
         }
         #expect(answered)
-        await #expect(throws: APIError(.unavailable, "Authentication is unavailable; try again")) {
-            try await NatsAuthenticator(connection: connection).authenticate(token: "tr_dev_anything")
-        }
+        try await body(connection)
         running.cancel()
         await connection.close()
         try await server.stop()
+    }
+
+    /// A control plane that cannot answer (its database restarting) makes a request 503, not 500.
+    @Test func anAuthenticationServiceThatFailsMeansTryAgain() async throws {
+        try await withAuthenticationService({ _ in throw NatsServiceError(.internalError, "Internal Server Error") }) {
+            connection in
+            await #expect(throws: APIError(.unavailable, "Authentication is unavailable; try again")) {
+                try await NatsAuthenticator(connection: connection).authenticate(token: "tr_dev_anything")
+            }
+        }
+    }
+
+    /// Clients reconnecting at once with one token make one lookup; a token in use is looked up
+    /// again before its answer expires, so no request waits for it; a key revoked meanwhile is
+    /// refused once the control plane says so.
+    @Test func lookupsAreSharedAndRenewedAheadOfExpiry() async throws {
+        let lookups = Mutex(0)
+        let revoked = Mutex(false)
+        let principal = Principal(
+            environmentId: "env",
+            organizationId: "org",
+            projectId: "project",
+            environmentType: .development,
+            scopes: nil
+        )
+        try await withAuthenticationService({ _ in
+            lookups.withLock { $0 += 1 }
+            // Slow enough that the concurrent first requests below all find it under way.
+            try await Task.sleep(for: .milliseconds(100))
+            if revoked.withLock({ $0 }) { throw NatsServiceError(.unauthorized, "Invalid API Key") }
+            return principal
+        }) { connection in
+            let authenticator = NatsAuthenticator(connection: connection, cacheLifetime: .seconds(4))
+            let started = ContinuousClock.now
+            let answers = try await withThrowingTaskGroup(of: Principal.self) { group in
+                for _ in 0..<50 { group.addTask { try await authenticator.authenticate(token: "tr_dev_shared") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == 50 && answers.allSatisfy { $0 == principal })
+            #expect(lookups.withLock { $0 } == 1)
+
+            // Past half the lifetime: answered from the cache, renewed behind the answer.
+            try await Task.sleep(until: started + .milliseconds(2500))
+            #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
+            #expect(try await TestServers.waitUntil { lookups.withLock { $0 } == 2 })
+            // Past the first answer's expiry: the renewed one answers, without a lookup.
+            try await Task.sleep(until: started + .milliseconds(4200))
+            #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
+            #expect(lookups.withLock { $0 } == 2)
+
+            // Revoked: the next renewal forgets the token, and then it is refused.
+            revoked.withLock { $0 = true }
+            try await Task.sleep(until: started + .milliseconds(4700))
+            #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
+            #expect(try await TestServers.waitUntil { lookups.withLock { $0 } == 3 })
+            let refused = try await TestServers.waitUntil {
+                do {
+                    _ = try await authenticator.authenticate(token: "tr_dev_shared")
+                    return false
+                } catch let error as APIError {
+                    return error == APIError(.unauthorized, "Invalid API Key")
+                }
+            }
+            #expect(refused)
+        }
     }
 
     @Test func lifecycleEventsAreRelayedInOrderOncePerWrite() async throws {

@@ -47,48 +47,103 @@ extension Request {
 /// Authenticates through the control plane's `auth.authenticate` endpoint, remembering answers
 /// for a short time (never past a token's expiry), so services other than the control plane
 /// never read its tables.
+///
+/// A token in use never waits for its answer to be renewed: past half its lifetime, the answer
+/// is still used and a new one is asked for in the background; a revoked key is refused once
+/// that answer comes, and at the latest when the old one expires. Requests that find no answer
+/// share one lookup per token, so a thousand clients reconnecting with one token make one
+/// request to the control plane, not a thousand.
 public final class NatsAuthenticator: Authenticator {
     private struct Entry {
         var principal: Principal
+        var renewAfter: Date
         var validUntil: Date
+    }
+
+    private struct State {
+        var answers: [String: Entry] = [:]
+        /// Lookups under way, by token: the requests without an answer wait for these.
+        var lookups: [String: Task<Principal, any Error>] = [:]
     }
 
     private let connection: NatsConnection
     private let cacheLifetime: TimeInterval
     private let maxEntries: Int
-    private let cache = Mutex<[String: Entry]>([:])
+    private let state = Mutex(State())
 
     /// - Parameters:
     ///   - cacheLifetime: how long an answer is reused. Default 5 s.
     ///   - maxEntries: cache size; the cache is emptied when full. Default 10,000.
     public init(connection: NatsConnection, cacheLifetime: Duration = .seconds(5), maxEntries: Int = 10_000) {
         self.connection = connection
-        self.cacheLifetime = Double(cacheLifetime.components.seconds)
+        self.cacheLifetime = cacheLifetime / .seconds(1)
         self.maxEntries = maxEntries
     }
 
     public func authenticate(token: String) async throws -> Principal {
         let now = Date()
-        if let entry = cache.withLock({ $0[token] }), entry.validUntil > now { return entry.principal }
-        let principal: Principal
+        let answer = state.withLock { state -> Answer in
+            let entry = state.answers[token].flatMap { $0.validUntil > now ? $0 : nil }
+            if let entry, entry.renewAfter > now || state.lookups[token] != nil { return .cached(entry.principal) }
+            let lookup = state.lookups[token] ?? Task { try await self.lookUp(token) }
+            state.lookups[token] = lookup
+            // A renewal runs on its own; a request without an answer waits for the lookup.
+            return entry.map { .cached($0.principal) } ?? .lookup(lookup)
+        }
+        switch answer {
+        case .cached(let principal): return principal
+        case .lookup(let lookup): return try await lookup.value
+        }
+    }
+
+    private enum Answer {
+        case cached(Principal)
+        case lookup(Task<Principal, any Error>)
+    }
+
+    /// Asks the control plane, then keeps the answer (or forgets a refused token) and ends the
+    /// token's lookup.
+    private func lookUp(_ token: String) async throws -> Principal {
+        let asked = Date()
+        do {
+            let principal = try await ask(token)
+            let validUntil = min(asked.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
+            state.withLock { state in
+                state.lookups[token] = nil
+                if state.answers.count >= maxEntries { state.answers.removeAll() }
+                state.answers[token] = Entry(
+                    principal: principal,
+                    renewAfter: asked.addingTimeInterval(cacheLifetime / 2),
+                    validUntil: validUntil
+                )
+            }
+            return principal
+        } catch let error as APIError where error.status == .unauthorized {
+            state.withLock { state in
+                state.lookups[token] = nil
+                state.answers[token] = nil
+            }
+            throw error
+        } catch {
+            // The control plane did not answer: an answer still valid is kept until it expires.
+            state.withLock { $0.lookups[token] = nil }
+            throw error
+        }
+    }
+
+    private func ask(_ token: String) async throws -> Principal {
         do {
             let reply = try await connection.serviceRequest(
                 Subjects.authenticate,
                 payload: try JSONEncoder.sessions.encode(AuthenticateRequest(token: token)),
                 timeout: .seconds(2)
             )
-            principal = try JSONDecoder.sessions.decode(Principal.self, from: reply)
+            return try JSONDecoder.sessions.decode(Principal.self, from: reply)
         } catch let error as NatsServiceError where error.code == .unauthorized {
             throw APIError(.unauthorized, error.message)
         } catch is NatsError, is NatsServiceError, is DecodingError {
             // The control plane is unreachable, or could not answer (its database restarting).
             throw APIError(.unavailable, "Authentication is unavailable; try again")
         }
-        let validUntil = min(now.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
-        cache.withLock { cache in
-            if cache.count >= maxEntries { cache.removeAll() }
-            cache[token] = Entry(principal: principal, validUntil: validUntil)
-        }
-        return principal
     }
 }
