@@ -49,13 +49,14 @@ def raw_jetstream(bench, nats, concurrency, seconds, part_claims):
     return json.loads(output.strip().splitlines()[-1])
 
 
-def sse_load(options, session, subscribers, rate, writers):
+def sse_load(options, session, subscribers, rate, writers, probe=False):
     """sessions-bench appends at `rate` while `subscribers` SSE streams follow (one event-loop
-    thread, byte scanning: the client costs little next to the server)."""
+    thread, byte scanning: the client costs little next to the server). With `probe`, raw JetStream
+    delivery at 50/s on a stream of its own over the same seconds: the machine's own tail then."""
     out = subprocess.run([options.bench, "--mode", "sse", "--url", options.url, "--api-key", options.api_key,
                           "--session", session, "--subscribers", str(subscribers), "--rate", str(rate),
                           "--concurrency", str(writers), "--seconds", str(options.seconds),
-                          "--server-pid", str(options.pid)],
+                          "--server-pid", str(options.pid)] + (["--nats", options.nats] if probe else []),
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -113,11 +114,13 @@ def main():
     # The engine's own delivery at the same rate, measured just before: the disk's fsync stalls
     # that make these tails come and go, so the two are compared over the same minute.
     raw = jetstream_delivery(options.bench, options.nats, options.seconds)
-    d = sse_load(options, session, 1, 500, writers)
+    d = sse_load(options, session, 1, 500, writers, probe=True)
     results["delivery"] = {"writers": writers, "appends": int(d["appends"]), "received": int(d["received"]),
                            "appendsPerSecond": d["appendsPerSecond"], "p50Ms": d["p50Ms"], "p99Ms": d["p99Ms"],
-                           "appendP50Ms": d["appendP50Ms"], "appendP99Ms": d["appendP99Ms"],
-                           "raw": {"p50Ms": raw["p50Ms"], "p99Ms": raw["p99Ms"]}}
+                           "maxMs": d["maxMs"], "appendP50Ms": d["appendP50Ms"], "appendP99Ms": d["appendP99Ms"],
+                           "raw": {"p50Ms": raw["p50Ms"], "p99Ms": raw["p99Ms"]},
+                           "probe": {"rate": d["probeRate"], "p50Ms": d["probeP50Ms"], "p99Ms": d["probeP99Ms"],
+                                     "maxMs": d["probeMaxMs"]}}
 
     cores = os.cpu_count()
     print(f"realtime, {options.seconds} s per phase, {cores} cores")
@@ -132,7 +135,9 @@ def main():
     print(f"append -> SSE delivery at {d['appendsPerSecond']:.0f}/s, {d['writers']} writers: p50 {d['p50Ms']:.2f} ms, "
           f"p99 {d['p99Ms']:.2f} ms ({d['received']}/{d['appends']} received); the append's own round trip: "
           f"p50 {d['appendP50Ms']:.2f} ms, p99 {d['appendP99Ms']:.2f} ms; raw JetStream publish -> ordered consumer "
-          f"at 500/s just before: p50 {d['raw']['p50Ms']:.2f} ms, p99 {d['raw']['p99Ms']:.2f} ms")
+          f"at 500/s just before: p50 {d['raw']['p50Ms']:.2f} ms, p99 {d['raw']['p99Ms']:.2f} ms; and at "
+          f"{d['probe']['rate']:.0f}/s on its own stream during it: p50 {d['probe']['p50Ms']:.2f} ms, "
+          f"p99 {d['probe']['p99Ms']:.2f} ms, max {d['probe']['maxMs']:.1f} ms (ours max {d['maxMs']:.1f} ms)")
     f = results["fanout"]
     print(f"fan-out to {f['subscribers']} subscribers: {f['completeSubscribers']} got all {f['appends']} records in order; "
           f"delivery p50 {f['p50Ms']:.1f} ms, p99 {f['p99Ms']:.1f} ms; {f['idleKiBPerSubscriber']:.0f} KiB resident per idle subscriber")

@@ -57,6 +57,11 @@ def rows(stamp):
                 base = realtime[key].get("raw") or delivery
                 out.append((metric, realtime[key]["p99Ms"], "JetStream -> ordered consumer",
                             base["p99Ms"] if base else None, "latency", target))
+                probe = realtime[key].get("probe")
+                if probe:
+                    # Stalls of the machine itself show in the probe's max as in ours.
+                    out.append(("  max, same seconds (ms)", realtime[key]["maxMs"], "JetStream probe, 50/s beside",
+                                probe["maxMs"], "latency", ""))
         out.append(("idle SSE subscriber (KiB)", realtime["fanout"]["idleKiBPerSubscriber"], "", None, "", ""))
     if waits:
         evalsha = (raw or {}).get("redisEvalsha", [None])[0]

@@ -28,7 +28,12 @@ struct SessionsBench: AsyncParsableCommand {
 
     @Option(help: "publish or delivery.") var mode = Mode.publish
     @Option(help: "Messages per second in delivery mode.") var rate = 500
-    @Option(help: "NATS URL (publish, delivery).") var nats: String?
+    @Option(help: "NATS URL (publish, delivery; sse for the probe).") var nats: String?
+    @Option(
+        help:
+            "sse with --nats: publishes per second of raw JetStream delivery measured alongside the appends, on a stream of its own — what the machine itself does over the same seconds."
+    )
+    var probeRate = 50
     @Option(help: "Realtime base URL (sse, wait).") var url: String?
     @Option(help: "Waitpoints base URL (wait).") var waitpointsUrl: String?
     @Option(help: "Comma-separated session friendlyIds (wait).") var sessions: String?
@@ -76,19 +81,43 @@ struct SessionsBench: AsyncParsableCommand {
                 seconds: seconds,
                 serverPid: serverPid
             )
-            return print(String(decoding: try JSONEncoder().encode(try await load.run()), as: UTF8.self))
+            guard let nats, probeRate > 0 else {
+                return print(String(decoding: try JSONEncoder().encode(try await load.run()), as: UTF8.self))
+            }
+            // Both start with a second of warm-up (the load's is its subscribers' idle second).
+            async let probe = onBenchStream(nats) { try await measureDelivery($0, stream: $1, rate: probeRate) }
+            var result = try await load.run()
+            for (key, value) in try await probe {
+                result["probe" + key.prefix(1).uppercased() + key.dropFirst()] = value
+            }
+            return print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
         }
         guard let nats else { throw ValidationError("\(mode.rawValue) needs --nats") }
+        let result =
+            mode == .delivery
+            ? try await onBenchStream(nats) { try await measureDelivery($0, stream: $1, rate: rate) }
+            : try await onBenchStream(nats) { try await measurePublish($0, stream: $1) }
+        print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+    }
+
+    /// Runs `body` on a stream of its own (file storage, synced as the server is configured),
+    /// deleted afterwards.
+    func onBenchStream(
+        _ nats: String,
+        _ body: (JetStream, String) async throws -> [String: Double]
+    ) async throws -> [String: Double] {
         let connection = try await NatsConnection.connect(.init(url: nats, name: "sessions-bench"))
         let jetStream = try JetStream(connection: connection)
         let stream = "BENCH_\(UUID().uuidString.prefix(8))"
         _ = try await jetStream.createOrUpdateStream(.init(name: stream, subjects: ["bench.\(stream).>"]))
-        if mode == .delivery {
-            let result = try await measureDelivery(jetStream, stream: stream)
-            try await jetStream.deleteStream(stream)
-            await connection.close()
-            return print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
-        }
+        let result = try await body(jetStream, stream)
+        try await jetStream.deleteStream(stream)
+        await connection.close()
+        return result
+    }
+
+    /// Publish-with-ack throughput and latency of `concurrency` publishers.
+    func measurePublish(_ jetStream: JetStream, stream: String) async throws -> [String: Double] {
         let body = Data(repeating: UInt8(ascii: "x"), count: payload)
         // One subject per publisher with expected-last-subject-sequence, as realtime appends do.
         func measure(for duration: Duration) async throws -> (count: Int, histogram: Histogram<UInt64>) {
@@ -134,19 +163,16 @@ struct SessionsBench: AsyncParsableCommand {
         }
         _ = try await measure(for: .seconds(1))
         let (count, histogram) = try await measure(for: .seconds(seconds))
-        try await jetStream.deleteStream(stream)
-        await connection.close()
-        let result: [String: Double] = [
+        return [
             "opsPerSecond": Double(count) / Double(seconds),
             "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
             "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
         ]
-        print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }
 
     /// Publishes at `rate` for `seconds` (after a second of warm-up) while an ordered consumer
     /// reads the subject; each payload carries the moment to measure it from (``Pacing``).
-    func measureDelivery(_ jetStream: JetStream, stream: String) async throws -> [String: Double] {
+    func measureDelivery(_ jetStream: JetStream, stream: String, rate: Int) async throws -> [String: Double] {
         let subject = "bench.\(stream).delivery"
         let subscription = try jetStream.orderedConsumer(stream: stream, subject: subject, deliver: .all)
         let warmUp = rate
@@ -181,6 +207,7 @@ struct SessionsBench: AsyncParsableCommand {
             "rate": Double(rate), "messages": Double(rate * seconds), "received": Double(received - warmUp),
             "p50Ms": Double(histogram.valueAtPercentile(50)) / 1000,
             "p99Ms": Double(histogram.valueAtPercentile(99)) / 1000,
+            "maxMs": Double(histogram.max) / 1000,
         ]
     }
 }
