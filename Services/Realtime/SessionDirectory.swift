@@ -12,7 +12,9 @@ import Synchronization
 /// or close (``SessionChange``, core NATS), and again with its durable event. `lifetime` (30 s)
 /// only bounds how long a lost notice can matter; a reconnect forgets everything, since notices
 /// sent meanwhile are lost. An answer that was on its way while its session changed is not kept.
-/// Runs as a service: it follows the notices and events.
+/// Requests that find no answer share the lookup under way for that name (a thousand subscribers
+/// reconnecting to one session ask the control plane once), unless the session changed since it
+/// began. Runs as a service: it follows the notices and events.
 final class SessionDirectory: Service, Sendable {
     /// Names compared byte for byte, as the control plane compares them: canonically
     /// equivalent externalIds are two sessions.
@@ -32,10 +34,17 @@ final class SessionDirectory: Service, Sendable {
         case changed(at: ContinuousClock.Instant)
     }
 
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        /// Lookups under way; a change drops its names' lookup, so later requests ask anew.
+        var lookups: [Key: (id: UInt64, task: Task<SessionRecord?, any Error>)] = [:]
+        var lastLookup: UInt64 = 0
+    }
+
     private let connection: NatsConnection
     private let lifetime: Duration
     private let logger: Logger
-    private let cache = Mutex<[Key: Entry]>([:])
+    private let cache = Mutex(State())
     private let creations = Mutex<[Key: [UInt64: AsyncStream<Void>.Continuation]]>([:])
     private let lastWaiter = Atomic<UInt64>(0)
 
@@ -54,22 +63,56 @@ final class SessionDirectory: Service, Sendable {
         let session = session.trimmingCharacters(in: .whitespacesAndNewlines)
         let key = Key(environmentId: environmentId, session: session)
         let now = ContinuousClock.now
-        if case .session(let record, let fetchedAt)? = cache.withLock({ $0[key] }), now - fetchedAt < lifetime {
-            return record
+        let answer = cache.withLock { state -> Answer in
+            if case .session(let record, let fetchedAt)? = state.entries[key], now - fetchedAt < lifetime {
+                return .cached(record)
+            }
+            if let lookup = state.lookups[key] { return .lookup(lookup.task) }
+            state.lastLookup += 1
+            let id = state.lastLookup
+            let task = Task { try await self.lookUp(session, key: key, id: id, asked: now) }
+            state.lookups[key] = (id, task)
+            return .lookup(task)
         }
-        guard let record = try await connection.resolveSession(session, environmentId: environmentId) else {
-            return nil
+        switch answer {
+        case .cached(let record): return record
+        case .lookup(let task): return try await task.value
         }
-        cache.withLock { cache in
+    }
+
+    private enum Answer {
+        case cached(SessionRecord)
+        case lookup(Task<SessionRecord?, any Error>)
+    }
+
+    /// Asks the control plane, keeps the answer unless it is out of date, and ends the lookup.
+    private func lookUp(
+        _ session: String,
+        key: Key,
+        id: UInt64,
+        asked: ContinuousClock.Instant
+    ) async throws
+        -> SessionRecord?
+    {
+        let record: SessionRecord?
+        do {
+            record = try await connection.resolveSession(session, environmentId: key.environmentId)
+        } catch {
+            cache.withLock { state in if state.lookups[key]?.id == id { state.lookups[key] = nil } }
+            throw error
+        }
+        cache.withLock { state in
+            if state.lookups[key]?.id == id { state.lookups[key] = nil }
+            guard let record else { return }
             // Out of date: the session changed, or a lookup asked later already answered, since
             // this one asked (a slow answer from before a close must not replace a closed one).
-            switch cache[key] {
-            case .changed(let at)? where at >= now: return
-            case .session(_, let fetchedAt)? where fetchedAt > now: return
+            switch state.entries[key] {
+            case .changed(let at)? where at >= asked: return
+            case .session(_, let fetchedAt)? where fetchedAt > asked: return
             default: break
             }
-            if cache.count >= 100_000 { cache.removeAll() }
-            cache[key] = .session(record, fetchedAt: now)
+            if state.entries.count >= 100_000 { state.entries.removeAll() }
+            state.entries[key] = .session(record, fetchedAt: asked)
         }
         return record
     }
@@ -152,7 +195,7 @@ final class SessionDirectory: Service, Sendable {
                 group.addTask {
                     // Events published while disconnected are lost: forget everything.
                     for await event in connectionEvents where event == .reconnected {
-                        self.cache.withLock { $0.removeAll() }
+                        self.cache.withLock { $0 = State(lastLookup: $0.lastLookup) }
                     }
                 }
                 try await group.next()
@@ -166,13 +209,14 @@ final class SessionDirectory: Service, Sendable {
 
     /// Drops the cached session under these names and wakes whoever waits for its creation.
     /// A new session was not cached (misses are not), so it leaves no mark.
-    private func forget(_ names: [String], environmentId: String, isNew: Bool) {
+    func forget(_ names: [String], environmentId: String, isNew: Bool) {
         let keys = names.map { Key(environmentId: environmentId, session: $0) }
         let now = ContinuousClock.now
-        cache.withLock { cache in
-            if cache.count >= 100_000 { cache.removeAll() }
+        cache.withLock { state in
+            if state.entries.count >= 100_000 { state.entries.removeAll() }
             for key in keys {
-                if isNew { cache[key] = nil } else { cache[key] = .changed(at: now) }
+                state.entries[key] = isNew ? nil : .changed(at: now)
+                state.lookups[key] = nil
             }
         }
         let waiting = creations.withLock { creations in keys.flatMap { creations[$0]?.values.map { $0 } ?? [] } }

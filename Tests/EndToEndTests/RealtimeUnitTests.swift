@@ -348,6 +348,46 @@ final class GatedTailStore: StreamStore {
         try await server.stop()
     }
 
+    /// Subscribers arriving together share one lookup of their session; once the session has
+    /// changed, a request asks again rather than take the answer of a lookup from before.
+    @Test func concurrentLookupsOfASessionAreOneUnlessItChanged() async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
+        let requests = try controlPlane.subscribe(Subjects.resolveSession)
+        try await controlPlane.flush()
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
+        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
+        var iterator = requests.makeAsyncIterator()
+
+        let many = Task {
+            try await withThrowingTaskGroup(of: SessionRecord?.self) { group in
+                for _ in 0..<100 { group.addTask { try await directory.session("session_s1", environmentId: "env") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        let first = try #require(await iterator.next()?.replySubject)
+        // Changed while the first lookup is under way: the next request does not wait for it.
+        directory.forget(["session_s1"], environmentId: "env", isNew: false)
+        let later = Task { try await directory.session("session_s1", environmentId: "env") }
+        let second = try #require(await iterator.next()?.replySubject)
+        try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
+        #expect(try await later.value?.closedAt != nil)
+        try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
+        let answers = try await many.value
+        #expect(answers.count == 100 && answers.allSatisfy { $0?.closedAt == nil })
+        // Two lookups in all: none is under way, and the cached answer is the later one.
+        #expect(try await directory.session("session_s1", environmentId: "env")?.closedAt != nil)
+        requests.unsubscribe()
+        var more = 0
+        while await iterator.next() != nil { more += 1 }
+        #expect(more == 0, "\(more) more lookups")
+
+        await connection.close()
+        await controlPlane.close()
+        try await server.stop()
+    }
+
     /// A lookup that read the session before its close, and whose answer came late, must not
     /// replace the closed session a later lookup cached: appends would be taken for 30 s.
     @Test func aLateAnswerFromBeforeACloseDoesNotReplaceTheClosedSession() async throws {
@@ -362,6 +402,8 @@ final class GatedTailStore: StreamStore {
 
         let slow = Task { try await directory.session("session_s1", environmentId: "env") }
         let first = try #require(await iterator.next()?.replySubject)  // read before the close; held
+        // The close's notice: lookups from now on ask anew instead of waiting for the slow one.
+        directory.forget(["session_s1"], environmentId: "env", isNew: false)
         let fresh = Task { try await directory.session("session_s1", environmentId: "env") }
         let second = try #require(await iterator.next()?.replySubject)
         try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
