@@ -312,108 +312,89 @@ final class GatedTailStore: StreamStore {
         )
     }
 
+    /// A directory whose `sessions.resolve` requests the test answers itself, on a NATS server
+    /// of its own.
+    func withDirectory(
+        _ body: (SessionDirectory, NatsConnection, NatsSubscription) async throws -> Void
+    ) async throws {
+        let server = try OwnNatsServer()
+        try server.start()
+        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
+        let requests = try controlPlane.subscribe(Subjects.resolveSession)
+        try await controlPlane.flush()
+        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
+        try await body(SessionDirectory(connection: connection, logger: Logger(label: "test")), controlPlane, requests)
+        await connection.close()
+        await controlPlane.close()
+        try await server.stop()
+    }
+
     /// Waiting for a session that does not exist yet (a subscriber by externalId before the
     /// task created it) looks for it about once a second. It used to look in a tight loop after
     /// the first second — about a thousand lookups a second, each a PostgreSQL query, for as
     /// long as the subscriber waited.
     @Test func waitingForASessionLooksAboutOnceASecond() async throws {
-        let server = try OwnNatsServer()
-        try server.start()
-        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
-        let requests = try controlPlane.subscribe(Subjects.resolveSession)
-        try await controlPlane.flush()
-        let answering = Task {
-            var count = 0
-            for await request in requests {
-                count += 1
-                guard let reply = request.replySubject else { continue }
-                try? controlPlane.publish(
-                    reply,
-                    payload: Data(#"{"error":"Session not found"}"#.utf8),
-                    headers: ["Nats-Service-Error": "Session not found", "Nats-Service-Error-Code": "404"]
-                )
+        try await withDirectory { directory, controlPlane, requests in
+            let answering = Task {
+                var count = 0
+                for await request in requests {
+                    count += 1
+                    guard let reply = request.replySubject else { continue }
+                    try? controlPlane.publish(
+                        reply,
+                        payload: Data(#"{"error":"Session not found"}"#.utf8),
+                        headers: ["Nats-Service-Error": "Session not found", "Nats-Service-Error-Code": "404"]
+                    )
+                }
+                return count
             }
-            return count
+            let found = try await directory.waitForSession("later", environmentId: "env", timeout: .seconds(3))
+            #expect(found == nil)
+            requests.unsubscribe()
+            let count = await answering.value
+            #expect((2...6).contains(count), "\(count) lookups in 3 s")
         }
-        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
-        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
-        let found = try await directory.waitForSession("later", environmentId: "env", timeout: .seconds(3))
-        #expect(found == nil)
-        requests.unsubscribe()
-        let count = await answering.value
-        #expect((2...6).contains(count), "\(count) lookups in 3 s")
-
-        await connection.close()
-        await controlPlane.close()
-        try await server.stop()
     }
 
-    /// Subscribers arriving together share one lookup of their session; once the session has
-    /// changed, a request asks again rather than take the answer of a lookup from before.
-    @Test func concurrentLookupsOfASessionAreOneUnlessItChanged() async throws {
-        let server = try OwnNatsServer()
-        try server.start()
-        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
-        let requests = try controlPlane.subscribe(Subjects.resolveSession)
-        try await controlPlane.flush()
-        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
-        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
-        var iterator = requests.makeAsyncIterator()
-
-        let many = Task {
-            try await withThrowingTaskGroup(of: SessionRecord?.self) { group in
-                for _ in 0..<100 { group.addTask { try await directory.session("session_s1", environmentId: "env") } }
-                return try await group.reduce(into: []) { $0.append($1) }
+    /// Subscribers arriving together share one lookup of their session.
+    @Test func concurrentLookupsOfASessionAreOne() async throws {
+        try await withDirectory { directory, controlPlane, requests in
+            var iterator = requests.makeAsyncIterator()
+            let many = Task {
+                try await withThrowingTaskGroup(of: SessionRecord?.self) { group in
+                    for _ in 0..<100 {
+                        group.addTask { try await directory.session("session_s1", environmentId: "env") }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
             }
+            let first = try #require(await iterator.next()?.replySubject)
+            try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
+            let answers = try await many.value
+            #expect(answers.count == 100 && answers.allSatisfy { $0?.friendlyId == "session_s1" })
+            requests.unsubscribe()
+            var more = 0
+            while await iterator.next() != nil { more += 1 }
+            #expect(more == 0, "\(more) more lookups")
         }
-        let first = try #require(await iterator.next()?.replySubject)
-        // Changed while the first lookup is under way: the next request does not wait for it.
-        directory.forget(["session_s1"], environmentId: "env", isNew: false)
-        let later = Task { try await directory.session("session_s1", environmentId: "env") }
-        let second = try #require(await iterator.next()?.replySubject)
-        try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
-        #expect(try await later.value?.closedAt != nil)
-        try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
-        let answers = try await many.value
-        #expect(answers.count == 100 && answers.allSatisfy { $0?.closedAt == nil })
-        // Two lookups in all: none is under way, and the cached answer is the later one.
-        #expect(try await directory.session("session_s1", environmentId: "env")?.closedAt != nil)
-        requests.unsubscribe()
-        var more = 0
-        while await iterator.next() != nil { more += 1 }
-        #expect(more == 0, "\(more) more lookups")
-
-        await connection.close()
-        await controlPlane.close()
-        try await server.stop()
     }
 
     /// A lookup that read the session before its close, and whose answer came late, must not
-    /// replace the closed session a later lookup cached: appends would be taken for 30 s.
+    /// replace the closed session a later lookup cached: appends would be taken for 30 s. Nor
+    /// does a request after the close's notice wait for that lookup: it asks again.
     @Test func aLateAnswerFromBeforeACloseDoesNotReplaceTheClosedSession() async throws {
-        let server = try OwnNatsServer()
-        try server.start()
-        let controlPlane = try await NatsConnection.connect(.init(url: server.url, name: "control plane"))
-        let requests = try controlPlane.subscribe(Subjects.resolveSession)
-        try await controlPlane.flush()
-        let connection = try await NatsConnection.connect(.init(url: server.url, name: "realtime"))
-        let directory = SessionDirectory(connection: connection, logger: Logger(label: "test"))
-        var iterator = requests.makeAsyncIterator()
-
-        let slow = Task { try await directory.session("session_s1", environmentId: "env") }
-        let first = try #require(await iterator.next()?.replySubject)  // read before the close; held
-        // The close's notice: lookups from now on ask anew instead of waiting for the slow one.
-        directory.forget(["session_s1"], environmentId: "env", isNew: false)
-        let fresh = Task { try await directory.session("session_s1", environmentId: "env") }
-        let second = try #require(await iterator.next()?.replySubject)
-        try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
-        #expect(try await fresh.value?.closedAt != nil)
-        try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
-        #expect(try await slow.value?.closedAt == nil, "the late answer itself is what was read")
-        #expect(try await directory.session("session_s1", environmentId: "env")?.closedAt != nil)
-
-        await connection.close()
-        await controlPlane.close()
-        try await server.stop()
+        try await withDirectory { directory, controlPlane, requests in
+            var iterator = requests.makeAsyncIterator()
+            let slow = Task { try await directory.session("session_s1", environmentId: "env") }
+            let first = try #require(await iterator.next()?.replySubject)  // read before the close; held
+            directory.forget(["session_s1"], environmentId: "env", isNew: false)  // the close's notice
+            let fresh = Task { try await directory.session("session_s1", environmentId: "env") }
+            let second = try #require(await iterator.next()?.replySubject)
+            try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: Date())))
+            #expect(try await fresh.value?.closedAt != nil)
+            try controlPlane.publish(first, payload: try JSONEncoder.sessions.encode(Self.session(closedAt: nil)))
+            #expect(try await slow.value?.closedAt == nil, "the late answer itself is what was read")
+            #expect(try await directory.session("session_s1", environmentId: "env")?.closedAt != nil)
+        }
     }
 }
