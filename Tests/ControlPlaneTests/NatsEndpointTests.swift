@@ -165,8 +165,12 @@ import Testing
             if revoked.withLock({ $0 }) { throw NatsServiceError(.unauthorized, "Invalid API Key") }
             return principal
         }) { connection in
-            let authenticator = NatsAuthenticator(connection: connection, cacheLifetime: .seconds(4))
-            let started = ContinuousClock.now
+            let start = Date()
+            let clock = Mutex(start)
+            let authenticator = NatsAuthenticator(connection: connection, cacheLifetime: .seconds(4)) {
+                clock.withLock { $0 }
+            }
+            func at(_ seconds: TimeInterval) { clock.withLock { $0 = start.addingTimeInterval(seconds) } }
             let answers = try await withThrowingTaskGroup(of: Principal.self) { group in
                 for _ in 0..<50 { group.addTask { try await authenticator.authenticate(token: "tr_dev_shared") } }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -175,17 +179,19 @@ import Testing
             #expect(lookups.withLock { $0 } == 1)
 
             // Past half the lifetime: answered from the cache, renewed behind the answer.
-            try await Task.sleep(until: started + .milliseconds(2500))
+            at(2.5)
             #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
             #expect(try await TestServers.waitUntil { lookups.withLock { $0 } == 2 })
-            // Past the first answer's expiry: the renewed one answers, without a lookup.
-            try await Task.sleep(until: started + .milliseconds(4200))
+            // Past the first answer's expiry: the renewed one answers, without a lookup (a lookup
+            // would reach the service within the grace below).
+            at(4.2)
             #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
+            try await Task.sleep(for: .milliseconds(300))
             #expect(lookups.withLock { $0 } == 2)
 
             // Revoked: the next renewal forgets the token, and then it is refused.
             revoked.withLock { $0 = true }
-            try await Task.sleep(until: started + .milliseconds(4700))
+            at(4.7)
             #expect(try await authenticator.authenticate(token: "tr_dev_shared") == principal)
             #expect(try await TestServers.waitUntil { lookups.withLock { $0 } == 3 })
             let refused = try await TestServers.waitUntil {

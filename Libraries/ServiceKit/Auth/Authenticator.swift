@@ -71,17 +71,26 @@ public final class NatsAuthenticator: Authenticator {
     private let maxEntries: Int
     private let state = Mutex(State())
 
+    private let now: @Sendable () -> Date
+
     /// - Parameters:
     ///   - cacheLifetime: how long an answer is reused. Default 5 s.
     ///   - maxEntries: cache size; the cache is emptied when full. Default 10,000.
-    public init(connection: NatsConnection, cacheLifetime: Duration = .seconds(5), maxEntries: Int = 10_000) {
+    ///   - now: the clock (tests set their own).
+    public init(
+        connection: NatsConnection,
+        cacheLifetime: Duration = .seconds(5),
+        maxEntries: Int = 10_000,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.connection = connection
+        self.now = now
         self.cacheLifetime = cacheLifetime / .seconds(1)
         self.maxEntries = maxEntries
     }
 
     public func authenticate(token: String) async throws -> Principal {
-        let now = Date()
+        let now = now()
         let answer = state.withLock { state -> Answer in
             let entry = state.answers[token].flatMap { $0.validUntil > now ? $0 : nil }
             if let entry, entry.renewAfter > now || state.lookups[token] != nil { return .cached(entry.principal) }
@@ -104,7 +113,7 @@ public final class NatsAuthenticator: Authenticator {
     /// Asks the control plane, then keeps the answer (or forgets a refused token) and ends the
     /// token's lookup.
     private func lookUp(_ token: String) async throws -> Principal {
-        let asked = Date()
+        let asked = now()
         do {
             let principal = try await ask(token)
             let validUntil = min(asked.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
