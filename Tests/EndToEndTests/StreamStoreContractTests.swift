@@ -312,6 +312,39 @@ import Testing
         }
     }
 
+    /// Two instances with writers queued on one channel never fork or skip, and every append's
+    /// answer names the record it wrote (a loser of a race reads the channel's end and retries).
+    @Test func twoInstancesOfQueuedWritersNeverForkOrSkip() async throws {
+        try await withTwoInstances { instanceA, instanceB in
+            let channel = channel()
+            let written = try await withThrowingTaskGroup(of: [(UInt64, String)].self) { group in
+                for writer in 0..<8 {
+                    let store = writer % 2 == 0 ? instanceA : instanceB
+                    group.addTask {
+                        var written: [(UInt64, String)] = []
+                        for index in 0..<25 {
+                            let body = "\(writer)-\(index)"
+                            let ack = try await store.append(channel, bodies: [body], partId: nil, matchSeqNum: nil)
+                            written.append((ack.start, body))
+                        }
+                        return written
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(written.map(\.0).sorted() == Array(0..<200))
+            var records: [ChannelRecord] = []
+            while records.count < 200 {
+                let page = try await instanceA.read(channel, from: UInt64(records.count), limit: 200)
+                guard !page.isEmpty else { break }
+                records += page
+            }
+            #expect(records.map(\.seqNum) == Array(0..<200))
+            let bodies = Dictionary(uniqueKeysWithValues: records.map { ($0.seqNum, $0.body) })
+            #expect(written.allSatisfy { bodies[$0.0] == $0.1 })
+        }
+    }
+
     @Test func anS2FollowLooksAgainAndReconnectsWhenAStubS2ServerIsMissingOrFallsSilent() async throws {
         // A stub, since a real S2 cannot be made to stall: the first read finds no stream, the
         // second gets one record and then nothing at all, over a connection left open.
