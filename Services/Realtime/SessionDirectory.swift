@@ -94,16 +94,15 @@ final class SessionDirectory: Service, Sendable {
     ) async throws
         -> SessionRecord?
     {
-        let record: SessionRecord?
+        let outcome: Result<SessionRecord?, any Error>
         do {
-            record = try await connection.resolveSession(session, environmentId: key.environmentId)
+            outcome = .success(try await connection.resolveSession(session, environmentId: key.environmentId))
         } catch {
-            cache.withLock { state in if state.lookups[key]?.id == id { state.lookups[key] = nil } }
-            throw error
+            outcome = .failure(error)
         }
         cache.withLock { state in
             if state.lookups[key]?.id == id { state.lookups[key] = nil }
-            guard let record else { return }
+            guard case .success(let record?) = outcome else { return }
             // Out of date: the session changed, or a lookup asked later already answered, since
             // this one asked (a slow answer from before a close must not replace a closed one).
             switch state.entries[key] {
@@ -114,7 +113,7 @@ final class SessionDirectory: Service, Sendable {
             if state.entries.count >= 100_000 { state.entries.removeAll() }
             state.entries[key] = .session(record, fetchedAt: asked)
         }
-        return record
+        return try outcome.get()
     }
 
     /// Checks again, at an append's turn, that the channel's session still takes records: a

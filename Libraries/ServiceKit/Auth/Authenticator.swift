@@ -114,30 +114,26 @@ public final class NatsAuthenticator: Authenticator {
     /// token's lookup.
     private func lookUp(_ token: String) async throws -> Principal {
         let asked = now()
-        do {
-            let principal = try await ask(token)
-            let validUntil = min(asked.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
-            state.withLock { state in
-                state.lookups[token] = nil
+        let outcome: Result<Principal, any Error>
+        do { outcome = .success(try await ask(token)) } catch { outcome = .failure(error) }
+        state.withLock { state in
+            state.lookups[token] = nil
+            switch outcome {
+            case .success(let principal):
                 if state.answers.count >= maxEntries { state.answers.removeAll() }
                 state.answers[token] = Entry(
                     principal: principal,
                     renewAfter: asked.addingTimeInterval(cacheLifetime / 2),
-                    validUntil: validUntil
+                    validUntil: min(asked.addingTimeInterval(cacheLifetime), principal.expiresAt ?? .distantFuture)
                 )
-            }
-            return principal
-        } catch let error as APIError where error.status == .unauthorized {
-            state.withLock { state in
-                state.lookups[token] = nil
+            case .failure(let error as APIError) where error.status == .unauthorized:
                 state.answers[token] = nil
+            case .failure:
+                // The control plane did not answer: an answer still valid is kept until it expires.
+                break
             }
-            throw error
-        } catch {
-            // The control plane did not answer: an answer still valid is kept until it expires.
-            state.withLock { $0.lookups[token] = nil }
-            throw error
         }
+        return try outcome.get()
     }
 
     private func ask(_ token: String) async throws -> Principal {
