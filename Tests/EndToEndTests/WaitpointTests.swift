@@ -489,8 +489,12 @@ extension ServicesFixture {
     ) async throws {
         try service.start()
         #expect(try await service.waitUntilReady(stack.http), "\(service.output)")
-        let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
-        #expect(done.status == .completed && done.output?.value == value, "\(service.output)")
+        do {
+            let done = try await stack.waitpoint(id, base: service.baseURL, poll: 60)
+            #expect(done.status == .completed && done.output?.value == value, "\(service.output)")
+        } catch {
+            Issue.record(error, "\(service.output)")
+        }
         _ = try await service.terminate(timeout: .seconds(10))
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Where the test servers are. `make test` starts them on free ports and exports these variables;
 /// a test that needs a server fails (it never skips) when its variable is missing.
@@ -54,20 +55,41 @@ public enum TestServers {
         return address
     }
 
-    /// A TCP port nothing listens on right now.
+    /// A TCP port nothing listens on right now, for a server a test starts: never handed out
+    /// before in this process, and below the kernel's range of ports for outgoing connections.
+    /// A port the kernel picked would stay free only until the server binds it: in between,
+    /// another server started by a parallel test could be handed the same one, or an outgoing
+    /// connection could take it as its own port.
     public static func freePort() throws -> Int {
+        try handedOut.withLock { handedOut in
+            let range = max(1024, outgoingPorts.lowerBound - 10_000)..<outgoingPorts.lowerBound
+            for port in range.shuffled() where !handedOut.contains(port) && isFree(port) {
+                handedOut.insert(port)
+                return port
+            }
+            throw POSIXError(.EADDRINUSE)
+        }
+    }
+
+    private static let handedOut = Mutex(Set<Int>())
+
+    /// The kernel's range of local ports for outgoing connections (`ip_local_port_range`).
+    private static let outgoingPorts: ClosedRange<Int> = {
+        let bounds = ((try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? "")
+            .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        return bounds.count == 2 && bounds[0] <= bounds[1] ? bounds[0]...bounds[1] : 32768...60999
+    }()
+
+    private static func isFree(_ port: Int) -> Bool {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+        guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
-        var address = loopbackAddress(port: 0)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        var address = loopbackAddress(port: port)
+        return withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                bind(descriptor, socketAddress, length) == 0 && getsockname(descriptor, socketAddress, &length) == 0
+                bind(descriptor, socketAddress, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
-        guard bound else { throw POSIXError(.EADDRINUSE) }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Polls `condition` every 20 ms until it holds or `timeout` passes.
