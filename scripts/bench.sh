@@ -3,6 +3,8 @@
 # benchmark and writes JSON under bench/results/: raw engine baselines, the control plane, realtime,
 # waitpoints and replication (lag and list latency); then one summary table (bench/summary.py).
 # BENCH_ONLY=raw|control-plane|realtime|waitpoints|replication runs one of them; BENCH_SECONDS sets each phase's length.
+# BENCH_DELIVERY_RUNS=N repeats the append -> SSE run N times back to back, each with the raw probe
+# beside it, and counts the runs over the 10 ms target and how many of them the engine stalled in.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -99,7 +101,8 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
     say "realtime: appends vs raw JetStream, SSE delivery, fan-out"
     python3 bench/realtime.py --url "http://127.0.0.1:$REALTIME_PORT" --control-plane "http://127.0.0.1:$PORT" \
         --api-key "$KEY" --nats "$SESSIONS_NATS_URL" --bench "$BIN/sessions-bench" --pid "$REALTIME_PID" \
-        --seconds "${BENCH_SECONDS:-10}" --subscribers "${BENCH_SUBSCRIBERS:-1000}" --output "$OUT"
+        --seconds "${BENCH_SECONDS:-10}" --subscribers "${BENCH_SUBSCRIBERS:-1000}" \
+        --delivery-runs "${BENCH_DELIVERY_RUNS:-1}" --output "$OUT"
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == waitpoints ]]; then
