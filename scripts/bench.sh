@@ -46,7 +46,6 @@ chmod 755 "$DIR"
 # shellcheck source=/dev/null
 source "$DIR/stack.env"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Database pools of twice PostgreSQL's cores, the usual sizing: with 16 connections on these two
 # cores, creates at c=32 had a p99 of about 100 ms instead of 40-55 ms, at the same rate.
 start_service() { # name port
@@ -60,14 +59,12 @@ start_service() { # name port
     tail -20 "$DIR/$1.log"
     exit 1
 }
-PORT=$(free_port)
-REALTIME_PORT=$(free_port)
-WAITPOINTS_PORT=$(free_port)
+read -r PORT REALTIME_PORT WAITPOINTS_PORT REPLICATOR_PORT < <("$STACK" ports 4)
 start_service control-plane "$PORT"
 start_service realtime "$REALTIME_PORT"
 REALTIME_PID=${PIDS[1]}
 start_service waitpoints "$WAITPOINTS_PORT"
-start_service replicator "$(free_port)"
+start_service replicator "$REPLICATOR_PORT"
 ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project bench | tail -1)
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
 KEY=$(field apiKey)

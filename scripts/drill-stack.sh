@@ -37,15 +37,6 @@ drill_bin_dir() {
     echo "$dir"
 }
 
-drill_free_ports() { # count
-    "$DRILL_ROOT/.dev/venv/bin/python" -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])' "$1"
-}
-
 drill_up() { # name
     DRILL_NAME=${1:-drill}
     local bin name
@@ -68,7 +59,7 @@ drill_up() { # name
     drill_say "starting the stack in $DRILL_DIR"
     "$DRILL_STACK" start "$DRILL_DIR" --ports free || return 1
     read -r SESSIONS_CONTROL_PLANE_PORT SESSIONS_REALTIME_PORT SESSIONS_WAITPOINTS_PORT \
-        SESSIONS_REPLICATOR_PORT SESSIONS_PUBLIC_PORT < <(drill_free_ports 5)
+        SESSIONS_REPLICATOR_PORT SESSIONS_PUBLIC_PORT < <("$DRILL_STACK" ports 5)
     export SESSIONS_DEV_DIR=$DRILL_DIR SESSIONS_CONTROL_PLANE_PORT SESSIONS_REALTIME_PORT \
         SESSIONS_WAITPOINTS_PORT SESSIONS_REPLICATOR_PORT SESSIONS_PUBLIC_PORT
     export SESSIONS_PUBLIC_URL=http://127.0.0.1:$SESSIONS_PUBLIC_PORT

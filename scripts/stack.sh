@@ -6,10 +6,13 @@
 #   scripts/stack.sh start DIR [--ports default|free]     start (or reuse) a stack in DIR, write DIR/stack.env
 #   scripts/stack.sh stop DIR [--purge]                   stop the processes named by DIR/*.pid
 #   scripts/stack.sh status DIR                           show which servers of DIR are running
+#   scripts/stack.sh ports N                              print N different free loopback ports
 #
 # Ports: `default` = PostgreSQL 55432, Redis 56379, NATS 54222 (monitor 58222), ClickHouse HTTP 58123,
-# with durable settings (fsync, Redis AOF). `free` = ports picked by the kernel, with settings tuned for
-# throwaway test data (no fsync, no Redis persistence).
+# with durable settings (fsync, Redis AOF). `free` = free ports (as `ports`), with settings tuned for
+# throwaway test data (no fsync, no Redis persistence). Free ports lie below the kernel's range for
+# outgoing connections: one the kernel picked from that range could be taken by any connection
+# before the server binds it.
 #
 # Environment: SESSIONS_VENV (default <repo>/.dev/venv), SESSIONS_STACK_TIMEOUT (seconds to wait for
 # each server, default 60).
@@ -38,7 +41,7 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 elapsed() { local ms=$(($(now_ms) - $1)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -193,6 +196,31 @@ resolve_stack_dir() {
 # start
 # --------------------------------------------------------------------------------------------
 
+cmd_ports() { # count
+    [[ ${1:-} =~ ^[1-9][0-9]*$ ]] || die "usage: stack.sh ports N (how many ports)"
+    python3 - "$1" <<'PY'
+import random, socket, sys
+# Below the range the kernel gives outgoing connections, so none of them can take a port first.
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+candidates = list(range(max(1024, low - 10000), low))
+random.shuffle(candidates)
+held = []
+for port in candidates:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))  # held until all are found, so the ports differ
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+    if len(held) == int(sys.argv[1]):
+        break
+else:
+    sys.exit("stack: not enough free ports")
+print(*[s.getsockname()[1] for s in held])
+PY
+}
+
 pick_ports() { # mode
     case $1 in
         default)
@@ -200,13 +228,7 @@ pick_ports() { # mode
             PROFILE=dev
             ;;
         free)
-            # Bind all five sockets before closing any, so the five ports differ.
-            read -r PG_PORT REDIS_PORT NATS_PORT NATS_MONITOR_PORT CLICKHOUSE_PORT < <("$VENV/bin/python" -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
+            read -r PG_PORT REDIS_PORT NATS_PORT NATS_MONITOR_PORT CLICKHOUSE_PORT < <(cmd_ports 5)
             PROFILE="test"
             ;;
         *) die "unknown --ports value '$1' (use default or free)" ;;
@@ -570,5 +592,6 @@ case ${1:-} in
     start) shift; cmd_start "$@" ;;
     stop) shift; cmd_stop "$@" ;;
     status) shift; cmd_status "$@" ;;
+    ports) shift; cmd_ports "$@" ;;
     *) usage ;;
 esac
