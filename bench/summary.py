@@ -60,7 +60,7 @@ def rows(stamp):
                 probe = realtime[key].get("probe")
                 if probe:
                     # Stalls of the machine itself show in the probe's max as in ours.
-                    out.append(("  max, same seconds (ms)", realtime[key]["maxMs"], "JetStream probe, 50/s beside",
+                    out.append(("  max, same seconds (ms)", realtime[key]["maxMs"], f"JetStream probe, {probe['rate']:.0f}/s beside",
                                 probe["maxMs"], "latency", ""))
         out.append(("idle SSE subscriber (KiB)", realtime["fanout"]["idleKiBPerSubscriber"], "", None, "", ""))
     if waits:
