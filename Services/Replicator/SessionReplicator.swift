@@ -266,57 +266,59 @@ final class SessionReplicator: Service, Sendable {
         }
         // Graceful shutdown ends the loop without cancelling, so the last flush still runs.
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let message: ReplicationMessage?
+            let messages: [ReplicationMessage]
             do {
-                message = try await stream.next(timeout: min(settings.flushInterval, .milliseconds(200)))
+                messages = try await stream.next(timeout: min(settings.flushInterval, .milliseconds(200)))
             } catch {
                 if Task.isCancelled { break }
                 throw error
             }
-            switch message {
-            case .data(_, _, let payload):
-                switch try PgOutputMessage(decoding: payload) {
-                case .begin:
-                    transaction = []
-                    inTransaction = true
-                case .relation(let relation): relations[relation.id] = relation
-                case .insert(let id, let new):
-                    transaction.append(try row(relations[id], new: new, old: nil, deleted: false))
-                    ReplicatorMetrics.events(.insert).increment()
-                case .update(let id, let old, let new):
-                    transaction.append(try row(relations[id], new: new, old: old, deleted: false))
-                    ReplicatorMetrics.events(.update).increment()
-                case .delete(let id, let old):
-                    transaction.append(try row(relations[id], new: old, old: nil, deleted: true))
-                    ReplicatorMetrics.events(.delete).increment()
-                case .commit(_, let end, let time):
-                    for var row in transaction {
-                        row.version = end.rawValue
-                        row.values[16] = .number(end.rawValue)
-                        batch.add(row)
+            for message in messages {
+                switch message {
+                case .data(_, _, let payload):
+                    switch try PgOutputMessage(decoding: payload) {
+                    case .begin:
+                        transaction = []
+                        inTransaction = true
+                    case .relation(let relation): relations[relation.id] = relation
+                    case .insert(let id, let new):
+                        transaction.append(try row(relations[id], new: new, old: nil, deleted: false))
+                        ReplicatorMetrics.events(.insert).increment()
+                    case .update(let id, let old, let new):
+                        transaction.append(try row(relations[id], new: new, old: old, deleted: false))
+                        ReplicatorMetrics.events(.update).increment()
+                    case .delete(let id, let old):
+                        transaction.append(try row(relations[id], new: old, old: nil, deleted: true))
+                        ReplicatorMetrics.events(.delete).increment()
+                    case .commit(_, let end, let time):
+                        for var row in transaction {
+                            row.version = end.rawValue
+                            row.values[16] = .number(end.rawValue)
+                            batch.add(row)
+                        }
+                        batch.lastLSN = end
+                        if batch.firstCommit == nil && !batch.rows.isEmpty { batch.firstCommit = time }
+                        latestCommit = end
+                        transaction = []
+                        inTransaction = false
+                    case .other: break
                     }
-                    batch.lastLSN = end
-                    if batch.firstCommit == nil && !batch.rows.isEmpty { batch.firstCommit = time }
-                    latestCommit = end
-                    transaction = []
-                    inTransaction = false
-                case .other: break
+                case .keepalive(let walEnd, let replyRequested):
+                    // With nothing buffered, in flight or half-read, every change up to the server's
+                    // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
+                    // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
+                    // Otherwise only what ClickHouse has is confirmed: the last commit read may still
+                    // be buffered, and a crash would lose it.
+                    if batch.rows.isEmpty && flushes.count == 0 && !inTransaction {
+                        latestCommit = max(latestCommit, walEnd)
+                        try await acknowledge(latestCommit, force: replyRequested)
+                    } else if replyRequested {
+                        try await acknowledge(acknowledged, force: true)
+                    }
                 }
-            case .keepalive(let walEnd, let replyRequested):
-                // With nothing buffered, in flight or half-read, every change up to the server's
-                // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
-                // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
-                // Otherwise only what ClickHouse has is confirmed: the last commit read may still
-                // be buffered, and a crash would lose it.
-                if batch.rows.isEmpty && flushes.count == 0 && !inTransaction {
-                    latestCommit = max(latestCommit, walEnd)
-                    try await acknowledge(latestCommit, force: replyRequested)
-                } else if replyRequested {
-                    try await acknowledge(acknowledged, force: true)
-                }
-            case nil: break
+                if batch.rows.count >= settings.batchSize { try await flush() }
             }
-            if batch.rows.count >= settings.batchSize || (!batch.rows.isEmpty && batch.age >= settings.flushInterval) {
+            if !batch.rows.isEmpty && batch.age >= settings.flushInterval {
                 try await flush()
             }
             if let lsn = try flushes.completed() { try await acknowledge(lsn) }

@@ -5,13 +5,7 @@ import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct ReplicationStreamTests {
     @Test func readsAnInsertAndAdvancesTheSlotWhenAcknowledged() async throws {
-        let client = try makeClient()
-        let name = TestServers.uniqueName("repl")
-        try await client.query("CREATE TABLE \(identifier: name) (id text PRIMARY KEY, status text)")
-        try await client.query("ALTER TABLE \(identifier: name) REPLICA IDENTITY FULL")
-        try await client.query("CREATE PUBLICATION \(identifier: name) FOR TABLE \(identifier: name)")
-        try await client.query("SELECT pg_create_logical_replication_slot(\(name), 'pgoutput')")
-        do {
+        try await withSlot { client, name in
             let stream = try await PostgresReplicationStream.start(
                 url: try TestServers.databaseURL,
                 slot: name,
@@ -23,15 +17,17 @@ import Testing
             var insertPayload: [UInt8] = []
             var commitEnd = LSN.zero
             while !kinds.contains("C") {
-                guard let message = try await stream.next(timeout: .seconds(5)) else {
+                let messages = try await stream.next(timeout: .seconds(5))
+                if messages.isEmpty {
                     Issue.record("no replication message within 5 s; saw \(kinds)")
                     break
                 }
-                guard case .data(_, let walEnd, let payload) = message else { continue }
-                let kind = Character(UnicodeScalar(payload[0]))
-                kinds.append(kind)
-                if kind == "I" { insertPayload = payload }
-                if kind == "C" { commitEnd = walEnd }
+                for case .data(_, let walEnd, let payload) in messages {
+                    let kind = Character(UnicodeScalar(payload[0]))
+                    kinds.append(kind)
+                    if kind == "I" { insertPayload = payload }
+                    if kind == "C" { commitEnd = walEnd }
+                }
             }
             #expect(kinds == ["B", "R", "I", "C"])
             let text = String(decoding: insertPayload, as: UTF8.self)
@@ -46,6 +42,50 @@ import Testing
             }
             #expect(advanced, "confirmed_flush_lsn never reached \(commitEnd)")
             await stream.close()
+        }
+    }
+
+    /// What is there comes in one call, up to the limit, in order: the replicator reads a busy
+    /// stream without a thread hop per message.
+    @Test func readsWhatHasArrivedInOneCallUpToTheLimit() async throws {
+        try await withSlot { client, name in
+            // Committed before the stream starts, so the server sends them together.
+            for index in 0..<5 {
+                try await client.query("INSERT INTO \(identifier: name) VALUES (\("run-\(index)"), \("QUEUED"))")
+            }
+            let stream = try await PostgresReplicationStream.start(
+                url: try TestServers.databaseURL,
+                slot: name,
+                publication: name
+            )
+            var counts: [Int] = []
+            var kinds: [Character] = []
+            while kinds.filter({ $0 == "C" }).count < 5 {
+                let messages = try await stream.next(timeout: .seconds(5), limit: 4)
+                if messages.isEmpty {
+                    Issue.record("no replication message within 5 s; saw \(kinds)")
+                    break
+                }
+                counts.append(messages.count)
+                for case .data(_, _, let payload) in messages { kinds.append(Character(UnicodeScalar(payload[0]))) }
+            }
+            #expect(kinds == ["B", "R", "I", "C"] + Array(repeating: ["B", "I", "C"], count: 4).flatMap { $0 })
+            #expect(counts.allSatisfy { $0 <= 4 }, "a call returned more than its limit: \(counts)")
+            #expect(counts.contains(4), "no call returned several messages: \(counts)")
+            await stream.close()
+        }
+    }
+
+    /// A table, a publication and a slot of one name for `body`, dropped afterwards.
+    private func withSlot(_ body: (PostgresClient, String) async throws -> Void) async throws {
+        let client = try makeClient()
+        let name = TestServers.uniqueName("repl")
+        try await client.query("CREATE TABLE \(identifier: name) (id text PRIMARY KEY, status text)")
+        try await client.query("ALTER TABLE \(identifier: name) REPLICA IDENTITY FULL")
+        try await client.query("CREATE PUBLICATION \(identifier: name) FOR TABLE \(identifier: name)")
+        try await client.query("SELECT pg_create_logical_replication_slot(\(name), 'pgoutput')")
+        do {
+            try await body(client, name)
         } catch {
             Issue.record(error)
         }
