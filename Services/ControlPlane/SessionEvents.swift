@@ -19,7 +19,8 @@ final class SessionEventRelay: Service, Sendable {
     static let stream = StreamConfiguration(
         name: Subjects.sessionEventsStream,
         subjects: [Subjects.allSessionEvents],
-        maxAge: .seconds(7 * 24 * 3600)
+        maxAge: .seconds(7 * 24 * 3600),
+        allowAtomic: true
     )
 
     private let database: PostgresClient
@@ -105,12 +106,16 @@ final class SessionEventRelay: Service, Sendable {
     }
 
     /// Publishes up to `batchSize` waiting events and deletes those published; returns how many
-    /// rows it handled (0 also when another instance is relaying right now). Events of one
-    /// session go out one after another, different sessions concurrently. A session whose
-    /// event fails to publish keeps it and its later ones for the next attempt (the error is
-    /// thrown once the others are deleted), so one session's trouble neither holds back nor
-    /// repeats the rest. A row that cannot be read as an event at all is moved to
-    /// `session_events_failed`, with the reason, and logged.
+    /// rows it handled (0 also when another instance is relaying right now).
+    ///
+    /// The events go out as one atomic JetStream batch, in outbox order: one acknowledgement for
+    /// all, which halves what NATS spends per event. JetStream refuses a whole batch that holds a
+    /// message id it has seen (a relay that died between publishing and deleting); that batch,
+    /// and any other it refuses, goes out one event at a time (``publishSeparately(_:)``), where
+    /// duplicates are dropped and one session's trouble holds back only that session. While
+    /// NATS is unreachable or does not answer, the rows stay for the next attempt.
+    /// A row that cannot be read as an event at all is moved to `session_events_failed`, with
+    /// the reason, and logged.
     @discardableResult
     func relayBatch() async throws -> Int {
         let (published, setAside, failure) = try await database.withTransaction {
@@ -127,52 +132,81 @@ final class SessionEventRelay: Service, Sendable {
             ControlPlaneMetrics.outboxAge.record(
                 try rows.first.map { max(0, try $0.decode("age", as: Double.self)) } ?? 0
             )
-            var bySession: [String: [OutboxMessage]] = [:]
+            var messages: [OutboxMessage] = []
             var setAside = 0
             for row in rows {
                 let id: Int64 = try row.decode("id")
                 do {
-                    let message = try OutboxMessage(row)
-                    bySession[message.sessionId, default: []].append(message)
+                    messages.append(try OutboxMessage(row))
                 } catch {
                     try await self.setAside(id, error: error, on: connection)
                     setAside += 1
                 }
             }
-            let outcomes = await withTaskGroup(of: (published: [Int64], failure: (any Error)?).self) { group in
-                for messages in bySession.values {
-                    group.addTask { [jetStream] in
-                        var published: [Int64] = []
-                        for message in messages {
-                            do {
-                                _ = try await jetStream.publish(
-                                    message.subject,
-                                    payload: message.payload,
-                                    messageID: message.id
-                                )
-                                published.append(message.row)
-                            } catch {
-                                return (published, error)
-                            }
-                        }
-                        return (published, nil)
-                    }
-                }
-                return await group.reduce(into: []) { $0.append($1) }
-            }
-            let published = outcomes.flatMap(\.published)
+            let (published, failure) = await publish(messages)
             if !published.isEmpty {
                 try await connection.query(
                     "DELETE FROM session_events_outbox WHERE id = ANY(\(published.map(String.init))::bigint[])"
                 )
             }
-            return (published.count, setAside, outcomes.lazy.compactMap(\.failure).first)
+            return (published.count, setAside, failure)
         }
         // Counted once committed: a batch rolled back is relayed again.
         ControlPlaneMetrics.eventsRelayed.increment(by: published)
         ControlPlaneMetrics.eventsSetAside.increment(by: setAside)
         if let failure { throw failure }
         return published + setAside
+    }
+
+    /// Publishes `messages` (in outbox order); returns the rows published and the first failure.
+    private func publish(_ messages: [OutboxMessage]) async -> (published: [Int64], failure: (any Error)?) {
+        guard !messages.isEmpty else { return ([], nil) }
+        do {
+            _ = try await jetStream.publishBatch(
+                messages.map {
+                    JetStream.BatchMessage(subject: $0.subject, payload: $0.payload, headers: ["Nats-Msg-Id": $0.id])
+                }
+            )
+            return (messages.map(\.row), nil)
+        } catch let error as NatsError where error.isRetriable {
+            // NATS is away or slow: one by one would only wait longer. The rows stay.
+            return ([], error)
+        } catch {
+            logger.notice(
+                "An event batch was refused; publishing its events one by one.",
+                metadata: ["error": "\(error)"]
+            )
+            return await publishSeparately(messages)
+        }
+    }
+
+    /// Publishes each event on its own: one session's events one after another, different
+    /// sessions concurrently. A session whose event fails keeps it and its later ones for the
+    /// next attempt, so one session's trouble neither holds back nor repeats the rest.
+    private func publishSeparately(_ messages: [OutboxMessage]) async -> (published: [Int64], failure: (any Error)?) {
+        let bySession = Dictionary(grouping: messages, by: \.sessionId)
+        let outcomes = await withTaskGroup(of: (published: [Int64], failure: (any Error)?).self) { group in
+            for messages in bySession.values {
+                group.addTask { [jetStream] in
+                    var published: [Int64] = []
+                    for message in messages {
+                        do {
+                            _ = try await jetStream.publish(
+                                message.subject,
+                                payload: message.payload,
+                                messageID: message.id
+                            )
+                            published.append(message.row)
+                        } catch {
+                            return (published, error)
+                        }
+                    }
+                    return (published, nil)
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        return (outcomes.flatMap(\.published), outcomes.lazy.compactMap(\.failure).first)
     }
 
     /// Moves an outbox row that cannot become an event to `session_events_failed`.

@@ -190,18 +190,25 @@ enum Forge {
 
 /// Every event of one session in the stream so far (none when nothing arrives within 5 s).
 func sessionEvents(of session: String, environment: String, in jetStream: JetStream) async throws -> [SessionEvent] {
+    try await eventMessages(environment: environment, in: jetStream)
+        .map { try JSONDecoder.sessions.decode(SessionEvent.self, from: $0.payload) }
+        .filter { $0.session.friendlyId == session }
+}
+
+/// Every message of the environment's lifecycle events stored so far, in stream order.
+func eventMessages(environment: String, in jetStream: JetStream) async throws -> [NatsMessage] {
     let consumer = try jetStream.orderedConsumer(
         stream: Subjects.sessionEventsStream,
         subject: "events.sessions.\(environment).>"
     )
     defer { consumer.unsubscribe() }
     let received = try? await withTimeout(.seconds(5)) {
-        var received: [SessionEvent] = []
+        var received: [NatsMessage] = []
         for await message in consumer {
-            received.append(try JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload))
+            received.append(message)
             if message.metadata?.pending == 0 { break }
         }
         return received
     }
-    return (received ?? []).filter { $0.session.friendlyId == session }
+    return received ?? []
 }
