@@ -141,8 +141,20 @@ public final class JetStream: @unchecked Sendable {
     /// Publishes up to 1,000 messages that the stream stores all together or not at all, in
     /// order and with consecutive stream sequences (the stream needs `allowAtomic`). The
     /// acknowledgement carries the sequence of the last message.
+    ///
+    /// One message goes out as a plain publish: atomic by itself, without the batch's staging
+    /// (nats-server stages a file stream's batch on disk, a few fsyncs). So a message id JetStream
+    /// already has comes back as a duplicate, where a batch of several is refused.
     public func publishBatch(_ messages: [BatchMessage]) async throws -> PublishAck {
         precondition(!messages.isEmpty && messages.count <= 1000, "an atomic batch holds 1 to 1,000 messages")
+        if messages.count == 1, let only = messages.first {
+            return try await publish(
+                only.subject,
+                payload: only.payload,
+                headers: only.headers,
+                expectedLastSubjectSequence: only.expectedLastSubjectSequence
+            )
+        }
         let batchID = UUID().uuidString
         for (index, message) in messages.enumerated() {
             var headers = message.headers

@@ -6,13 +6,18 @@ import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct JetStreamTests {
     /// A fresh stream over `<prefix>.>` for one test, deleted afterwards.
-    func withStream(_ body: (JetStream, String, String) async throws -> Void) async throws {
+    func withStream(
+        allowAtomic: Bool = false,
+        _ body: (JetStream, String, String) async throws -> Void
+    ) async throws {
         let connection = try await connect("jetstream-tests")
         try await waitConnected(connection)
         let jetStream = try JetStream(connection: connection)
         let name = TestServers.uniqueName("TEST").uppercased()
         let prefix = name.lowercased()
-        let info = try await jetStream.createOrUpdateStream(StreamConfiguration(name: name, subjects: ["\(prefix).>"]))
+        let info = try await jetStream.createOrUpdateStream(
+            StreamConfiguration(name: name, subjects: ["\(prefix).>"], allowAtomic: allowAtomic)
+        )
         #expect(info.config.name == name)
         #expect(info.config.allowDirect)
         do {
@@ -153,6 +158,33 @@ import Testing
             #expect(retry.duplicate)
             #expect(retry.sequence == first.sequence)
             #expect(try await jetStream.streamInfo(name).state.messages == 1)
+        }
+    }
+
+    /// A batch is stored whole, in order, or not at all: one holding a message id the stream
+    /// has is refused whole. A batch of one is a plain publish, so a known id comes back as a
+    /// duplicate (what the session-event relay relies on to publish again after a crash).
+    @Test func anAtomicBatchIsStoredWholeOrRefusedWhole() async throws {
+        try await withStream(allowAtomic: true) { jetStream, name, prefix in
+            func batch(_ ids: String...) -> [JetStream.BatchMessage] {
+                ids.map { .init(subject: "\(prefix).batch", payload: Data($0.utf8), headers: ["Nats-Msg-Id": $0]) }
+            }
+            #expect(try await jetStream.publishBatch(batch("a", "b", "c")).sequence == 3)
+            let second = try #require(try await jetStream.directGet(stream: name, .sequence(2)))
+            #expect(String(decoding: second.payload, as: UTF8.self) == "b")
+            #expect(second.headers["Nats-Batch-Id"] != nil)
+
+            do {
+                _ = try await jetStream.publishBatch(batch("c", "d"))
+                Issue.record("a batch with a known message id was stored")
+            } catch let error as NatsError {
+                #expect(error.code == .jetStream && error.jetStreamCode == 10201, "\(error)")
+            }
+            #expect(try await jetStream.streamInfo(name).state.messages == 3, "nothing of the refused batch")
+
+            let single = try await jetStream.publishBatch(batch("b"))
+            #expect(single.duplicate && single.sequence == 2)
+            #expect(try await jetStream.publishBatch(batch("d", "e")).sequence == 5)
         }
     }
 

@@ -136,7 +136,7 @@ final class JetStreamStore: StreamStore {
                         expectedLastSubjectSequence: index == 0 ? position.lastStreamSequence : nil
                     )
                 }
-                guard let published = try await unlessConflict({ try await publish(messages) }) else {
+                guard let published = try await unlessConflict({ try await jetStream.publishBatch(messages) }) else {
                     // Another writer appended first: read the channel's end again and retry.
                     forget(channel)
                     continue
@@ -191,16 +191,6 @@ final class JetStreamStore: StreamStore {
             return .written(claim.ack)
         }
         return .claimed(claim.ack, previous: previous, sequence: sequence)
-    }
-
-    private func publish(_ messages: [JetStream.BatchMessage]) async throws -> PublishAck {
-        guard messages.count == 1, let only = messages.first else { return try await jetStream.publishBatch(messages) }
-        return try await jetStream.publish(
-            only.subject,
-            payload: only.payload,
-            headers: only.headers,
-            expectedLastSubjectSequence: only.expectedLastSubjectSequence
-        )
     }
 
     func read(_ channel: ChannelAddress, from seqNum: UInt64, limit: Int) async throws -> [ChannelRecord] {
