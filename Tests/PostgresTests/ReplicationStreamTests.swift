@@ -29,7 +29,7 @@ import Testing
                     if kind == "C" { commitEnd = walEnd }
                 }
             }
-            #expect(kinds == ["B", "R", "I", "C"])
+            #expect(kinds.filter { $0 != "R" } == ["B", "I", "C"] && kinds[1] == "R", "\(kinds)")
             let text = String(decoding: insertPayload, as: UTF8.self)
             #expect(text.contains("run-1") && text.contains("QUEUED"))
 
@@ -69,7 +69,10 @@ import Testing
                 counts.append(messages.count)
                 for case .data(_, _, let payload) in messages { kinds.append(Character(UnicodeScalar(payload[0]))) }
             }
-            #expect(kinds == ["B", "R", "I", "C"] + Array(repeating: ["B", "I", "C"], count: 4).flatMap { $0 })
+            // pgoutput describes the table (R) before its first row, and again whenever its cache
+            // of the table was invalidated (another test's DDL can do that).
+            #expect(kinds.first(where: { $0 != "B" }) == "R")
+            #expect(kinds.filter { $0 != "R" } == Array(repeating: ["B", "I", "C"], count: 5).flatMap { $0 })
             #expect(counts.allSatisfy { $0 <= 4 }, "a call returned more than its limit: \(counts)")
             #expect(counts.contains(4), "no call returned several messages: \(counts)")
             await stream.close()
