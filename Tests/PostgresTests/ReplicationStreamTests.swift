@@ -29,7 +29,7 @@ import Testing
                     if kind == "C" { commitEnd = walEnd }
                 }
             }
-            #expect(kinds.filter { $0 != "R" } == ["B", "I", "C"] && kinds[1] == "R", "\(kinds)")
+            #expect(kinds.filter { $0 != "R" } == ["B", "I", "C"] && kinds.dropFirst().first == "R", "\(kinds)")
             let text = String(decoding: insertPayload, as: UTF8.self)
             #expect(text.contains("run-1") && text.contains("QUEUED"))
 
