@@ -53,11 +53,23 @@ import Testing
             for index in 0..<5 {
                 try await client.query("INSERT INTO \(identifier: name) VALUES (\("run-\(index)"), \("QUEUED"))")
             }
+            let written = try await client.query("SELECT pg_current_wal_insert_lsn()::text AS lsn")[0]
+                .decode("lsn", as: String.self)
             let stream = try await PostgresReplicationStream.start(
                 url: try TestServers.databaseURL,
                 slot: name,
                 publication: name
             )
+            // Read only once the server has sent past them, so they wait on the socket together.
+            let sent = try await TestServers.waitUntil {
+                try await !client.query(
+                    """
+                    SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+                    WHERE s.slot_name = \(name) AND r.sent_lsn >= \(written)::pg_lsn
+                    """
+                ).isEmpty
+            }
+            #expect(sent, "the server never sent past \(written)")
             var counts: [Int] = []
             var kinds: [Character] = []
             while kinds.filter({ $0 == "C" }).count < 5 {
