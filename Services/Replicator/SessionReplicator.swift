@@ -264,6 +264,51 @@ final class SessionReplicator: Service, Sendable {
             flushes.start(batch, insert: insert)
             batch = Batch()
         }
+        /// Takes one message into the open transaction, the batch, or the acknowledged position.
+        func handle(_ message: ReplicationMessage) async throws {
+            switch message {
+            case .data(_, _, let payload):
+                switch try PgOutputMessage(decoding: payload) {
+                case .begin:
+                    transaction = []
+                    inTransaction = true
+                case .relation(let relation): relations[relation.id] = relation
+                case .insert(let id, let new):
+                    transaction.append(try row(relations[id], new: new, old: nil, deleted: false))
+                    ReplicatorMetrics.events(.insert).increment()
+                case .update(let id, let old, let new):
+                    transaction.append(try row(relations[id], new: new, old: old, deleted: false))
+                    ReplicatorMetrics.events(.update).increment()
+                case .delete(let id, let old):
+                    transaction.append(try row(relations[id], new: old, old: nil, deleted: true))
+                    ReplicatorMetrics.events(.delete).increment()
+                case .commit(_, let end, let time):
+                    for var row in transaction {
+                        row.version = end.rawValue
+                        row.values[16] = .number(end.rawValue)
+                        batch.add(row)
+                    }
+                    batch.lastLSN = end
+                    if batch.firstCommit == nil && !batch.rows.isEmpty { batch.firstCommit = time }
+                    latestCommit = end
+                    transaction = []
+                    inTransaction = false
+                case .other: break
+                }
+            case .keepalive(let walEnd, let replyRequested):
+                // With nothing buffered, in flight or half-read, every change up to the server's
+                // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
+                // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
+                // Otherwise only what ClickHouse has is confirmed: the last commit read may still
+                // be buffered, and a crash would lose it.
+                if batch.rows.isEmpty && flushes.count == 0 && !inTransaction {
+                    latestCommit = max(latestCommit, walEnd)
+                    try await acknowledge(latestCommit, force: replyRequested)
+                } else if replyRequested {
+                    try await acknowledge(acknowledged, force: true)
+                }
+            }
+        }
         // Graceful shutdown ends the loop without cancelling, so the last flush still runs.
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let messages: [ReplicationMessage]
@@ -274,48 +319,7 @@ final class SessionReplicator: Service, Sendable {
                 throw error
             }
             for message in messages {
-                switch message {
-                case .data(_, _, let payload):
-                    switch try PgOutputMessage(decoding: payload) {
-                    case .begin:
-                        transaction = []
-                        inTransaction = true
-                    case .relation(let relation): relations[relation.id] = relation
-                    case .insert(let id, let new):
-                        transaction.append(try row(relations[id], new: new, old: nil, deleted: false))
-                        ReplicatorMetrics.events(.insert).increment()
-                    case .update(let id, let old, let new):
-                        transaction.append(try row(relations[id], new: new, old: old, deleted: false))
-                        ReplicatorMetrics.events(.update).increment()
-                    case .delete(let id, let old):
-                        transaction.append(try row(relations[id], new: old, old: nil, deleted: true))
-                        ReplicatorMetrics.events(.delete).increment()
-                    case .commit(_, let end, let time):
-                        for var row in transaction {
-                            row.version = end.rawValue
-                            row.values[16] = .number(end.rawValue)
-                            batch.add(row)
-                        }
-                        batch.lastLSN = end
-                        if batch.firstCommit == nil && !batch.rows.isEmpty { batch.firstCommit = time }
-                        latestCommit = end
-                        transaction = []
-                        inTransaction = false
-                    case .other: break
-                    }
-                case .keepalive(let walEnd, let replyRequested):
-                    // With nothing buffered, in flight or half-read, every change up to the server's
-                    // position is in ClickHouse: confirm it, or the slot would hold the WAL of other
-                    // tables and a PostgreSQL shutdown would wait for this confirmation for ever.
-                    // Otherwise only what ClickHouse has is confirmed: the last commit read may still
-                    // be buffered, and a crash would lose it.
-                    if batch.rows.isEmpty && flushes.count == 0 && !inTransaction {
-                        latestCommit = max(latestCommit, walEnd)
-                        try await acknowledge(latestCommit, force: replyRequested)
-                    } else if replyRequested {
-                        try await acknowledge(acknowledged, force: true)
-                    }
-                }
+                try await handle(message)
                 if batch.rows.count >= settings.batchSize { try await flush() }
             }
             if !batch.rows.isEmpty && batch.age >= settings.flushInterval {
