@@ -96,6 +96,111 @@ import Testing
         }
     }
 
+    /// What the create batcher hands the database: one statement for creates of several kinds.
+    @Test func oneStatementCreatesUpdatesAndLeavesAloneAsEachRowAsks() async throws {
+        try await withControlPlane { api, tenants, controlPlane, connection in
+            let name = TestServers.uniqueName("batch")
+            func create(_ suffix: String) async throws -> SessionItem {
+                try await api.create(
+                    #"{"type":"t","externalId":"\#(name)-\#(suffix)","taskIdentifier":"task-1","triggerConfig":{"v":1}}"#,
+                    token: tenants.a.apiKey
+                ).session
+            }
+            let (open, other, closed) = (
+                try await create("open"), try await create("other"), try await create("closed")
+            )
+            _ = try await api.call(.post, "/api/v1/sessions/\(closed.id)/close", token: tenants.a.apiKey, json: "{}")
+            func row(
+                _ suffix: String?,
+                in environment: CreatedEnvironment? = nil,
+                onlyTasks: [String]? = nil
+            ) -> CreateRow {
+                let environment = environment ?? tenants.a
+                return CreateRow(
+                    id: Identifier.make(),
+                    externalId: suffix.map { "\(name)-\($0)" },
+                    type: "t",
+                    taskIdentifier: "task-1",
+                    tags: ["b", "a"],
+                    metadata: .object(["n": .number(1)]),
+                    triggerConfig: .object(["v": .number(2)]),
+                    organizationId: environment.organizationId,
+                    projectId: environment.projectId,
+                    environmentId: environment.environmentId,
+                    environmentType: environment.type,
+                    expiresAt: "2030-06-01T12:34:56.123Z",
+                    onlyTasks: onlyTasks
+                )
+            }
+            let rows = [
+                row("new"), row("open"), row("other", onlyTasks: ["task-2"]), row("closed"), row(nil),
+                row("open", in: tenants.b),
+            ]
+            let written = try await SessionStore.write(rows, database: controlPlane.store.database)
+            #expect(written.count == rows.count)
+
+            let new = try #require(written[0])
+            #expect(
+                new.id == rows[0].id && new.externalId == "\(name)-new" && new.environmentId == tenants.a.environmentId
+            )
+            #expect(
+                new.tags == ["b", "a"] && new.metadata == .object(["n": .number(1)])
+                    && new.triggerConfig == .object(["v": .number(2)])
+            )
+            #expect(new.expiresAt == ISO8601.date(from: "2030-06-01T12:34:56.123Z"))
+            let updated = try #require(written[1], "an open session with another trigger configuration is updated")
+            #expect(updated.friendlyId == open.id && updated.triggerConfig == .object(["v": .number(2)]))
+            #expect(written[2] == nil, "a session of a task the caller may not write is left alone")
+            #expect(written[3] == nil, "a closed session is left alone")
+            #expect(written[4]?.id == rows[4].id && written[4]?.externalId == nil)
+            let elsewhere = try #require(written[5], "the same externalId in another environment is another session")
+            #expect(elsewhere.id == rows[5].id && elsewhere.environmentId == tenants.b.environmentId)
+
+            let jetStream = try JetStream(connection: connection)
+            var kinds: [String: [SessionEvent.Kind]] = [:]
+            _ = try await TestServers.waitUntil {
+                try await controlPlane.routes.events.relayBatch()
+                for session in [new.friendlyId, open.id, other.id] {
+                    kinds[session] = try await sessionEvents(
+                        of: session,
+                        environment: tenants.a.environmentId,
+                        in: jetStream
+                    ).map(\.kind)
+                }
+                return kinds[new.friendlyId] == [.created] && kinds[open.id]?.count == 2
+            }
+            #expect(kinds[new.friendlyId] == [.created])
+            #expect(kinds[open.id] == [.created, .updated])
+            #expect(kinds[other.id] == [.created], "a row left alone has no event")
+        }
+    }
+
+    @Test func concurrentCreatesEachGetTheirOwnSession() async throws {
+        try await withControlPlane { api, tenants, _, _ in
+            let name = TestServers.uniqueName("many")
+            let sessions = try await withThrowingTaskGroup(of: (Int, Int, CreatedSession).self) { group in
+                for index in 0..<64 {
+                    group.addTask {
+                        let externalId = index.isMultiple(of: 2) ? #","externalId":"\#(name)-\#(index)""# : ""
+                        let response = try await api.post(
+                            #"{"type":"t","metadata":{"i":\#(index)}\#(externalId)}"#,
+                            token: tenants.a.apiKey
+                        )
+                        return (index, response.status, try response.json(CreatedSession.self))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(sessions.count == 64)
+            for (index, status, created) in sessions {
+                #expect(status == 201)
+                #expect(created.session.metadata == .object(["i": .number(Double(index))]))
+                #expect(created.session.externalId == (index.isMultiple(of: 2) ? "\(name)-\(index)" : nil))
+            }
+            #expect(Set(sessions.map(\.2.session.id)).count == 64)
+        }
+    }
+
     @Test func closedOrExpiredExistingSessionsConflict() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let closedId = TestServers.uniqueName("closed")
