@@ -9,9 +9,9 @@ enum RecordJSON {
     /// `{"data":…,"id":…}`: the envelope of a record appended through the API.
     static func envelope(data: String, id: String) -> String {
         var text = #"{"data":"#
-        appendQuoted(data, to: &text)
+        JSONString.appendQuoted(data, to: &text)
         text += #","id":"#
-        appendQuoted(id, to: &text)
+        JSONString.appendQuoted(id, to: &text)
         text += "}"
         return text
     }
@@ -24,15 +24,15 @@ enum RecordJSON {
             text.removeAll(keepingCapacity: true)
             if index > 0 { text += "," }
             text += #"{"body":"#
-            appendQuoted(record.text, to: &text)
+            JSONString.appendQuoted(record.text, to: &text)
             if !record.headers.isEmpty {
                 // Only an S2 writer's records have them: `[[name, value], …]`, as S2 reads them.
                 text += #","headers":["#
                 for (index, header) in record.headers.enumerated() {
                     text += index == 0 ? "[" : ",["
-                    appendQuoted(header[0], to: &text)
+                    JSONString.appendQuoted(header[0], to: &text)
                     text += ","
-                    appendQuoted(header[1], to: &text)
+                    JSONString.appendQuoted(header[1], to: &text)
                     text += "]"
                 }
                 text += "]"
@@ -41,31 +41,5 @@ enum RecordJSON {
             buffer.writeString(text)
         }
         buffer.writeStaticString("]}")
-    }
-
-    /// Appends `value` as a JSON string literal.
-    static func appendQuoted(_ value: String, to text: inout String) {
-        text += "\""
-        guard value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
-            text += value
-            text += "\""
-            return
-        }
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case "\u{08}": text += "\\b"
-            case "\u{0C}": text += "\\f"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        text += "\""
     }
 }

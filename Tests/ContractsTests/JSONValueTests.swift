@@ -32,3 +32,13 @@ import Testing
         }
     }
 }
+
+@Suite struct JSONStringTests {
+    @Test(arguments: [
+        "plain", "", "quote \" back\\slash /", "line\nbreak\ttab\r\u{08}\u{0C}\u{01}\u{1F}\u{7F}", "ünïcødé 🚀 \u{2028}",
+    ])
+    func handWrittenLiteralsAreWhatJSONEncoderWrites(text: String) throws {
+        #expect(JSONString.quoted(text) == String(decoding: try JSONEncoder.sessions.encode(text), as: UTF8.self))
+        #expect(try JSONDecoder().decode(String.self, from: Data(JSONString.quoted(text).utf8)) == text)
+    }
+}
