@@ -58,15 +58,11 @@ enum SessionsTable {
 
         var json: String {
             switch self {
-            case .string(let text): Self.quote(text)
-            case .strings(let items): "[" + items.map(Self.quote).joined(separator: ",") + "]"
+            case .string(let text): JSONString.quoted(text)
+            case .strings(let items): "[" + items.map(JSONString.quoted).joined(separator: ",") + "]"
             case .number(let value): String(value)
             case .null: "null"
             }
-        }
-
-        private static func quote(_ text: String) -> String {
-            String(decoding: (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
         }
     }
 
@@ -119,37 +115,23 @@ enum SessionsTable {
     }
 }
 
-/// `timestamptz` text as the replication stream sends it (`2026-11-28 10:00:00.123+00`, any
-/// offset), and ClickHouse's `DateTime64(3, 'UTC')` text.
+/// `timestamptz` text as the replication stream sends it (`2026-11-28 10:00:00.123456+00`, any
+/// offset), and ClickHouse's `DateTime64(3, 'UTC')` text. Both go through ``ISO8601``, so a
+/// session's times are cut to the millisecond here as the API cuts them.
 enum PostgresTime {
     static func date(_ text: String) -> Date? {
-        var iso = text.replacingOccurrences(of: " ", with: "T")
-        // "+05" / "-0330" / "+05:30" → "+05:00" / "-03:30" / "+05:30"
-        if let sign = iso.lastIndex(where: { $0 == "+" || $0 == "-" }), sign > iso.index(iso.startIndex, offsetBy: 10) {
-            let offset = iso[iso.index(after: sign)...].replacingOccurrences(of: ":", with: "")
-            guard offset.count == 2 || offset.count == 4 else { return nil }
-            let hours = offset.prefix(2)
-            let minutes = offset.count == 4 ? String(offset.suffix(2)) : "00"
-            iso = String(iso[..<sign]) + String(iso[sign]) + hours + ":" + minutes
-        }
-        return (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(iso))
-            ?? (try? Date.ISO8601FormatStyle().parse(iso))
+        var bytes = Array(text.utf8)
+        guard bytes.count > 19, bytes[10] == UInt8(ascii: " ") else { return nil }
+        bytes[10] = UInt8(ascii: "T")
+        // A whole-hour offset (`+00`, `-05`) as ISO-8601 writes it (`+00:00`).
+        if [UInt8(ascii: "+"), UInt8(ascii: "-")].contains(bytes[bytes.count - 3]) { bytes += Array(":00".utf8) }
+        return ISO8601.date(from: String(decoding: bytes, as: UTF8.self))
     }
 
     static func clickHouse(_ date: Date) -> String {
-        let milliseconds = date.epochMilliseconds
-        var seconds = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d.%03d",
-            parts.tm_year + 1900,
-            parts.tm_mon + 1,
-            parts.tm_mday,
-            parts.tm_hour,
-            parts.tm_min,
-            parts.tm_sec,
-            Int32(milliseconds % 1000)
-        )
+        // `2026-11-28T10:00:00.123Z` → `2026-11-28 10:00:00.123`
+        var bytes = Array(ISO8601.string(from: date).utf8.dropLast())
+        bytes[10] = UInt8(ascii: " ")
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

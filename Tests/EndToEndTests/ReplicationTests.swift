@@ -368,3 +368,41 @@ struct IsolatedReplicator {
         await #expect(throws: CancellationError.self) { try await flushes.waitAll() }
     }
 }
+
+@Suite struct SessionsTableTests {
+    @Test(arguments: [
+        ("2026-11-28 10:00:00.123+00", "2026-11-28 10:00:00.123"),
+        ("2026-11-28 10:00:00+00", "2026-11-28 10:00:00.000"),
+        ("2026-11-28 10:00:00.1239+00", "2026-11-28 10:00:00.123"),
+        ("2026-11-28 23:59:59.999999+00", "2026-11-28 23:59:59.999"),
+        ("2026-11-28 15:30:00.5+05:30", "2026-11-28 10:00:00.500"),
+        ("2026-11-28 07:00:00-03", "2026-11-28 10:00:00.000"),
+        ("2024-02-29 00:00:00+00", "2024-02-29 00:00:00.000"),
+    ])
+    func replicatedTimesAreClickHouseTimesCutToTheMillisecondAsTheAPICutsThem(text: String, expected: String) throws {
+        let date = try #require(PostgresTime.date(text))
+        #expect(PostgresTime.clickHouse(date) == expected)
+        // The control plane reads the same column as `to_jsonb` writes it and keeps these milliseconds.
+        let json = text.replacingOccurrences(of: " ", with: "T") + (text.hasSuffix("+00") ? ":00" : "")
+        if text.hasSuffix("+00") { #expect(ISO8601.date(from: json) == date) }
+    }
+
+    @Test(arguments: [
+        "", "2026-11-28", "2026-11-28T10:00:00+00", "2026-02-30 10:00:00+00", "infinity", "garbage text here!!",
+    ])
+    func unreadableTimesAreRefused(text: String) {
+        #expect(PostgresTime.date(text) == nil)
+    }
+
+    @Test func cellsAreTheJSONThatJSONEncoderWrites() throws {
+        let text = "quote \" back\\slash / line\nbreak\u{01} ünïcødé 🚀"
+        let cells: [SessionsTable.JSONCell] = [.string(text), .strings([text, ""]), .number(42), .null]
+        let decoded = try cells.map {
+            try JSONSerialization.jsonObject(with: Data($0.json.utf8), options: .fragmentsAllowed)
+        }
+        #expect(decoded[0] as? String == text)
+        #expect(decoded[1] as? [String] == [text, ""])
+        #expect((decoded[2] as? NSNumber)?.intValue == 42)
+        #expect(decoded[3] is NSNull)
+    }
+}
