@@ -173,6 +173,10 @@ final class SessionDirectory: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await message in events {
+                        // A new session was not cached: its event matters only to a caller waiting
+                        // for it to be created and to a lookup under way that may not find it.
+                        // With neither, the event (one per create) is not read at all.
+                        if message.subject.hasSuffix(Self.createdSuffix), !self.isWatchingCreations { continue }
                         guard let event = try? JSONDecoder.sessions.decode(SessionEvent.self, from: message.payload)
                         else {
                             continue
@@ -204,6 +208,14 @@ final class SessionDirectory: Service, Sendable {
             events.unsubscribe()
             changes.unsubscribe()
         }
+    }
+
+    private static let createdSuffix = "." + SessionEvent.Kind.created.rawValue
+
+    /// Whether a created event could matter: someone waits for a session to be created, or a
+    /// lookup is under way.
+    private var isWatchingCreations: Bool {
+        !creations.withLock(\.isEmpty) || !cache.withLock(\.lookups.isEmpty)
     }
 
     /// Drops the cached session under these names and wakes whoever waits for its creation.

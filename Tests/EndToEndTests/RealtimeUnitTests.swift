@@ -356,6 +356,48 @@ final class GatedTailStore: StreamStore {
         }
     }
 
+    /// A created event wakes whoever waits for that session at once, not at its next look a
+    /// second later. (The directory skips created events while no one waits and no lookup is
+    /// under way; a waiter must still get them.)
+    @Test func aCreatedEventWakesAWaiterAtOnce() async throws {
+        try await withDirectory { directory, controlPlane, requests in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await directory.run() }
+                var iterator = requests.makeAsyncIterator()
+                let waiting = Task {
+                    try await directory.waitForSession("later", environmentId: "env", timeout: .seconds(30))
+                }
+                let first = try #require(await iterator.next()?.replySubject)
+                try controlPlane.publish(
+                    first,
+                    payload: Data(#"{"error":"Session not found"}"#.utf8),
+                    headers: ["Nats-Service-Error": "Session not found", "Nats-Service-Error-Code": "404"]
+                )
+                let answered = ContinuousClock.now
+                var session = Self.session(closedAt: nil)
+                session.externalId = "later"
+                let event = try JSONEncoder.sessions.encode(SessionEvent(kind: .created, session: session))
+                // Until the directory's subscription is in place, an event could pass it by.
+                let publishing = Task {
+                    while !Task.isCancelled {
+                        try controlPlane.publish(
+                            Subjects.sessionEvent(environmentId: "env", kind: .created),
+                            payload: event
+                        )
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                let second = try #require(await iterator.next()?.replySubject)
+                let waited = ContinuousClock.now - answered
+                publishing.cancel()
+                try controlPlane.publish(second, payload: try JSONEncoder.sessions.encode(session))
+                #expect(try await waiting.value?.externalId == "later")
+                #expect(waited < .milliseconds(500), "looked again after \(waited), not woken by the event")
+                group.cancelAll()
+            }
+        }
+    }
+
     /// Subscribers arriving together share one lookup of their session.
     @Test func concurrentLookupsOfASessionAreOne() async throws {
         try await withDirectory { directory, controlPlane, requests in
