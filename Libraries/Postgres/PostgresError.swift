@@ -49,11 +49,13 @@ public struct PostgresError: RetriableError, Sendable, CustomStringConvertible {
         if code == .connectionFailed || code == .replicationFailed { return true }
         guard let sqlState else { return false }
         return sqlState.hasPrefix("08") || sqlState.hasPrefix("53") || sqlState.hasPrefix("57P")
-            || sqlState == "40001" || sqlState == "40P01"
+            || sqlState == "40001" || sqlState == Self.deadlockDetected
     }
 
     /// The SQLSTATE for a unique-constraint violation.
     public static let uniqueViolation = "23505"
+    /// The SQLSTATE of a transaction PostgreSQL stopped to break a deadlock.
+    public static let deadlockDetected = "40P01"
     /// The SQLSTATE of "cached plan must not change result type", among others.
     public static let featureNotSupported = "0A000"
 

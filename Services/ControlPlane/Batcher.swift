@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Runs requests that arrive together as one batch: one statement for many creates.
@@ -8,14 +9,16 @@ import Synchronization
 ///
 /// Requests with the same key never share a batch (one statement cannot insert and update the
 /// same row); the later one waits for a following batch. The request that starts a batch runs
-/// it in its own task and hands each other request its answer. When a batch of several fails,
-/// each of its requests runs again alone, in its own task, so one bad request fails only itself.
+/// it in its own task and hands each other request its answer. When a batch of several fails
+/// with an error that may be one request's (`isRequestError`: the statement refused its data),
+/// each of its requests runs again alone, in its own task, so one bad request fails only itself;
+/// any other error (the database is away) fails them all, as it would have each alone.
 final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
     typealias Run = @Sendable ([Request]) async throws -> [Answer]
 
     private enum Turn: Sendable {
         case lead([Waiter])
-        case answered(Answer)
+        case answered(Result<Answer, any Error>)
         case runAlone
     }
 
@@ -32,16 +35,27 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
     private let concurrency: Int
     private let limit: Int
     private let key: @Sendable (Request) -> String?
+    private let isRequestError: @Sendable (any Error) -> Bool
+    private let logger: Logger
     private let run: Run
     private let state = Mutex(State())
 
     /// - Parameters:
     ///   - run: answers a batch, one answer per request in the same order.
-    init(concurrency: Int, limit: Int, key: @escaping @Sendable (Request) -> String?, run: @escaping Run) {
+    init(
+        concurrency: Int,
+        limit: Int,
+        key: @escaping @Sendable (Request) -> String?,
+        isRequestError: @escaping @Sendable (any Error) -> Bool,
+        logger: Logger,
+        run: @escaping Run
+    ) {
         precondition(concurrency > 0 && limit > 0, "a batcher needs a slot and room for a request")
         self.concurrency = concurrency
         self.limit = limit
         self.key = key
+        self.isRequestError = isRequestError
+        self.logger = logger
         self.run = run
     }
 
@@ -61,7 +75,7 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
             if let batch { batch[0].continuation.resume(returning: .lead(batch)) }
         }
         switch turn {
-        case .answered(let answer): return answer
+        case .answered(let answer): return try answer.get()
         case .runAlone: return try await run([request])[0]
         case .lead(let batch): return try await lead(batch)
         }
@@ -75,13 +89,20 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
             precondition(answers.count == batch.count, "a batch needs one answer per request")
         } catch {
             passOn()
-            guard batch.count > 1 else { throw error }
+            guard batch.count > 1, isRequestError(error) else {
+                for waiter in batch.dropFirst() { waiter.continuation.resume(returning: .answered(.failure(error))) }
+                throw error
+            }
+            logger.warning(
+                "A batch was refused; running each of its requests alone.",
+                metadata: ["requests": "\(batch.count)", "error": "\(error)"]
+            )
             for waiter in batch.dropFirst() { waiter.continuation.resume(returning: .runAlone) }
             return try await run([batch[0].request])[0]
         }
         passOn()
         for (waiter, answer) in zip(batch, answers).dropFirst() {
-            waiter.continuation.resume(returning: .answered(answer))
+            waiter.continuation.resume(returning: .answered(.success(answer)))
         }
         return answers[0]
     }

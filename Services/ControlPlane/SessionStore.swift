@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import Logging
 import Postgres
 import ServiceKit
 
@@ -33,8 +34,8 @@ struct SessionChanges: Sendable {
 /// ``SessionRow`` — the one mapping from columns to ``SessionRecord``, shared with the relay.
 struct SessionStore: Sendable {
     let database: PostgresClient
-    /// Creates that arrive together are written by one statement: pgbench ran 2.6 times as many
-    /// sessions a second as statements of eight as one by one.
+    /// Creates that arrive together are written by one statement (``Batcher``): PostgreSQL
+    /// writes 2.6 times as many sessions a second in statements of eight as in one each.
     private let creates: Batcher<CreateRow, SessionRecord?>
 
     init(database: PostgresClient) {
@@ -42,9 +43,18 @@ struct SessionStore: Sendable {
         creates = Batcher(
             concurrency: max(1, database.configuration.poolSize / 2),
             limit: 64,
-            key: { row in row.externalId.map { row.environmentId + " " + $0 } },
+            key: { row in row.externalId.map { Self.key(environmentId: row.environmentId, externalId: $0) } },
+            // The statement refused the data (a constraint, a deadlock, a cancelled leader); a
+            // lost connection is not one request's.
+            isRequestError: { ($0 as? PostgresError)?.code == .queryFailed },
+            logger: Logger(label: "control-plane"),
             run: { rows in try await Self.write(rows, database: database) }
         )
+    }
+
+    /// An externalId in its environment (environment ids hold no spaces).
+    private static func key(environmentId: String, externalId: String) -> String {
+        environmentId + " " + externalId
     }
 
     /// What a create did.
@@ -120,7 +130,9 @@ struct SessionStore: Sendable {
     /// ``create(_:in:onlyTasks:)`` says), in one statement with their events. Answers each row
     /// with the session it wrote, or nil when it left the existing one as it was.
     ///
-    /// The rows are written in key order, so two batches wanting the same names cannot deadlock.
+    /// The rows are written in key order, so two batches wanting the same names cannot deadlock
+    /// each other. (A batch can with a rename, which holds its row while it takes a name: see
+    /// ``update(_:with:)``.)
     static func write(_ rows: [CreateRow], database: PostgresClient) async throws -> [SessionRecord?] {
         let input = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
         let written = try await database.query(
@@ -159,13 +171,16 @@ struct SessionStore: Sendable {
             SELECT to_jsonb(written)::text AS session_row FROM written
             """
         ).map(SessionRow.decode)
-        var byKey: [String: SessionRecord] = [:]
-        for record in written {
-            byKey[record.id] = record
-            if let externalId = record.externalId { byKey[record.environmentId + " " + externalId] = record }
-        }
+        let byId = Dictionary(written.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let byName = Dictionary(
+            written.compactMap { record in
+                record.externalId.map { (Self.key(environmentId: record.environmentId, externalId: $0), record) }
+            },
+            uniquingKeysWith: { first, _ in first }
+        )
         return rows.map { row in
-            byKey[row.id] ?? row.externalId.flatMap { byKey[row.environmentId + " " + $0] }
+            byId[row.id]
+                ?? row.externalId.flatMap { byName[Self.key(environmentId: row.environmentId, externalId: $0)] }
         }
     }
 
@@ -207,8 +222,26 @@ struct SessionStore: Sendable {
     /// session had just before (read under the row's lock, so concurrent renames each name the
     /// one they replaced).
     ///
+    /// A rename holds its row while it takes the new name. A batch of creates can hold that name
+    /// while it waits for the row (one of its creates names the row's old name); PostgreSQL then
+    /// stops one of the two, and a stopped rename tries again.
+    ///
     /// - Throws: ``APIError`` 409 when the new externalId is taken in this environment.
     func update(
+        _ session: SessionRecord,
+        with changes: SessionChanges
+    ) async throws -> (SessionRecord, previousExternalId: String?)? {
+        for _ in 0..<2 {
+            do {
+                return try await attemptUpdate(session, with: changes)
+            } catch let error as PostgresError where error.sqlState == PostgresError.deadlockDetected {
+                continue
+            }
+        }
+        return try await attemptUpdate(session, with: changes)
+    }
+
+    private func attemptUpdate(
         _ session: SessionRecord,
         with changes: SessionChanges
     ) async throws -> (SessionRecord, previousExternalId: String?)? {

@@ -175,6 +175,57 @@ import Testing
         }
     }
 
+    /// A batch of creates can take a new name and then wait for the row a rename holds, while
+    /// the rename waits for that name. PostgreSQL stops the rename (it waited first); the rename
+    /// tries again once the batch is done, and finds the name taken: 409, not a 503.
+    @Test func aRenameStoppedByADeadlockWithACreateBatchTriesAgain() async throws {
+        try await withControlPlane { api, tenants, controlPlane, _ in
+            let name = TestServers.uniqueName("deadlock")
+            let created = try await api.create(#"{"type":"t","externalId":"\#(name)-old"}"#, token: tenants.a.apiKey)
+            let store = controlPlane.store
+            let session = try #require(try await store.find(created.session.id, environmentId: tenants.a.environmentId))
+            let (holdsName, holding) = AsyncStream<Void>.makeStream()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // The batch's two steps, apart: a new session named `-new`, then the renamed row.
+                    try await store.database.withTransaction { connection in
+                        try await connection.query(
+                            """
+                            INSERT INTO sessions (
+                                id, friendly_id, external_id, type, organization_id, project_id,
+                                runtime_environment_id, environment_type
+                            ) VALUES (
+                                \(name), \("session_" + name), \(name + "-new"), 't', \(tenants.a.organizationId),
+                                \(tenants.a.projectId), \(tenants.a.environmentId), \(tenants.a.type)
+                            )
+                            """
+                        )
+                        holding.yield()
+                        let renameWaits = try await TestServers.waitUntil {
+                            let rows = try await connection.query(
+                                """
+                                SELECT count(*)::int AS waiting FROM pg_locks
+                                WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))
+                                """
+                            )
+                            return try rows[0].decode("waiting", as: Int.self) > 0
+                        }
+                        #expect(renameWaits)
+                        try await connection.query("UPDATE sessions SET tags = tags WHERE id = \(session.id)")
+                    }
+                }
+                for await _ in holdsName { break }
+                let rename = SessionChanges(externalId: .some(name + "-new"))
+                await #expect(
+                    throws: APIError(.conflict, "A session with this externalId already exists in this environment")
+                ) {
+                    try await store.update(session, with: rename)
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test func concurrentCreatesEachGetTheirOwnSession() async throws {
         try await withControlPlane { api, tenants, _, _ in
             let name = TestServers.uniqueName("many")
