@@ -48,9 +48,19 @@ final class SessionDirectory: Service, Sendable {
     private let creations = Mutex<[Key: [UInt64: AsyncStream<Void>.Continuation]]>([:])
     private let lastWaiter = Atomic<UInt64>(0)
 
-    init(connection: NatsConnection, lifetime: Duration = .seconds(30), logger: Logger) {
+    /// How often a caller waiting for a session to be created looks for it, besides being woken
+    /// by its created event.
+    private let creationLook: Duration
+
+    init(
+        connection: NatsConnection,
+        lifetime: Duration = .seconds(30),
+        creationLook: Duration = .seconds(1),
+        logger: Logger
+    ) {
         self.connection = connection
         self.lifetime = lifetime
+        self.creationLook = creationLook
         self.logger = logger
     }
 
@@ -158,7 +168,7 @@ final class SessionDirectory: Service, Sendable {
                 group.addTask {
                     for await _ in created { return }
                 }
-                group.addTask { try? await Task.sleep(for: min(remaining, .seconds(1))) }
+                group.addTask { [creationLook] in try? await Task.sleep(for: min(remaining, creationLook)) }
                 await group.next()
                 group.cancelAll()
             }
