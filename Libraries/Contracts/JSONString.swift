@@ -1,5 +1,5 @@
-/// JSON string literals written by hand, for hot paths where a `JSONEncoder` a value would cost
-/// tens of microseconds. The text is what `JSONEncoder.sessions` writes (slashes unescaped).
+/// JSON string literals written by hand, for hot paths where a `JSONEncoder` for each value would
+/// cost tens of microseconds. The text is what `JSONEncoder.sessions` writes (slashes unescaped).
 public enum JSONString {
     /// `value` as a JSON string literal.
     public static func quoted(_ value: String) -> String {

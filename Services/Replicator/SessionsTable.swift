@@ -115,9 +115,9 @@ enum SessionsTable {
     }
 }
 
-/// `timestamptz` text as the replication stream sends it (`2026-11-28 10:00:00.123456+00`, any
-/// offset), and ClickHouse's `DateTime64(3, 'UTC')` text. Both go through ``ISO8601``, so a
-/// session's times are cut to the millisecond here as the API cuts them.
+/// `timestamptz` text as the replication stream sends it (`2026-11-28 10:00:00.123+00`; the
+/// columns keep milliseconds, and the stream's session is in UTC, though any offset is read),
+/// and ClickHouse's `DateTime64(3, 'UTC')` text. Both go through ``ISO8601``, as the API's dates do.
 enum PostgresTime {
     static func date(_ text: String) -> Date? {
         var bytes = Array(text.utf8)
