@@ -24,6 +24,7 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
 
     private struct Waiter: Sendable {
         let request: Request
+        let key: String?
         let continuation: CheckedContinuation<Turn, Never>
     }
 
@@ -63,9 +64,10 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
     var queued: Int { state.withLock { $0.queue.count } }
 
     func submit(_ request: Request) async throws -> Answer {
+        let key = key(request)
         let turn = await withCheckedContinuation { continuation in
             let batch = state.withLock { state -> [Waiter]? in
-                state.queue.append(Waiter(request: request, continuation: continuation))
+                state.queue.append(Waiter(request: request, key: key, continuation: continuation))
                 guard state.running < concurrency else { return nil }
                 state.running += 1
                 return take(&state)
@@ -125,7 +127,7 @@ final class Batcher<Request: Sendable, Answer: Sendable>: Sendable {
         var keys: Set<String> = []
         var rest: [Waiter] = []
         for waiter in state.queue {
-            if batch.count < limit, key(waiter.request).map({ keys.insert($0).inserted }) ?? true {
+            if batch.count < limit, waiter.key.map({ keys.insert($0).inserted }) ?? true {
                 batch.append(waiter)
             } else {
                 rest.append(waiter)

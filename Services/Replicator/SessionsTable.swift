@@ -124,7 +124,8 @@ enum PostgresTime {
         guard bytes.count > 19, bytes[10] == UInt8(ascii: " ") else { return nil }
         bytes[10] = UInt8(ascii: "T")
         // A whole-hour offset (`+00`, `-05`) as ISO-8601 writes it (`+00:00`).
-        if [UInt8(ascii: "+"), UInt8(ascii: "-")].contains(bytes[bytes.count - 3]) { bytes += Array(":00".utf8) }
+        let sign = bytes[bytes.count - 3]
+        if sign == UInt8(ascii: "+") || sign == UInt8(ascii: "-") { bytes += Array(":00".utf8) }
         return ISO8601.date(from: String(decoding: bytes, as: UTF8.self))
     }
 
