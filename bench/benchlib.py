@@ -3,6 +3,7 @@ wrk, raw JetStream delivery."""
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -96,3 +97,45 @@ def wrk(url, script, concurrency, seconds, headers):
             "p50Ms": percentile_ms("50"), "p99Ms": percentile_ms("99"),
             "errors": int(errors.group(1)) if errors else 0,
             "requests": int(re.search(r"(\d+) requests in", output).group(1)), "run": run}
+
+
+class CPUMeter:
+    """CPU time (user + system, seconds) spent by named processes and by this script's load
+    generators, read from /proc: a process's own time, the time of its children now alive, and
+    that of the children it has reaped (PostgreSQL's backends end with their connections)."""
+
+    def __init__(self, processes):
+        self.processes = {name: int(pid) for name, pid in processes.items()}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _times(self):
+        """pid -> (ppid, own ticks, reaped children's ticks) for every process now alive."""
+        times = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended while we looked
+            times[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+        return times
+
+    def sample(self):
+        times = self._times()
+        sample = {}
+        for name, pid in self.processes.items():
+            if pid not in times:
+                raise RuntimeError(f"{name} (pid {pid}) is not running")
+            _, own, reaped = times[pid]
+            children = sum(ticks for ppid, ticks, _ in times.values() if ppid == pid)
+            sample[name] = (own + reaped + children) / self.tick
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sample["client"] = usage.ru_utime + usage.ru_stime
+        return sample
+
+    @staticmethod
+    def per_operation(before, after, operations):
+        """Milliseconds of CPU per operation, by process, between two samples."""
+        return {name: (after[name] - before[name]) * 1000 / max(1, operations) for name in after}

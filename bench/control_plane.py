@@ -5,8 +5,13 @@ the same run, from the same machine. Both load generators are separate native pr
 numbers measure the servers, not the client. Also measures the HTTP floor: `GET /healthz`, which
 does no work, through the same server — the most any route of it can answer on this machine.
 
+With --processes, it also counts the CPU each process spends per create (until the creates' events
+are relayed and replicated), per raw INSERT and per GET /healthz, and from those the most creates
+a second the machine could give if the control plane and the load generator cost nothing, or only
+what they spend on GET /healthz.
+
 Usage: control_plane.py --url URL --api-key KEY --database-url URL [--concurrency 32]
-                        [--seconds 10] [--warmup 2] [--output FILE]
+                        [--seconds 10] [--warmup 2] [--processes NAME=PID,...] [--output FILE]
 """
 import argparse
 import json
@@ -23,7 +28,8 @@ PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 
 
 def pgbench(database_url, script, concurrency, seconds):
-    """Runs pgbench with a custom script; returns (ops/s, p50 ms, p99 ms) from its per-transaction log."""
+    """Runs pgbench with a custom script; returns (ops/s, p50 ms, p99 ms, transactions) from its
+    per-transaction log."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "script.sql")
         with open(path, "w") as handle:
@@ -34,12 +40,13 @@ def pgbench(database_url, script, concurrency, seconds):
             check=True, capture_output=True, text=True, cwd=folder,
         ).stdout
         rate = float(re.search(r"tps = ([\d.]+)", output).group(1))
+        transactions = int(re.search(r"number of transactions actually processed: (\d+)", output).group(1))
         latencies = []
         for name in os.listdir(folder):
             if name.startswith("log"):
                 with open(os.path.join(folder, name)) as log:
                     latencies += [int(line.split()[2]) for line in log if line.strip()]
-    return rate, benchlib.percentile(latencies, 50) / 1000.0, benchlib.percentile(latencies, 99) / 1000.0
+    return rate, benchlib.percentile(latencies, 50) / 1000.0, benchlib.percentile(latencies, 99) / 1000.0, transactions
 
 
 # Every create names a new externalId.
@@ -73,6 +80,21 @@ VALUES (:client_id || '-' || :n, 'session_' || :client_id || '-' || :n, 'bench-'
 ON CONFLICT DO NOTHING;
 """
 
+# Waits (up to a minute) until every event written so far has been relayed to JetStream and every
+# replication slot has confirmed the WAL written so far: the creates' whole cost has been paid.
+DRAIN_SQL = """
+DO $$ DECLARE written pg_lsn := pg_current_wal_lsn(); BEGIN
+    FOR attempt IN 1..1200 LOOP
+        IF NOT EXISTS (SELECT FROM session_events_outbox)
+            AND NOT EXISTS (SELECT FROM pg_replication_slots WHERE confirmed_flush_lsn < written) THEN
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RAISE EXCEPTION 'the creates'' events were not all relayed and replicated within a minute';
+END $$;
+"""
+
 SELECT_SQL = r"""\set n random(1, 2000)
 SELECT * FROM bench_sessions WHERE friendly_id = 'session_seed-' || :n;
 """
@@ -86,6 +108,8 @@ def main():
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--processes", default="",
+                        help="NAME=PID,...: the servers and services whose CPU per create is counted")
     parser.add_argument("--output")
     options = parser.parse_args()
     auth = {"Authorization": f"Bearer {options.api_key}"}
@@ -120,9 +144,21 @@ def main():
                 run(options.warmup)
             return run(options.seconds)
 
+        meter = benchlib.CPUMeter(dict(item.split("=") for item in options.processes.split(",") if item))
+
         def create(seconds):
-            """One wrk run of creates, checked to have created a session for every answer."""
+            """One wrk run of creates, checked to have created a session for every answer; with
+            --processes, also the CPU each process spent per create, once all of them are relayed
+            and replicated."""
+            before = meter.sample()
             result = benchlib.wrk(options.url, create_script, options.concurrency, seconds, auth)
+            client = meter.sample()["client"]
+            if meter.processes:
+                drain = subprocess.run(psql + [DRAIN_SQL], capture_output=True, text=True)
+                if drain.returncode != 0:
+                    sys.exit(f"[bench] {drain.stderr.strip()}")
+                after = {**meter.sample(), "client": client}
+                result["cpuMsPerOperation"] = meter.per_operation(before, after, result["requests"])
             created = int(subprocess.run(
                 psql[:-1] + ["-tA", "-c", f"SELECT count(*) FROM sessions WHERE external_id LIKE 'bench-{result['run']}-%'"],
                 check=True, capture_output=True, text=True).stdout)
@@ -131,13 +167,28 @@ def main():
             return result
 
         rows = []
-        ours = phase("api create (wrk)", create)
-        raw = phase("pg insert (pgbench)", lambda s: pgbench(options.database_url, INSERT_SQL, options.concurrency, s))
-        rows.append(("create", ours, raw))
+        created = phase("api create (wrk)", create)
+
+        def insert(seconds):
+            before = meter.sample()
+            rate, p50, p99, transactions = pgbench(options.database_url, INSERT_SQL, options.concurrency, seconds)
+            spent = meter.per_operation(before, meter.sample(), transactions)
+            return rate, p50, p99, {"postgres": spent["postgres"], "client": spent["client"]} if meter.processes else None
+
+        inserted = phase("pg insert (pgbench)", insert)
+        rows.append(("create", created, inserted[:3]))
         ours = phase("api retrieve (wrk)", lambda s: benchlib.wrk(options.url, retrieve_script, options.concurrency, s, auth))
-        raw = phase("pg select (pgbench)", lambda s: pgbench(options.database_url, SELECT_SQL, options.concurrency, s))
+        raw = phase("pg select (pgbench)", lambda s: pgbench(options.database_url, SELECT_SQL, options.concurrency, s)[:3])
         rows.append(("retrieve", ours, raw))
-        floor = phase("http floor: GET /healthz (wrk)", lambda s: benchlib.wrk(options.url + "/healthz", None, options.concurrency, s, {}))
+
+        def healthz(seconds):
+            before = meter.sample()
+            result = benchlib.wrk(options.url + "/healthz", None, options.concurrency, seconds, {})
+            if meter.processes:
+                result["cpuMsPerOperation"] = meter.per_operation(before, meter.sample(), result["requests"])
+            return result
+
+        floor = phase("http floor: GET /healthz (wrk)", healthz)
     subprocess.run(psql + ["DROP TABLE bench_sessions"], check=True)
 
     print(f"control plane, concurrency {options.concurrency}, {options.seconds} s per phase, {os.cpu_count()} cores")
@@ -153,11 +204,32 @@ def main():
                         "raw": {"opsPerSecond": raw_rate, "p50Ms": raw_p50, "p99Ms": raw_p99}, "ratio": ratio})
     floor_rate, floor_p50, floor_p99 = floor["opsPerSecond"], floor["p50Ms"], floor["p99Ms"]
     print(f"{'floor':<9}{floor_rate:>11.0f}{floor_p50:>8.2f}{floor_p99:>8.2f} |  GET /healthz: the most this server answers here")
+    cpu = None
+    if meter.processes:
+        front = ("control-plane", "client")
+        cpu = {"create": created["cpuMsPerOperation"], "insert": inserted[3],
+               "healthz": {name: floor["cpuMsPerOperation"][name] for name in front}}
+        # What a create costs everything but the control plane and the load generator: the most
+        # creates a second these cores could give if those two cost nothing, or only what they
+        # spend on a request that does no work.
+        rest = sum(spent for name, spent in cpu["create"].items() if name not in front)
+        cpu["ceilingOpsPerSecond"] = os.cpu_count() * 1000 / rest
+        cpu["healthzCeilingOpsPerSecond"] = os.cpu_count() * 1000 / (rest + sum(cpu["healthz"].values()))
+        print("CPU ms per operation (user + system; a create's until its event is relayed and replicated):")
+        for metric, spent in (("create", cpu["create"]), ("INSERT", cpu["insert"]), ("healthz", cpu["healthz"])):
+            parts = "  ".join(f"{name} {ms:.3f}" for name, ms in sorted(spent.items(), key=lambda item: -item[1]))
+            print(f"  {metric:<8}{parts}  | total {sum(spent.values()):.3f}")
+        insert_rate = rows[0][2][0]
+        print(f"A create costs the rest of the machine {rest:.3f} ms. On {os.cpu_count()} cores that allows at most "
+              f"{cpu['ceilingOpsPerSecond']:,.0f} creates/s ({cpu['ceilingOpsPerSecond'] / insert_rate:.0%} of INSERT) "
+              f"if the control plane and the client cost nothing, and {cpu['healthzCeilingOpsPerSecond']:,.0f}/s "
+              f"({cpu['healthzCeilingOpsPerSecond'] / insert_rate:.0%}) if they cost what GET /healthz does.")
     if options.output:
         with open(options.output, "w") as handle:
             json.dump({"benchmark": "control-plane", "concurrency": options.concurrency, "seconds": options.seconds,
                        "cores": os.cpu_count(), "results": results,
-                       "floor": {"opsPerSecond": floor_rate, "p50Ms": floor_p50, "p99Ms": floor_p99}}, handle, indent=2)
+                       "floor": {"opsPerSecond": floor_rate, "p50Ms": floor_p50, "p99Ms": floor_p99},
+                       **({"cpuMsPerOperation": cpu} if cpu else {})}, handle, indent=2)
     if any(row["ours"]["errors"] for row in results):
         sys.exit(1)
 

@@ -34,11 +34,17 @@ def rows(stamp):
                         ">= 50%" if name == "create" else ""))
             out.append((f"session {name}, c=32 p99 (ms)", ours["p99Ms"], engine, base["p99Ms"], "latency",
                         "< 20 ms" if name == "create" else ""))
+        insert = next(item["raw"]["opsPerSecond"] for item in control if item["metric"] == "create")
         floor = load("control-plane", stamp, "floor")
         if isinstance(floor, dict) and "opsPerSecond" in floor:
-            insert = next(item["raw"]["opsPerSecond"] for item in control if item["metric"] == "create")
             out.append(("  HTTP floor: GET /healthz, c=32 (ops/s)", floor["opsPerSecond"], "PostgreSQL INSERT",
                         insert, "rate", ""))
+        cpu = load("control-plane", stamp, "cpuMsPerOperation")
+        if isinstance(cpu, dict) and "ceilingOpsPerSecond" in cpu:
+            out.append(("  ceiling, control plane and client free (ops/s)", cpu["ceilingOpsPerSecond"],
+                        "PostgreSQL INSERT", insert, "rate", ""))
+            out.append(("  ceiling, control plane as GET /healthz (ops/s)", cpu["healthzCeilingOpsPerSecond"],
+                        "PostgreSQL INSERT", insert, "rate", ""))
     delivery = (raw or {}).get("jetstreamDelivery")
     if realtime:
         one, many = realtime["append c=1"], realtime["append c=64"]

@@ -69,6 +69,14 @@ ENVIRONMENT=$("$BIN/control-plane" env create --organization bench --project ben
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ENVIRONMENT" "$1"; }
 KEY=$(field apiKey)
 
+# Every server and service, NAME=PID, for the benchmarks that count what each spends.
+processes() {
+    local names=(control-plane realtime waitpoints replicator) list=() index server
+    for index in "${!names[@]}"; do list+=("${names[$index]}=${PIDS[$index]}"); done
+    for server in postgres nats clickhouse redis; do list+=("$server=$(<"$DIR/$server.pid")"); done
+    (IFS=,; echo "${list[*]}")
+}
+
 # Before each benchmark (and each phase of one) the machine is brought to rest (benchlib.quiet):
 # PostgreSQL's dirty buffers and the page cache written back, then under 15% of the CPUs busy.
 quiet() { python3 -c 'import benchlib; benchlib.quiet()' >&2; }
@@ -89,7 +97,8 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control-plane ]]; then
     OUT=bench/results/control-plane-$STAMP.json
     say "control plane: create and retrieve at concurrency 32 (wrk) vs raw PostgreSQL (pgbench)"
     python3 bench/control_plane.py --url "http://127.0.0.1:$PORT" --api-key "$KEY" \
-        --database-url "$SESSIONS_DATABASE_URL" --concurrency 32 --seconds "${BENCH_SECONDS:-10}" --output "$OUT"
+        --database-url "$SESSIONS_DATABASE_URL" --concurrency 32 --seconds "${BENCH_SECONDS:-10}" --output "$OUT" \
+        --processes "$(processes)"
     say "results: $OUT"
 fi
 if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == realtime ]]; then
