@@ -123,7 +123,7 @@ class CPUMeter:
         return times
 
     def sample(self):
-        times = self._times()
+        times = self._times() if self.processes else {}
         sample = {}
         for name, pid in self.processes.items():
             if pid not in times:
@@ -131,9 +131,14 @@ class CPUMeter:
             _, own, reaped = times[pid]
             children = sum(ticks for ppid, ticks, _ in times.values() if ppid == pid)
             sample[name] = (own + reaped + children) / self.tick
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        sample["client"] = usage.ru_utime + usage.ru_stime
+        sample["client"] = self.client()
         return sample
+
+    @staticmethod
+    def client():
+        """The CPU time of this script's load generators (the children it has waited for)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
     @staticmethod
     def per_operation(before, after, operations):

@@ -152,7 +152,7 @@ def main():
             and replicated."""
             before = meter.sample()
             result = benchlib.wrk(options.url, create_script, options.concurrency, seconds, auth)
-            client = meter.sample()["client"]
+            client = meter.client()
             if meter.processes:
                 drain = subprocess.run(psql + [DRAIN_SQL], capture_output=True, text=True)
                 if drain.returncode != 0:
